@@ -1,0 +1,67 @@
+//! The errors of the use cases.
+//!
+//! Each use case has its own error type, whose variants are the outcomes a caller must handle
+//! (a missing book, a stale version). Everything else is a [`StorageError`], which keeps its
+//! cause chain for the log; callers show it to nobody.
+
+use thiserror::Error;
+
+use crate::{BookId, Version};
+
+/// Storage failed in a way the caller cannot fix by changing the request.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// Storage cannot be reached now (connection refused or lost, no free connection in time).
+    /// Worth retrying later.
+    #[error("the book store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug or a broken invariant, to be logged and investigated.
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Why a book could not be created.
+#[derive(Debug, Error)]
+pub enum CreateBookError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a book could not be fetched.
+#[derive(Debug, Error)]
+pub enum GetBookError {
+    /// There is no book with this id.
+    #[error("there is no book with id {0}")]
+    NotFound(BookId),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why books could not be listed.
+#[derive(Debug, Error)]
+pub enum ListBooksError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a book could not be replaced, patched or deleted.
+#[derive(Debug, Error)]
+pub enum WriteBookError {
+    /// There is no book with this id.
+    #[error("there is no book with id {0}")]
+    NotFound(BookId),
+    /// The book exists but its version is not one the caller allowed; nothing was changed.
+    #[error("book {id} is at version {current}, which the request did not expect")]
+    VersionMismatch {
+        /// The book.
+        id: BookId,
+        /// Its version now.
+        current: Version,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

@@ -1,0 +1,42 @@
+//! The books catalogue, independent of any web framework, database or async runtime.
+//!
+//! This crate is the middle of a hexagonal design: it holds the [`Book`] and the validated values
+//! it is made of, the [`BookRepository`] port that storage adapters implement, and the
+//! [`BookService`] with the use cases (create, get, list, replace, patch, delete).
+//!
+//! The one decision to know: **a value that exists is valid**. [`Title`], [`Author`] and [`Genre`]
+//! can only be built through constructors that trim and check their input, so a [`Book`] never
+//! needs checking again downstream, whether it came from a request, a database row or an embedder.
+//!
+//! ```
+//! use books_domain::{BookService, InMemoryBookRepository, NewBook};
+//!
+//! let service = BookService::new(InMemoryBookRepository::default());
+//! let draft = NewBook::parse(Some("  Dune "), Some("Frank Herbert"), None)?;
+//! let book = service.create_book(&draft)?;
+//! assert_eq!(book.title().as_str(), "Dune");
+//! assert_eq!(book.version().get(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The crate is synchronous on purpose: storage adapters such as diesel are synchronous, and an
+//! async caller runs the use cases on a blocking thread pool of its choosing.
+#![deny(missing_docs)]
+
+mod book;
+mod errors;
+mod input;
+mod listing;
+mod memory;
+mod ports;
+mod service;
+
+pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
+pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
+pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};
+pub use listing::{
+    BookFilter, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey, SortValue,
+};
+pub use memory::InMemoryBookRepository;
+pub use ports::{BookRepository, VersionCheck};
+pub use service::BookService;

@@ -1,0 +1,296 @@
+//! A repository in memory, for tests and for embedders who need no persistence.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+
+use crate::{
+    Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, ListBooksError,
+    ListQuery, NewBook, StorageError, Version, VersionCheck, WriteBookError,
+};
+
+/// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
+///
+/// ```
+/// use books_domain::{BookService, InMemoryBookRepository, NewBook, VersionCheck};
+/// let service = BookService::new(InMemoryBookRepository::default());
+/// let book = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+/// service.delete_book(book.id(), &VersionCheck::Any)?;
+/// assert!(service.get_book(book.id()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct InMemoryBookRepository {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_id: i64,
+    books: BTreeMap<BookId, Book>,
+}
+
+impl InMemoryBookRepository {
+    fn state(&self) -> Result<MutexGuard<'_, State>, StorageError> {
+        self.state.lock().map_err(|_| {
+            StorageError::Unknown(anyhow::anyhow!(
+                "the in-memory book store was poisoned by a panic"
+            ))
+        })
+    }
+
+    /// Runs `change` on the stored book once `check` allows it, then bumps version and time.
+    fn write(
+        &self,
+        id: BookId,
+        check: &VersionCheck,
+        change: impl FnOnce(&mut NewBook),
+    ) -> Result<Book, WriteBookError> {
+        let mut state = self.state()?;
+        let stored = state
+            .books
+            .get_mut(&id)
+            .ok_or(WriteBookError::NotFound(id))?;
+        if !check.allows(stored.version()) {
+            return Err(WriteBookError::VersionMismatch {
+                id,
+                current: stored.version(),
+            });
+        }
+        let mut fields = NewBook {
+            title: stored.title().clone(),
+            author: stored.author().clone(),
+            genre: stored.genre().cloned(),
+        };
+        change(&mut fields);
+        *stored = Book::new(
+            id,
+            fields.title,
+            fields.author,
+            fields.genre,
+            stored.version().next(),
+            stored.created_at(),
+            Utc::now(),
+        );
+        Ok(stored.clone())
+    }
+}
+
+impl BookRepository for InMemoryBookRepository {
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
+        let mut state = self.state()?;
+        state.last_id += 1;
+        let id = BookId::new(state.last_id)
+            .ok_or_else(|| StorageError::Unknown(anyhow::anyhow!("book ids ran out")))?;
+        let now = Utc::now();
+        let created = Book::new(
+            id,
+            book.title.clone(),
+            book.author.clone(),
+            book.genre.clone(),
+            Version::FIRST,
+            now,
+            now,
+        );
+        state.books.insert(id, created.clone());
+        Ok(created)
+    }
+
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
+        self.state()?
+            .books
+            .get(&id)
+            .cloned()
+            .ok_or(GetBookError::NotFound(id))
+    }
+
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
+        let state = self.state()?;
+        let mut books: Vec<Book> = state
+            .books
+            .values()
+            .filter(|book| query.filter.matches(book) && query.is_after_position(book))
+            .cloned()
+            .collect();
+        books.sort_by(|a, b| query.compare(a, b));
+        books.truncate(count);
+        Ok(books)
+    }
+
+    fn replace(
+        &self,
+        id: BookId,
+        book: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        self.write(id, check, |fields| fields.clone_from(book))
+    }
+
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        self.write(id, check, |fields| {
+            if let Some(title) = &patch.title {
+                fields.title.clone_from(title);
+            }
+            if let Some(author) = &patch.author {
+                fields.author.clone_from(author);
+            }
+            if let Some(genre) = &patch.genre {
+                fields.genre.clone_from(genre);
+            }
+        })
+    }
+
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        let mut state = self.state()?;
+        let stored = state.books.get(&id).ok_or(WriteBookError::NotFound(id))?;
+        if !check.allows(stored.version()) {
+            return Err(WriteBookError::VersionMismatch {
+                id,
+                current: stored.version(),
+            });
+        }
+        state.books.remove(&id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BookFilter, BookService, PageSize, PatchValue, SearchTerm, Sort, SortKey};
+
+    fn service_with(books: &[(&str, &str, Option<&str>)]) -> BookService {
+        let service = BookService::new(InMemoryBookRepository::default());
+        for (title, author, genre) in books {
+            let draft = NewBook::parse(Some(title), Some(author), *genre).expect("valid book");
+            service.create_book(&draft).expect("created");
+        }
+        service
+    }
+
+    fn titles(service: &BookService, mut query: ListQuery) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let page = service.list_books(&query).expect("listed");
+            seen.extend(page.items.iter().map(|b| b.title().as_str().to_owned()));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return seen,
+            }
+        }
+    }
+
+    #[test]
+    fn a_created_book_starts_at_version_one_with_equal_timestamps() {
+        let service = service_with(&[("Dune", "Frank Herbert", None)]);
+        let book = service.get_book(BookId::new(1).unwrap()).unwrap();
+        assert_eq!(book.version(), Version::FIRST);
+        assert_eq!(book.created_at(), book.updated_at());
+    }
+
+    #[test]
+    fn ids_are_never_reused_after_a_delete() {
+        let service = service_with(&[("A", "X", None)]);
+        service
+            .delete_book(BookId::new(1).unwrap(), &VersionCheck::Any)
+            .unwrap();
+        let next = service
+            .create_book(&NewBook::parse(Some("B"), Some("X"), None).unwrap())
+            .unwrap();
+        assert_eq!(next.id().get(), 2);
+    }
+
+    #[test]
+    fn a_write_with_a_stale_version_changes_nothing() {
+        let service = service_with(&[("A", "X", None)]);
+        let id = BookId::new(1).unwrap();
+        let patch =
+            BookPatch::parse(PatchValue::Set("B"), PatchValue::Keep, PatchValue::Keep).unwrap();
+        let stale = VersionCheck::OneOf(vec![Version::new(7).unwrap()]);
+        assert!(matches!(
+            service.patch_book(id, &patch, &stale),
+            Err(WriteBookError::VersionMismatch { current, .. }) if current == Version::FIRST
+        ));
+        assert_eq!(service.get_book(id).unwrap().title().as_str(), "A");
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_fields_it_names_and_bumps_the_version() {
+        let service = service_with(&[("A", "X", Some("Poetry"))]);
+        let id = BookId::new(1).unwrap();
+        let patch =
+            BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Clear).unwrap();
+        let book = service
+            .patch_book(id, &patch, &VersionCheck::OneOf(vec![Version::FIRST]))
+            .unwrap();
+        assert_eq!(
+            (book.title().as_str(), book.genre(), book.version().get()),
+            ("A", None, 2)
+        );
+    }
+
+    #[test]
+    fn following_positions_visits_every_book_once_with_duplicate_sort_keys() {
+        let service = service_with(&[
+            ("B", "X", None),
+            ("A", "Y", None),
+            ("B", "Z", None),
+            ("C", "X", None),
+            ("B", "Y", None),
+        ]);
+        let query = ListQuery {
+            sort: Sort {
+                key: SortKey::Title,
+                descending: true,
+            },
+            limit: PageSize::new(2).unwrap(),
+            ..ListQuery::default()
+        };
+        assert_eq!(titles(&service, query), ["C", "B", "B", "B", "A"]);
+    }
+
+    #[test]
+    fn filters_match_case_insensitively() {
+        let service = service_with(&[
+            ("Dune", "Frank Herbert", Some("SF")),
+            ("Emma", "Jane Austen", Some("Romance")),
+            ("Dune Messiah", "Frank Herbert", None),
+        ]);
+        let by = |filter: BookFilter| {
+            titles(
+                &service,
+                ListQuery {
+                    filter,
+                    ..ListQuery::default()
+                },
+            )
+        };
+        assert_eq!(
+            by(BookFilter {
+                author: Some(crate::Author::new("frank herbert").unwrap()),
+                ..BookFilter::default()
+            }),
+            ["Dune", "Dune Messiah"]
+        );
+        assert_eq!(
+            by(BookFilter {
+                genre: Some(crate::Genre::new("sf").unwrap()),
+                ..BookFilter::default()
+            }),
+            ["Dune"]
+        );
+        assert_eq!(
+            by(BookFilter {
+                search: Some(SearchTerm::new("AUST").unwrap()),
+                ..BookFilter::default()
+            }),
+            ["Emma"]
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The port that storage adapters implement.
+
+use crate::{
+    Book, BookId, BookPatch, CreateBookError, GetBookError, ListBooksError, ListQuery, NewBook,
+    Version, WriteBookError,
+};
+
+/// Which versions of a book a write may apply to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VersionCheck {
+    /// Whatever the version.
+    #[default]
+    Any,
+    /// Only while the book is at one of these versions (an `If-Match` list). An empty list
+    /// matches nothing.
+    OneOf(Vec<Version>),
+}
+
+impl VersionCheck {
+    /// True when a book at `version` may be written.
+    pub fn allows(&self, version: Version) -> bool {
+        match self {
+            Self::Any => true,
+            Self::OneOf(versions) => versions.contains(&version),
+        }
+    }
+}
+
+/// Storage of books.
+///
+/// Implementations must make each write atomic: the version check and the change happen in one
+/// step, so two writers that expect the same version can never both succeed, and concurrent
+/// unconditional writes never lose an increment of the version.
+pub trait BookRepository: Send + Sync + 'static {
+    /// Stores a new book at version 1 and returns it with its id and timestamps.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::Storage`] when storage fails.
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError>;
+
+    /// Finds the book with this id.
+    ///
+    /// # Errors
+    ///
+    /// [`GetBookError::NotFound`] when there is none.
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError>;
+
+    /// Returns at most `count` books that match `query.filter`, in `query.sort` order, strictly
+    /// after `query.after` when it is set. (`count` is `query.limit` plus one, so that the
+    /// service can tell whether another page follows.)
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError::Storage`] when storage fails.
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError>;
+
+    /// Replaces title, author and genre, increments the version and sets `updated_at`.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` does
+    /// not allow the stored version (nothing is changed then).
+    fn replace(
+        &self,
+        id: BookId,
+        book: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError>;
+
+    /// Applies a merge patch, increments the version and sets `updated_at`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BookRepository::replace`].
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError>;
+
+    /// Deletes the book.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BookRepository::replace`].
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError>;
+
+    /// Checks that storage answers now.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when it does not.
+    fn ping(&self) -> Result<(), crate::StorageError> {
+        Ok(())
+    }
+}

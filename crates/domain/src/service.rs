@@ -1,0 +1,142 @@
+//! The use cases.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{
+    Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, ListBooksError,
+    ListQuery, NewBook, Page, Position, StorageError, VersionCheck, WriteBookError,
+};
+
+/// The use cases of the catalogue, over any [`BookRepository`].
+///
+/// Cloning is cheap (the repository is shared), so an async caller can move a clone onto a
+/// blocking thread for each call.
+#[derive(Clone)]
+pub struct BookService {
+    repository: Arc<dyn BookRepository>,
+}
+
+impl fmt::Debug for BookService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BookService").finish_non_exhaustive()
+    }
+}
+
+impl BookService {
+    /// A service that keeps its books in `repository`.
+    pub fn new(repository: impl BookRepository) -> Self {
+        Self {
+            repository: Arc::new(repository),
+        }
+    }
+
+    /// Adds a book to the catalogue.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError`] when storage fails.
+    pub fn create_book(&self, book: &NewBook) -> Result<Book, CreateBookError> {
+        self.repository.create(book)
+    }
+
+    /// Fetches one book.
+    ///
+    /// # Errors
+    ///
+    /// [`GetBookError::NotFound`] when there is no such book.
+    pub fn get_book(&self, id: BookId) -> Result<Book, GetBookError> {
+        self.repository.find_by_id(id)
+    }
+
+    /// Lists one page of books and says where the next page starts.
+    ///
+    /// ```
+    /// use books_domain::{BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// for title in ["A", "B", "C"] {
+    ///     service.create_book(&NewBook::parse(Some(title), Some("Anon"), None)?)?;
+    /// }
+    /// let mut query = ListQuery { limit: PageSize::new(2).unwrap(), ..ListQuery::default() };
+    /// let first = service.list_books(&query)?;
+    /// assert_eq!(first.items.len(), 2);
+    /// query.after = first.next;
+    /// let second = service.list_books(&query)?;
+    /// assert_eq!(second.items[0].title().as_str(), "C");
+    /// assert!(second.next.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError`] when storage fails, or when the query's position was made for another
+    /// sort key (a caller bug, reported as an unknown storage error).
+    pub fn list_books(&self, query: &ListQuery) -> Result<Page, ListBooksError> {
+        if let Some(after) = &query.after {
+            if after.key != query.sort.key || !after.is_consistent() {
+                let bug = anyhow::anyhow!(
+                    "a listing position for {:?} was used to sort by {:?}",
+                    after.key,
+                    query.sort.key
+                );
+                return Err(StorageError::Unknown(bug).into());
+            }
+        }
+        let limit = query.limit.get();
+        let mut items = self.repository.list(query, limit + 1)?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| Position::of(last, query.sort.key))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Replaces a book's title, author and genre.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` fails.
+    pub fn replace_book(
+        &self,
+        id: BookId,
+        book: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        self.repository.replace(id, book, check)
+    }
+
+    /// Applies a merge patch to a book. Every successful patch is a new version, even one that
+    /// leaves the fields as they were, so that a client can always tell its write happened.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` fails.
+    pub fn patch_book(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        self.repository.patch(id, patch, check)
+    }
+
+    /// Deletes a book.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` fails.
+    pub fn delete_book(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        self.repository.delete(id, check)
+    }
+
+    /// Checks that the catalogue's storage answers.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when it does not.
+    pub fn check_storage(&self) -> Result<(), StorageError> {
+        self.repository.ping()
+    }
+}
