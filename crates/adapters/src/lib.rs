@@ -1,1 +1,24 @@
-//! placeholder
+//! PostgreSQL adapters for the books catalogue.
+//!
+//! [`PostgresBookRepository`] implements the domain's [`books_domain::BookRepository`] port with
+//! diesel over an r2d2 pool. The migrations in the workspace's `migrations/` folder are embedded
+//! in the binary and applied by [`run_migrations`]. [`LocalCluster`] runs a PostgreSQL cluster of
+//! the service's own from the server programs installed on the machine, and [`testing`] gives
+//! each test a database of its own, cloned from a migrated template.
+//!
+//! The one decision to know: **diesel is synchronous**. Every method here blocks the calling
+//! thread on the network, including the pool checkout; async callers must run them on a blocking
+//! thread pool (`actix_web::web::block`, `tokio::task::spawn_blocking`), never on an async worker.
+//! Driver errors never leave this crate: they become the domain's error types, with a lost or
+//! refused connection reported as [`books_domain::StorageError::Unavailable`].
+
+mod cluster;
+mod database;
+mod repository;
+mod schema;
+pub mod testing;
+
+
+pub use cluster::{ClusterOptions, LocalCluster};
+pub use database::{PgPool, PoolOptions, connect, ensure_database, run_migrations};
+pub use repository::PostgresBookRepository;

@@ -1,0 +1,152 @@
+//! The connection pool and the embedded migrations.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// A pool of PostgreSQL connections.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// How the pool behaves.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The most connections open at once.
+    pub max_size: u32,
+    /// How long a request waits for a free connection before it is answered 503.
+    pub checkout_timeout: Duration,
+    /// How long one statement may run before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            checkout_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Sets the session defaults on each new connection, once, so no request pays for it.
+#[derive(Debug)]
+struct SessionSettings {
+    statement_timeout_ms: u128,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
+            self.statement_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Builds a pool for `url` (a libpq connection string or URI) without waiting for a connection:
+/// a database that is down at start is reported by the first request, not by a crash.
+///
+/// # Errors
+///
+/// Never today; the `Result` leaves room for options that can be refused.
+pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
+    let pool = Pool::builder()
+        .max_size(options.max_size)
+        .min_idle(Some(0))
+        .connection_timeout(options.checkout_timeout)
+        .connection_customizer(Box::new(SessionSettings {
+            statement_timeout_ms: options.statement_timeout.as_millis(),
+        }))
+        .build_unchecked(ConnectionManager::new(url));
+    Ok(pool)
+}
+
+/// Applies the pending migrations and returns the names of those applied.
+///
+/// # Errors
+///
+/// When the database cannot be reached or a migration fails.
+pub fn run_migrations(url: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|error| anyhow!(error))
+        .context("could not apply the migrations")?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Creates the database `name` through the maintenance connection `admin_url`, unless it exists.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses.
+pub fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+
+    let mut conn = PgConnection::establish(admin_url).context("could not connect to the server")?;
+    let present: bool = diesel::select(
+        sql::<Bool>("EXISTS (SELECT 1 FROM pg_database WHERE datname = ")
+            .bind::<Text, _>(name)
+            .sql(")"),
+    )
+    .get_result(&mut conn)
+    .context("could not list the databases")?;
+    if !present {
+        conn.batch_execute(&format!("CREATE DATABASE {}", quote_identifier(name)))
+            .with_context(|| format!("could not create the database {name}"))?;
+    }
+    Ok(())
+}
+
+/// Quotes an SQL identifier (CREATE DATABASE takes no bind parameters).
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `url` with its database name replaced by `database`. Works for URIs
+/// (`postgres://user@host:5432/db?sslmode=require`) and key/value strings (`host=… dbname=…`).
+pub(crate) fn with_database(url: &str, database: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest_start = scheme_end + 3;
+        let query_start = url[rest_start..].find('?').map_or(url.len(), |i| rest_start + i);
+        let path_start = url[rest_start..query_start].find('/').map_or(query_start, |i| rest_start + i);
+        format!("{}/{}{}", &url[..path_start], database, &url[query_start..])
+    } else {
+        // libpq lets a later keyword override an earlier one.
+        format!("{url} dbname={database}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_of_a_uri_is_replaced_and_its_options_kept() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/old?sslmode=require", "new"),
+            "postgres://u:p@h:5432/new?sslmode=require"
+        );
+        assert_eq!(with_database("postgresql://h", "new"), "postgresql://h/new");
+        assert_eq!(with_database("postgresql://h?x=1", "new"), "postgresql://h/new?x=1");
+    }
+
+    #[test]
+    fn the_database_of_a_key_value_string_is_overridden() {
+        assert_eq!(with_database("host=/tmp user=postgres", "db"), "host=/tmp user=postgres dbname=db");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

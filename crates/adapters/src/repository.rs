@@ -1,0 +1,285 @@
+//! The book repository on PostgreSQL.
+
+use anyhow::{Context, anyhow};
+use books_domain::{
+    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, Genre,
+    ListBooksError, ListQuery, NewBook, SortKey, SortValue, StorageError, Title, Version,
+    VersionCheck, WriteBookError,
+};
+use chrono::{DateTime, Utc};
+use diesel::dsl::{now, sql};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
+
+use crate::PgPool;
+use crate::schema::book;
+
+/// Stores books in the `book` table. Cloning shares the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresBookRepository {
+    pool: PgPool,
+}
+
+impl PostgresBookRepository {
+    /// A repository over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for health checks and metrics.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn conn(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
+        self.pool
+            .get()
+            .map_err(|error| StorageError::Unavailable(anyhow!(error).context("no database connection was free in time")))
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = book, check_for_backend(Pg))]
+struct BookRow {
+    id: i64,
+    title: String,
+    author: String,
+    genre: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<BookRow> for Book {
+    type Error = StorageError;
+
+    fn try_from(row: BookRow) -> Result<Self, StorageError> {
+        // The table's constraints match the domain's rules, so a failure here means the two
+        // have drifted apart: a bug to report, not input to reject.
+        let id = row.id;
+        let book = (|| {
+            Ok::<_, anyhow::Error>(Book::new(
+                BookId::new(row.id).context("id")?,
+                Title::new(&row.title).context("title")?,
+                Author::new(&row.author).context("author")?,
+                Genre::optional(row.genre.as_deref()).context("genre")?,
+                Version::new(row.version).context("version")?,
+                row.created_at,
+                row.updated_at,
+            ))
+        })();
+        book.with_context(|| format!("the stored book {id} breaks the domain's rules"))
+            .map_err(StorageError::Unknown)
+    }
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = book)]
+struct BookChanges<'a> {
+    title: Option<&'a str>,
+    author: Option<&'a str>,
+    genre: Option<Option<&'a str>>,
+}
+
+/// Turns a driver error into the domain's words: a connection that is gone means the store is
+/// unavailable (retry later); anything else is unexpected.
+fn storage_error(error: DieselError) -> StorageError {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => StorageError::Unavailable(anyhow!(error)),
+        DieselError::DatabaseError(_, ref info) if info.message().contains("statement timeout") => {
+            StorageError::Unavailable(anyhow!(error))
+        }
+        error => StorageError::Unknown(anyhow!(error)),
+    }
+}
+
+type VersionFilter = Box<dyn BoxableExpression<book::table, Pg, SqlType = Bool>>;
+
+/// The `WHERE` clause of a write: this id, at a version the caller allows. The check and the
+/// write are one statement, so there is no window between reading a version and writing.
+fn target(id: BookId, check: &VersionCheck) -> VersionFilter {
+    let this_book = book::id.eq(id.get());
+    match check {
+        VersionCheck::Any => Box::new(this_book),
+        VersionCheck::OneOf(versions) => {
+            Box::new(this_book.and(book::version.eq_any(versions.iter().map(|v| v.get()).collect::<Vec<_>>())))
+        }
+    }
+}
+
+/// Says why a conditional write touched no row: the book is gone, or its version moved on.
+fn explain_missed_write(conn: &mut PgConnection, id: BookId) -> WriteBookError {
+    let current = book::table
+        .find(id.get())
+        .select(book::version)
+        .first::<i64>(conn)
+        .optional();
+    match current {
+        Ok(None) => WriteBookError::NotFound(id),
+        Ok(Some(version)) => match Version::new(version) {
+            Some(current) => WriteBookError::VersionMismatch { id, current },
+            None => StorageError::Unknown(anyhow!("book {id} has version {version}")).into(),
+        },
+        Err(error) => storage_error(error).into(),
+    }
+}
+
+fn like_pattern(term: &str) -> String {
+    let escaped = term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+impl BookRepository for PostgresBookRepository {
+    fn create(&self, new: &NewBook) -> Result<Book, CreateBookError> {
+        let mut conn = self.conn()?;
+        let row = diesel::insert_into(book::table)
+            .values((
+                book::title.eq(new.title.as_str()),
+                book::author.eq(new.author.as_str()),
+                book::genre.eq(new.genre.as_ref().map(Genre::as_str)),
+            ))
+            .returning(BookRow::as_returning())
+            .get_result(&mut conn)
+            .map_err(storage_error)?;
+        Ok(row.try_into()?)
+    }
+
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
+        let mut conn = self.conn()?;
+        let row = book::table
+            .find(id.get())
+            .select(BookRow::as_select())
+            .first(&mut conn)
+            .optional()
+            .map_err(storage_error)?;
+        Ok(row.ok_or(GetBookError::NotFound(id))?.try_into()?)
+    }
+
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
+        let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
+        let filter = &query.filter;
+        if let Some(author) = &filter.author {
+            select = select.filter(sql::<Bool>("lower(author) = lower(").bind::<Text, _>(author.as_str().to_owned()).sql(")"));
+        }
+        if let Some(genre) = &filter.genre {
+            select = select.filter(sql::<Bool>("lower(genre) = lower(").bind::<Text, _>(genre.as_str().to_owned()).sql(")"));
+        }
+        if let Some(term) = &filter.search {
+            let pattern = like_pattern(term.as_str());
+            select = select.filter(
+                sql::<Bool>("(title ILIKE ")
+                    .bind::<Text, _>(pattern.clone())
+                    .sql(" OR author ILIKE ")
+                    .bind::<Text, _>(pattern)
+                    .sql(")"),
+            );
+        }
+        let descending = query.sort.descending;
+        if let Some(after) = &query.after {
+            // A row comparison, so that PostgreSQL walks the (key, id) index from the position.
+            let op = if descending { "<" } else { ">" };
+            let id = after.id.get();
+            select = match &after.value {
+                SortValue::Id => select.filter(sql::<Bool>(&format!("id {op} ")).bind::<BigInt, _>(id)),
+                SortValue::Text(text) => {
+                    let column = if after.key == SortKey::Author { "author" } else { "title" };
+                    select.filter(
+                        sql::<Bool>(&format!("({column}, id) {op} ("))
+                            .bind::<Text, _>(text.clone())
+                            .sql(", ")
+                            .bind::<BigInt, _>(id)
+                            .sql(")"),
+                    )
+                }
+                SortValue::Time(time) => select.filter(
+                    sql::<Bool>(&format!("(created_at, id) {op} ("))
+                        .bind::<Timestamptz, _>(*time)
+                        .sql(", ")
+                        .bind::<BigInt, _>(id)
+                        .sql(")"),
+                ),
+            };
+        }
+        select = match (query.sort.key, descending) {
+            (SortKey::Id, false) => select.order(book::id.asc()),
+            (SortKey::Id, true) => select.order(book::id.desc()),
+            (SortKey::Title, false) => select.order((book::title.asc(), book::id.asc())),
+            (SortKey::Title, true) => select.order((book::title.desc(), book::id.desc())),
+            (SortKey::Author, false) => select.order((book::author.asc(), book::id.asc())),
+            (SortKey::Author, true) => select.order((book::author.desc(), book::id.desc())),
+            (SortKey::CreatedAt, false) => select.order((book::created_at.asc(), book::id.asc())),
+            (SortKey::CreatedAt, true) => select.order((book::created_at.desc(), book::id.desc())),
+        };
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let mut conn = self.conn()?;
+        let rows = select.limit(limit).load(&mut conn).map_err(storage_error)?;
+        Ok(rows.into_iter().map(Book::try_from).collect::<Result<_, _>>()?)
+    }
+
+    fn replace(&self, id: BookId, new: &NewBook, check: &VersionCheck) -> Result<Book, WriteBookError> {
+        let mut conn = self.conn()?;
+        let row = diesel::update(book::table)
+            .filter(target(id, check))
+            .set((
+                book::title.eq(new.title.as_str()),
+                book::author.eq(new.author.as_str()),
+                book::genre.eq(new.genre.as_ref().map(Genre::as_str)),
+                book::version.eq(book::version + 1),
+                book::updated_at.eq(now),
+            ))
+            .returning(BookRow::as_returning())
+            .get_result(&mut conn)
+            .optional()
+            .map_err(storage_error)?;
+        match row {
+            Some(row) => Ok(row.try_into()?),
+            None => Err(explain_missed_write(&mut conn, id)),
+        }
+    }
+
+    fn patch(&self, id: BookId, patch: &BookPatch, check: &VersionCheck) -> Result<Book, WriteBookError> {
+        let changes = BookChanges {
+            title: patch.title.as_ref().map(Title::as_str),
+            author: patch.author.as_ref().map(Author::as_str),
+            genre: patch.genre.as_ref().map(|genre| genre.as_ref().map(Genre::as_str)),
+        };
+        let mut conn = self.conn()?;
+        // `version = version + 1` is evaluated by PostgreSQL under the row lock, so concurrent
+        // patches each add one: none is lost.
+        let row = diesel::update(book::table)
+            .filter(target(id, check))
+            .set((changes, book::version.eq(book::version + 1), book::updated_at.eq(now)))
+            .returning(BookRow::as_returning())
+            .get_result(&mut conn)
+            .optional()
+            .map_err(storage_error)?;
+        match row {
+            Some(row) => Ok(row.try_into()?),
+            None => Err(explain_missed_write(&mut conn, id)),
+        }
+    }
+
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        let mut conn = self.conn()?;
+        let deleted = diesel::delete(book::table)
+            .filter(target(id, check))
+            .execute(&mut conn)
+            .map_err(storage_error)?;
+        if deleted == 0 {
+            return Err(explain_missed_write(&mut conn, id));
+        }
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).map_err(storage_error)?;
+        Ok(())
+    }
+}

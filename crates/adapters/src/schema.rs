@@ -1,0 +1,13 @@
+//! The tables, as diesel sees them. Kept by hand in step with `migrations/`.
+
+diesel::table! {
+    book (id) {
+        id -> Int8,
+        title -> Varchar,
+        author -> Varchar,
+        genre -> Nullable<Varchar>,
+        version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}

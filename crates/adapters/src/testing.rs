@@ -1,0 +1,148 @@
+//! Test support: a database of its own for each test, on real PostgreSQL.
+//!
+//! Once per test binary the server is found, and a template database is created and migrated.
+//! Each [`TestDatabase`] is a copy of that template (fast: PostgreSQL copies files) and is dropped
+//! when the value is. The server is the one `TEST_DATABASE_URL` points to (any database on it: it
+//! is only used to create and drop others), or else a throwaway cluster started for this process
+//! from the installed server programs and deleted when the process exits.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use crate::database::{quote_identifier, with_database};
+use crate::{ClusterOptions, LocalCluster, PgPool, PoolOptions, connect, run_migrations};
+
+const PREFIX: &str = "books_test_";
+
+struct Server {
+    admin_url: String,
+    template: String,
+    _cluster: Option<LocalCluster>,
+}
+
+impl Server {
+    fn execute(&self, statement: &str) -> anyhow::Result<()> {
+        let mut admin = PgConnection::establish(&self.admin_url).context("could not connect to the test server")?;
+        admin.batch_execute(statement)?;
+        Ok(())
+    }
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match start_server() {
+        Ok(server) => server,
+        Err(error) => panic!("could not prepare the test database server: {error:#}"),
+    })
+}
+
+fn start_server() -> anyhow::Result<Server> {
+    let pid = std::process::id();
+    let (admin_url, cluster) = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, None),
+        _ => {
+            let root = std::env::temp_dir().join(format!("books-api-test-{pid}"));
+            let options = ClusterOptions { ephemeral: true, remove_on_exit: true };
+            let cluster = LocalCluster::start(&root, &options)?;
+            (cluster.connection_url("postgres"), Some(cluster))
+        }
+    };
+    let mut admin = PgConnection::establish(&admin_url).context("could not connect to the test server")?;
+    drop_leftovers(&mut admin)?;
+    let template = format!("{PREFIX}{pid}_template");
+    admin.batch_execute(&format!("CREATE DATABASE {}", quote_identifier(&template)))?;
+    run_migrations(&with_database(&admin_url, &template))?;
+    Ok(Server { admin_url, template, _cluster: cluster })
+}
+
+/// Drops the databases of earlier test runs on a shared server whose process is gone (a run that
+/// was killed cannot clean up after itself).
+fn drop_leftovers(admin: &mut PgConnection) -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let names: Vec<Name> = diesel::sql_query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+        .bind::<Text, _>(PREFIX)
+        .load(admin)?;
+    for Name { datname } in names {
+        let owner_alive = datname[PREFIX.len()..]
+            .split('_')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !owner_alive {
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&datname)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A migrated database of its own for one test, dropped with this value.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, migrated, empty database.
+    ///
+    /// # Panics
+    ///
+    /// When no server can be had: a test cannot run without one.
+    pub fn new() -> Self {
+        let server = server();
+        let name = format!("{PREFIX}{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let create = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_identifier(&name),
+            quote_identifier(&server.template)
+        );
+        if let Err(error) = server.execute(&create) {
+            panic!("could not create the test database {name}: {error:#}");
+        }
+        let url = with_database(&server.admin_url, &name);
+        Self { name, url }
+    }
+
+    /// The connection string of this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A small pool on this database.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: the options are valid.
+    pub fn pool(&self) -> PgPool {
+        let options = PoolOptions { max_size: 8, ..PoolOptions::default() };
+        connect(&self.url, &options).expect("valid pool options")
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(server) = SERVER.get() else { return };
+        // FORCE ends the sessions the test's pool still holds.
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&self.name));
+        if let Err(error) = server.execute(&drop) {
+            eprintln!("could not drop the test database {}: {error:#}", self.name);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+use books_adapters::PostgresBookRepository;
+use books_adapters::testing::TestDatabase;
+use books_domain::{Book, BookService, NewBook};
+
+/// A repository on a database of its own; the database lives as long as this value.
+pub(crate) struct Store {
+    pub(crate) service: BookService,
+    pub(crate) repository: PostgresBookRepository,
+    _database: TestDatabase,
+}
+
+impl Store {
+    pub(crate) fn new() -> Self {
+        let database = TestDatabase::new();
+        let repository = PostgresBookRepository::new(database.pool());
+        Self { service: BookService::new(repository.clone()), repository, _database: database }
+    }
+}
+
+/// `BookBuilder::new("Dune").author("Frank Herbert").insert(&store)`.
+pub(crate) struct BookBuilder {
+    title: String,
+    author: String,
+    genre: Option<String>,
+}
+
+impl BookBuilder {
+    pub(crate) fn new(title: &str) -> Self {
+        Self { title: title.to_owned(), author: "Anonymous".to_owned(), genre: None }
+    }
+
+    pub(crate) fn author(mut self, author: &str) -> Self {
+        author.clone_into(&mut self.author);
+        self
+    }
+
+    pub(crate) fn genre(mut self, genre: &str) -> Self {
+        self.genre = Some(genre.to_owned());
+        self
+    }
+
+    pub(crate) fn insert(self, store: &Store) -> Book {
+        let draft = NewBook::parse(Some(&self.title), Some(&self.author), self.genre.as_deref()).expect("a valid book");
+        store.service.create_book(&draft).expect("the book is stored")
+    }
+}
