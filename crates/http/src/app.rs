@@ -1,0 +1,149 @@
+//! The HTTP application: routes, middleware and the server around them.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use books_domain::BookService;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::books::{self, BASE};
+use crate::error::{ApiError, render_problem};
+use crate::openapi::document_json;
+use crate::probes;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Async worker threads (each serves many connections; database calls run on the blocking pool).
+    pub workers: usize,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub shutdown_timeout: Duration,
+    /// Stop on SIGINT and SIGTERM. Off in tests, where the test stops the server.
+    pub handle_signals: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            shutdown_timeout: Duration::from_secs(10),
+            handle_signals: true,
+        }
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Builds the server on `listener` (bind port 0 to let the system choose).
+    ///
+    /// # Errors
+    ///
+    /// When the listener cannot be used.
+    pub fn build(listener: TcpListener, service: BookService, settings: &ServerSettings) -> anyhow::Result<Self> {
+        let port = listener.local_addr().context("the listener has no address")?.port();
+        let service = web::Data::new(service);
+        let document = web::Data::new(document_json());
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(service.clone())
+                .app_data(document.clone())
+                .configure(configure)
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .listen(listener)
+        .context("could not listen")?;
+        if !settings.handle_signals {
+            server = server.disable_signals();
+        }
+        Ok(Self { port, server: server.run() })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (by a signal, or through its handle), then returns once
+    /// in-flight requests have finished or the shutdown timeout has passed.
+    ///
+    /// # Errors
+    ///
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Everything the application serves, with its middleware. Needs `web::Data<BookService>` and
+/// `web::Data<String>` (the OpenAPI document) in the app data.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::PayloadConfig::new(BODY_LIMIT))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::BadRequest(format!("the query string is invalid: {error}")).into()
+        }))
+        .service(
+            web::scope("")
+                .wrap(ErrorHandlers::new().default_handler(render_problem))
+                .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+                .service(
+                    web::scope(BASE)
+                        .service(
+                            web::resource("/books")
+                                .route(web::get().to(books::list_books))
+                                .route(web::post().to(books::create_book)),
+                        )
+                        .service(
+                            web::resource("/books/{id}")
+                                .route(web::get().to(books::get_book))
+                                .route(web::put().to(books::replace_book))
+                                .route(web::patch().to(books::patch_book))
+                                .route(web::delete().to(books::delete_book)),
+                        ),
+                )
+                .route("/api-docs/openapi.json", web::get().to(openapi_document))
+                .service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")))
+                .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
+                .route("/", web::get().to(|| redirect("/swagger-ui/")))
+                .route("/healthz", web::get().to(probes::healthz))
+                .route("/readyz", web::get().to(probes::readyz))
+                .default_service(web::to(not_found)),
+        );
+}
+
+async fn openapi_document(document: web::Data<String>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(document.get_ref().clone())
+}
+
+async fn redirect(to: &'static str) -> HttpResponse {
+    HttpResponse::Found().insert_header((header::LOCATION, to)).finish()
+}
+
+async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("there is nothing at {}", request.path().chars().take(200).collect::<String>())))
+}

@@ -1,0 +1,307 @@
+//! The v1 book endpoints. Each handler reads the request into domain values, runs one use case on
+//! the blocking pool, and maps the result; the rules live in the domain, the storage in adapters.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use books_domain::{
+    Author, Book, BookFilter, BookId, BookService, Genre, ListQuery, PageSize, SearchTerm, Sort,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::body::{JSON, JsonObject, MERGE_PATCH};
+use crate::cursor;
+use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse};
+use crate::error::ApiError;
+use crate::etag::{IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match};
+
+/// Where the v1 API lives.
+pub(crate) const BASE: &str = "/api/v1";
+
+/// Runs a use case on the blocking thread pool: diesel blocks, and an async worker that blocks
+/// stalls every other request it serves.
+pub(crate) async fn blocking<T, E>(
+    service: &BookService,
+    call: impl FnOnce(&BookService) -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    let service = service.clone();
+    match web::block(move || call(&service)).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(error) => Err(ApiError::Unavailable(anyhow::anyhow!(error).context("the blocking pool is gone"))),
+    }
+}
+
+/// Reads a path id: a positive 64-bit integer in plain decimal digits.
+pub(crate) fn parse_id(raw: &str) -> Result<BookId, ApiError> {
+    raw.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<i64>().ok())
+        .flatten()
+        .and_then(BookId::new)
+        .ok_or_else(|| ApiError::BadRequest(format!("the book id must be a positive 64-bit integer, not {:?}", truncate(raw))))
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// A single book, with its validator. Clients must revalidate before reusing a stored copy.
+fn book_response(mut response: actix_web::HttpResponseBuilder, book: &Book) -> HttpResponse {
+    response
+        .insert_header((header::ETAG, etag(book)))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("Accept-Patch", MERGE_PATCH.join(", ")))
+        .json(BookResponse::from(book))
+}
+
+/// The query parameters of a listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Page size, 1 to 100.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page. It carries the sort and filters of the query it
+    /// came from; other values for them are refused.
+    cursor: Option<String>,
+    /// Only books by this author (exact match, case-insensitive).
+    author: Option<String>,
+    /// Only books of this genre (exact match, case-insensitive).
+    genre: Option<String>,
+    /// Only books whose title or author contains this text (case-insensitive).
+    q: Option<String>,
+    /// Order: `id`, `title`, `author` or `created_at`, with a leading `-` for descending. Ties
+    /// are broken by id.
+    #[param(pattern = "^-?(id|title|author|created_at)$", default = "id")]
+    sort: Option<String>,
+}
+
+/// A blank parameter counts as not given, as HTML forms send them.
+fn given(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn bad_filter(name: &str, error: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("{name} {error}"))
+}
+
+impl ListParams {
+    fn into_query(self) -> Result<ListQuery, ApiError> {
+        let limit = match given(self.limit.as_ref()) {
+            None => PageSize::default(),
+            Some(raw) => raw
+                .parse()
+                .ok()
+                .and_then(PageSize::new)
+                .ok_or_else(|| ApiError::BadRequest(format!("limit must be an integer from 1 to {}", PageSize::MAX)))?,
+        };
+        let sort = given(self.sort.as_ref())
+            .map(|raw| {
+                Sort::parse(raw).ok_or_else(|| {
+                    ApiError::BadRequest("sort must be one of id, title, author, created_at, optionally prefixed with -".to_owned())
+                })
+            })
+            .transpose()?;
+        let filter = BookFilter {
+            author: given(self.author.as_ref()).map(Author::new).transpose().map_err(|e| bad_filter("author", e))?,
+            genre: given(self.genre.as_ref()).map(Genre::new).transpose().map_err(|e| bad_filter("genre", e))?,
+            search: given(self.q.as_ref()).map(SearchTerm::new).transpose().map_err(|e| bad_filter("q", e))?,
+        };
+        let Some(raw_cursor) = given(self.cursor.as_ref()) else {
+            return Ok(ListQuery { filter, sort: sort.unwrap_or_default(), limit, after: None });
+        };
+        let continuation = cursor::decode(raw_cursor)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this service made; start again without it".to_owned()))?;
+        let conflicts = sort.is_some_and(|s| s != continuation.sort)
+            || filter.author.as_ref().is_some_and(|a| Some(a) != continuation.filter.author.as_ref())
+            || filter.genre.as_ref().is_some_and(|g| Some(g) != continuation.filter.genre.as_ref())
+            || filter.search.as_ref().is_some_and(|q| Some(q) != continuation.filter.search.as_ref());
+        if conflicts {
+            return Err(ApiError::BadRequest(
+                "cursor continues a listing with other sort or filters; leave them out or start again".to_owned(),
+            ));
+        }
+        Ok(ListQuery { filter: continuation.filter, sort: continuation.sort, limit, after: Some(continuation.after) })
+    }
+}
+
+/// List books
+///
+/// One page of books, filtered and sorted. Follow `next_cursor` (or the `Link` header) until it
+/// is null to visit every matching book exactly once.
+#[utoipa::path(
+    get,
+    path = "/api/v1/books",
+    operation_id = "listBooks",
+    tag = "books",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of books", body = BookPage,
+            headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288) when a next page exists"))),
+    )
+)]
+pub(crate) async fn list_books(
+    service: web::Data<BookService>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let query = params.into_inner().into_query()?;
+    let page_query = query.clone();
+    let page = blocking(&service, move |s| s.list_books(&page_query)).await?;
+    let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
+    let mut response = HttpResponse::Ok();
+    if let Some(cursor) = &next_cursor {
+        response.insert_header((
+            header::LINK,
+            format!("<{BASE}/books?limit={}&cursor={cursor}>; rel=\"next\"", query.limit.get()),
+        ));
+    }
+    Ok(response.json(BookPage { items: page.items.iter().map(BookResponse::from).collect(), next_cursor }))
+}
+
+/// Create a book
+#[utoipa::path(
+    post,
+    path = "/api/v1/books",
+    operation_id = "createBook",
+    tag = "books",
+    request_body(content = BookInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The book was created", body = BookResponse, headers(
+            ("Location" = String, description = "The new book's URL"),
+            ("ETag" = String, description = "The new book's entity tag"),
+        )),
+    )
+)]
+pub(crate) async fn create_book(
+    service: web::Data<BookService>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
+    let book = blocking(&service, move |s| s.create_book(&draft)).await?;
+    let mut response = HttpResponse::Created();
+    response.insert_header((header::LOCATION, format!("{BASE}/books/{}", book.id())));
+    Ok(book_response(response, &book))
+}
+
+/// Get a book
+#[utoipa::path(
+    get,
+    path = "/api/v1/books/{id}",
+    operation_id = "getBook",
+    tag = "books",
+    params(
+        ("id" = i64, Path, description = "The book's id", minimum = 1),
+        IfNoneMatchHeader,
+    ),
+    responses(
+        (status = 200, description = "The book", body = BookResponse,
+            headers(("ETag" = String, description = "The book's entity tag"))),
+        (status = 304, description = "The book has not changed since the client fetched it",
+            headers(("ETag" = String, description = "The book's entity tag"))),
+    )
+)]
+pub(crate) async fn get_book(
+    service: web::Data<BookService>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let book = blocking(&service, move |s| s.get_book(id)).await?;
+    if if_none_match(&request, &book) {
+        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag(&book))).finish());
+    }
+    Ok(book_response(HttpResponse::Ok(), &book))
+}
+
+/// Replace a book
+///
+/// Sets title, author and genre; a genre left out becomes null.
+#[utoipa::path(
+    put,
+    path = "/api/v1/books/{id}",
+    operation_id = "replaceBook",
+    tag = "books",
+    params(
+        ("id" = i64, Path, description = "The book's id", minimum = 1),
+        IfMatchHeader,
+    ),
+    request_body(content = BookInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The book as replaced", body = BookResponse,
+            headers(("ETag" = String, description = "The book's new entity tag"))),
+    )
+)]
+pub(crate) async fn replace_book(
+    service: web::Data<BookService>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
+    let check = if_match(&request, id);
+    let book = blocking(&service, move |s| s.replace_book(id, &replacement, &check)).await?;
+    Ok(book_response(HttpResponse::Ok(), &book))
+}
+
+/// Patch a book
+///
+/// A JSON merge patch (RFC 7396): members left out are kept; `"genre": null` clears the genre.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/books/{id}",
+    operation_id = "patchBook",
+    tag = "books",
+    params(
+        ("id" = i64, Path, description = "The book's id", minimum = 1),
+        IfMatchHeader,
+    ),
+    request_body(content(
+        (BookPatchInput = "application/merge-patch+json"),
+        (BookPatchInput = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The book as patched", body = BookResponse,
+            headers(("ETag" = String, description = "The book's new entity tag"))),
+    )
+)]
+pub(crate) async fn patch_book(
+    service: web::Data<BookService>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
+    let check = if_match(&request, id);
+    let book = blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
+    Ok(book_response(HttpResponse::Ok(), &book))
+}
+
+/// Delete a book
+#[utoipa::path(
+    delete,
+    path = "/api/v1/books/{id}",
+    operation_id = "deleteBook",
+    tag = "books",
+    params(
+        ("id" = i64, Path, description = "The book's id", minimum = 1),
+        IfMatchHeader,
+    ),
+    responses((status = 204, description = "The book was deleted")),
+)]
+pub(crate) async fn delete_book(
+    service: web::Data<BookService>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let check = if_match(&request, id);
+    blocking(&service, move |s| s.delete_book(id, &check)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

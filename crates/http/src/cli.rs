@@ -1,0 +1,102 @@
+//! The command line of the `books-api` binary, and the database it runs against.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use books_adapters::{ClusterOptions, LocalCluster, ensure_database};
+use clap::{Args, Parser, Subcommand};
+
+/// A REST service for a catalogue of books, on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "books-api", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; serving HTTP when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for serving, when no command is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(DatabaseArgs),
+    /// Print the OpenAPI document (JSON) to standard output.
+    Openapi,
+}
+
+/// Settings for serving HTTP.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Async worker threads [default: one per core].
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+    /// The most database connections open at once.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Which database to use.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL or libpq connection string. Without it, the service runs a
+    /// PostgreSQL cluster of its own under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the service's own cluster lives when no database URL is given.
+    #[arg(long, env = "DATA_DIR", default_value = ".data/postgres")]
+    pub data_dir: PathBuf,
+}
+
+/// The database the service uses, and the cluster it runs itself, if any.
+#[derive(Debug)]
+pub struct Database {
+    /// The connection string.
+    pub url: String,
+    /// The embedded cluster, when no URL was given.
+    pub cluster: Option<LocalCluster>,
+}
+
+impl DatabaseArgs {
+    /// The configured database; starts (and on first use creates) the embedded cluster when no
+    /// URL is configured.
+    ///
+    /// # Errors
+    ///
+    /// When the embedded cluster cannot be created or started.
+    pub fn open(&self) -> anyhow::Result<Database> {
+        if let Some(url) = self.database_url.as_deref().filter(|url| !url.is_empty()) {
+            return Ok(Database { url: url.to_owned(), cluster: None });
+        }
+        let cluster = LocalCluster::start(&self.data_dir, &ClusterOptions::default())
+            .context("could not start the embedded PostgreSQL (set DATABASE_URL to use another server)")?;
+        ensure_database(&cluster.connection_url("postgres"), "books")?;
+        tracing::info!(data = %cluster.root().display(), "PostgreSQL runs from the embedded default cluster");
+        Ok(Database { url: cluster.connection_url("books"), cluster: Some(cluster) })
+    }
+}
+
+impl Database {
+    /// Stops the embedded cluster, if the service runs one.
+    ///
+    /// # Errors
+    ///
+    /// When the cluster does not stop.
+    pub fn close(self) -> anyhow::Result<()> {
+        if let Some(cluster) = self.cluster {
+            cluster.stop()?;
+            tracing::info!("the embedded PostgreSQL cluster has stopped");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! The bodies the API sends and receives. They are the HTTP contract, kept apart from the domain
+//! types so that either can change without the other noticing.
+
+use books_domain::{Book, FieldError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A book in the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3,
+    "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"
+}))]
+pub struct BookResponse {
+    /// Assigned by the server; positive and never reused.
+    #[schema(minimum = 1, format = Int64)]
+    pub id: i64,
+    /// 1 to 250 characters, trimmed.
+    pub title: String,
+    /// 1 to 250 characters, trimmed.
+    pub author: String,
+    /// Up to 250 characters, trimmed; null when the book has no genre.
+    #[schema(required = true)]
+    pub genre: Option<String>,
+    /// 1 when created, one more after each successful change. The `ETag` is derived from it.
+    #[schema(minimum = 1, format = Int64)]
+    pub version: i64,
+    /// When the book was created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// When the book last changed (RFC 3339, UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Book> for BookResponse {
+    fn from(book: &Book) -> Self {
+        Self {
+            id: book.id().get(),
+            title: book.title().as_str().to_owned(),
+            author: book.author().as_str().to_owned(),
+            genre: book.genre().map(|g| g.as_str().to_owned()),
+            version: book.version().get(),
+            created_at: book.created_at(),
+            updated_at: book.updated_at(),
+        }
+    }
+}
+
+/// One page of books.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookPage {
+    /// The books of this page, in the requested order.
+    pub items: Vec<BookResponse>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The body of a create (`POST`) or a full replacement (`PUT`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]
+#[expect(dead_code, reason = "describes a body that is read member by member, so every invalid field can be reported")]
+pub struct BookInput {
+    /// Required; 1 to 250 characters after trimming white space.
+    #[schema(min_length = 1, max_length = 250)]
+    title: String,
+    /// Required; 1 to 250 characters after trimming white space.
+    #[schema(min_length = 1, max_length = 250)]
+    author: String,
+    /// Optional; at most 250 characters after trimming; blank or null means no genre.
+    #[schema(max_length = 250)]
+    genre: Option<String>,
+}
+
+/// A JSON merge patch (RFC 7396) of a book: members left out are kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"genre": null}))]
+#[expect(dead_code, reason = "describes a body that is read member by member, so every invalid field can be reported")]
+pub struct BookPatchInput {
+    /// A new title, 1 to 250 characters after trimming. Null is refused.
+    #[schema(min_length = 1, max_length = 250, nullable = false)]
+    title: Option<String>,
+    /// A new author, 1 to 250 characters after trimming. Null is refused.
+    #[schema(min_length = 1, max_length = 250, nullable = false)]
+    author: Option<String>,
+    /// A new genre, at most 250 characters after trimming; null or blank clears it.
+    #[schema(max_length = 250)]
+    genre: Option<String>,
+}
+
+/// An error, as RFC 9457 describes it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank", "title": "Unprocessable Content", "status": 422,
+    "detail": "title must not be empty", "errors": [{"field": "title", "message": "must not be empty"}]
+}))]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem this is.
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    /// The standard phrase of the status.
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(value_type = i32, minimum = 100, maximum = 599)]
+    pub status: u16,
+    /// What went wrong with this request, for a human.
+    pub detail: String,
+    /// On validation errors (422): each invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub errors: Vec<FieldViolation>,
+}
+
+/// One invalid field of a request body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldViolation {
+    /// The member's name.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl From<&FieldError> for FieldViolation {
+    fn from(error: &FieldError) -> Self {
+        Self { field: error.field.name().to_owned(), message: error.problem.to_string() }
+    }
+}

@@ -1,0 +1,228 @@
+//! Errors at the HTTP edge, and the one place they become responses.
+//!
+//! The policy: inside the request path, errors are typed (the domain's per-use-case enums); here
+//! they become one [`ApiError`], rendered as an RFC 9457 `application/problem+json` body. Client
+//! errors say exactly what to fix. Server errors are logged with their whole cause chain and the
+//! client gets only the status and a generic sentence: a driver message or a connection string in
+//! a response would tell an attacker about our internals and tell a client nothing useful.
+//!
+//! Responses that actix-web produces by itself (no such route, wrong method, a body too large)
+//! pass through [`render_problem`], so that every error, whoever made it, has the same shape.
+
+use std::fmt;
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpResponse, ResponseError};
+use books_domain::{
+    CreateBookError, GetBookError, InvalidBook, ListBooksError, StorageError, WriteBookError,
+};
+
+use crate::dto::{FieldViolation, Problem};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client should wait before retrying when the database is unavailable.
+const RETRY_AFTER_SECONDS: &str = "2";
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: malformed JSON, a bad query parameter, a bad path id.
+    BadRequest(String),
+    /// 404: no such book.
+    NotFound(String),
+    /// 412: an `If-Match` precondition failed.
+    PreconditionFailed(String),
+    /// 415: the body is not of a media type the operation accepts.
+    UnsupportedMediaType(String),
+    /// 422: fields failed validation; each one is listed.
+    Unprocessable(Vec<FieldViolation>),
+    /// 503: the database cannot be reached or no connection was free in time.
+    Unavailable(anyhow::Error),
+    /// 500: a bug. Logged, never described to the client.
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    fn detail(&self) -> String {
+        match self {
+            Self::BadRequest(detail)
+            | Self::NotFound(detail)
+            | Self::PreconditionFailed(detail)
+            | Self::UnsupportedMediaType(detail) => detail.clone(),
+            Self::Unprocessable(errors) => errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Self::Unavailable(_) => "the database is unavailable; retry shortly".to_owned(),
+            Self::Internal(_) => "the server failed to handle the request".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(cause) | Self::Internal(cause) => write!(f, "{cause:#}"),
+            _ => f.write_str(&self.detail()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "database unavailable"),
+            Self::Internal(cause) => tracing::error!(error = format!("{cause:?}"), "request failed"),
+            _ => {}
+        }
+        let errors = match self {
+            Self::Unprocessable(errors) => errors.clone(),
+            _ => Vec::new(),
+        };
+        problem_response(self.status_code(), self.detail(), errors)
+    }
+}
+
+/// The status's name as RFC 9110 gives it (actix-web still uses some older names).
+fn title_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable Content",
+        StatusCode::PAYLOAD_TOO_LARGE => "Content Too Large",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+/// A problem+json response. Errors are never cached: they describe one moment.
+pub(crate) fn problem_response(status: StatusCode, detail: String, errors: Vec<FieldViolation>) -> HttpResponse {
+    let problem = Problem {
+        kind: "about:blank".to_owned(),
+        title: title_of(status).to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type(PROBLEM_JSON)
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
+    }
+    response.json(problem)
+}
+
+/// Turns an error response that actix-web made by itself into problem+json, keeping its status
+/// and headers such as `Allow`. Responses that are problem+json already pass through.
+///
+/// # Errors
+///
+/// Never; the signature is the one `ErrorHandlers` wants.
+pub(crate) fn render_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let detail = match status {
+        StatusCode::NOT_FOUND => "there is nothing at this path".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = res.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            format!("{} is not allowed here; allowed: {allowed}", res.request().method())
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body must be at most 64 KiB".to_owned(),
+        // actix-web's own client-error messages name what was wrong with the request, nothing more.
+        status if status.is_client_error() => res
+            .response()
+            .error()
+            .map_or_else(|| status.canonical_reason().unwrap_or("bad request").to_owned(), ToString::to_string),
+        _ => {
+            if let Some(error) = res.response().error() {
+                tracing::error!(error = %error, "request failed");
+            }
+            "the server failed to handle the request".to_owned()
+        }
+    };
+    let kept: Vec<(header::HeaderName, HeaderValue)> = [header::ALLOW, header::RETRY_AFTER, header::HeaderName::from_static("accept-patch")]
+        .into_iter()
+        .filter_map(|name| res.headers().get(&name).map(|value| (name, value.clone())))
+        .collect();
+    let (request, _) = res.into_parts();
+    let mut response = problem_response(status, detail, Vec::new());
+    for (name, value) in kept {
+        response.headers_mut().insert(name, value);
+    }
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(request, response).map_into_right_body()))
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Unavailable(cause) => Self::Unavailable(cause),
+            StorageError::Unknown(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<CreateBookError> for ApiError {
+    fn from(error: CreateBookError) -> Self {
+        match error {
+            CreateBookError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<ListBooksError> for ApiError {
+    fn from(error: ListBooksError) -> Self {
+        match error {
+            ListBooksError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<GetBookError> for ApiError {
+    fn from(error: GetBookError) -> Self {
+        match error {
+            GetBookError::NotFound(id) => Self::NotFound(format!("there is no book with id {id}")),
+            GetBookError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<WriteBookError> for ApiError {
+    fn from(error: WriteBookError) -> Self {
+        match error {
+            WriteBookError::NotFound(id) => Self::NotFound(format!("there is no book with id {id}")),
+            WriteBookError::VersionMismatch { id, current } => Self::PreconditionFailed(format!(
+                "book {id} is at version {current}, which matches none of the ETags in If-Match; fetch it again"
+            )),
+            WriteBookError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<InvalidBook> for ApiError {
+    fn from(invalid: InvalidBook) -> Self {
+        Self::Unprocessable(invalid.errors.iter().map(FieldViolation::from).collect())
+    }
+}

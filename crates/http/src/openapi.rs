@@ -1,0 +1,117 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+//!
+//! The error responses every operation shares are added here, by one rule, rather than repeated
+//! on each handler: a handler lists only what is particular to it.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem};
+use crate::error::PROBLEM_JSON;
+use crate::{books, probes};
+
+/// The API's description.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Books API",
+        version = "1.0.0",
+        description = "A catalogue of books: create, read, update and delete books, list them with \
+            keyset pagination, filters and search. Errors are `application/problem+json` (RFC 9457).",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    servers(
+        (url = "/", description = "The server that serves this document"),
+        (url = "http://127.0.0.1:8080", description = "A local books-api with the default bind address"),
+    ),
+    paths(
+        books::list_books,
+        books::create_book,
+        books::get_book,
+        books::replace_book,
+        books::patch_book,
+        books::delete_book,
+        probes::healthz,
+        probes::readyz,
+    ),
+    components(schemas(BookResponse, BookPage, BookInput, BookPatchInput, Problem, FieldViolation)),
+    tags(
+        (name = "books", description = "The catalogue"),
+        (name = "service", description = "Health of the service"),
+    ),
+    modifiers(&SharedErrorResponses),
+)]
+pub struct ApiDoc;
+
+/// The document as `books-api openapi` prints it and `openapi/openapi.json` holds it.
+pub fn document_json() -> String {
+    let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+struct SharedErrorResponses;
+
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+        .build()
+}
+
+fn retry_later(description: &str) -> Response {
+    let mut response = problem(description);
+    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build();
+    response.headers.insert(
+        "Retry-After".to_owned(),
+        RefOr::T(HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before retrying")).build()),
+    );
+    response
+}
+
+impl Modify for SharedErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let about_one_book = path.contains('{');
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, false),
+                (&mut item.put, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (operation, conditional) in operations {
+                if let Some(operation) = operation {
+                    add_error_responses(operation, about_one_book, conditional && about_one_book);
+                }
+            }
+        }
+    }
+}
+
+fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditional: bool) {
+    let has_body = operation.request_body.is_some();
+    let is_probe = operation.tags.as_ref().is_some_and(|tags| tags.iter().any(|t| t == "service"));
+    let mut add = |status: &str, response: Response| {
+        operation.responses.responses.entry(status.to_owned()).or_insert(RefOr::T(response));
+    };
+    if !is_probe {
+        add("400", problem("Malformed request: invalid JSON, a bad query parameter or a bad path id"));
+        add("500", problem("The server failed; the cause is logged, not returned"));
+    }
+    if about_one_book {
+        add("404", problem("There is no book with this id"));
+    }
+    if conditional {
+        add("412", problem("If-Match named none of the book's current ETags; nothing was changed"));
+    }
+    if has_body {
+        add("413", problem("The request body is larger than 64 KiB"));
+        add("415", problem("The request body is not of an accepted media type"));
+        add("422", problem("Fields failed validation; `errors` lists each one"));
+    }
+    add("503", retry_later("The database is unavailable or busy; retry after Retry-After seconds"));
+}
