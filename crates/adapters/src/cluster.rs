@@ -48,10 +48,21 @@ impl LocalCluster {
     /// then quotes their output and the server's log).
     pub fn start(root: &Path, options: &ClusterOptions) -> anyhow::Result<Self> {
         let bin_dir = find_server_programs()?;
-        let run_as = if running_as_root()? { Some(unprivileged_user()?) } else { None };
+        let run_as = if running_as_root()? {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
         fs::create_dir_all(root).with_context(|| format!("could not create {}", root.display()))?;
-        let root = root.canonicalize().with_context(|| format!("could not resolve {}", root.display()))?;
-        let mut cluster = Self { root, bin_dir, run_as, _watchdog: None };
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("could not resolve {}", root.display()))?;
+        let mut cluster = Self {
+            root,
+            bin_dir,
+            run_as,
+            _watchdog: None,
+        };
         // First, so that even a failed start leaves nothing behind that should go.
         cluster._watchdog = Some(cluster.spawn_watchdog(options.remove_on_exit)?);
         let socket_dir = cluster.socket_dir();
@@ -141,12 +152,19 @@ impl LocalCluster {
         // C.UTF-8 gives Unicode-aware lower() for case-insensitive filters; not every system
         // has it, and the plain C locale works everywhere.
         let output = initdb(&["--locale=C.UTF-8"])?;
-        let output = if output.status.success() { output } else { initdb(&["--no-locale"])? };
+        let output = if output.status.success() {
+            output
+        } else {
+            initdb(&["--no-locale"])?
+        };
         self.check(output, "initdb")
     }
 
     fn launch(&self, ephemeral: bool) -> anyhow::Result<()> {
-        let mut settings = format!("-c listen_addresses='' -k {} -p {SOCKET_PORT}", shell_quote(self.socket_dir().as_os_str())?);
+        let mut settings = format!(
+            "-c listen_addresses='' -k {} -p {SOCKET_PORT}",
+            shell_quote(self.socket_dir().as_os_str())?
+        );
         if ephemeral {
             settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
@@ -166,10 +184,29 @@ impl LocalCluster {
     /// A process that waits until this one has exited (its standard input closes) and then
     /// stops the server. It ignores the terminal's signals so that Ctrl-C cannot skip it.
     fn spawn_watchdog(&self, remove: bool) -> anyhow::Result<(Child, ChildStdin)> {
-        let stop = self.shell_line("pg_ctl", &["stop", "-m", "fast", "-w", "-D", &self.data_dir().to_string_lossy()])?;
+        let stop = self.shell_line(
+            "pg_ctl",
+            &[
+                "stop",
+                "-m",
+                "fast",
+                "-w",
+                "-D",
+                &self.data_dir().to_string_lossy(),
+            ],
+        )?;
         let mut script = format!("trap '' INT TERM HUP; cat >/dev/null; {stop} >/dev/null 2>&1");
         if remove {
-            let stop_now = self.shell_line("pg_ctl", &["stop", "-m", "immediate", "-D", &self.data_dir().to_string_lossy()])?;
+            let stop_now = self.shell_line(
+                "pg_ctl",
+                &[
+                    "stop",
+                    "-m",
+                    "immediate",
+                    "-D",
+                    &self.data_dir().to_string_lossy(),
+                ],
+            )?;
             script = format!(
                 "trap '' INT TERM HUP; cat >/dev/null; {stop_now} >/dev/null 2>&1; rm -rf {}",
                 shell_quote(self.root.as_os_str())?
@@ -184,7 +221,10 @@ impl LocalCluster {
             .current_dir("/")
             .spawn()
             .context("could not start the cluster's watchdog (sh)")?;
-        let stdin = child.stdin.take().context("the watchdog has no standard input")?;
+        let stdin = child
+            .stdin
+            .take()
+            .context("the watchdog has no standard input")?;
         Ok((child, stdin))
     }
 
@@ -206,7 +246,12 @@ impl LocalCluster {
     fn shell_line(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut words = Vec::new();
         if let Some(user) = &self.run_as {
-            words.extend(["runuser".to_owned(), "-u".to_owned(), shell_quote(OsStr::new(user))?, "--".to_owned()]);
+            words.extend([
+                "runuser".to_owned(),
+                "-u".to_owned(),
+                shell_quote(OsStr::new(user))?,
+                "--".to_owned(),
+            ]);
         }
         words.push(shell_quote(self.bin_dir.join(program).as_os_str())?);
         for arg in args {
@@ -239,7 +284,12 @@ fn find_server_programs() -> anyhow::Result<PathBuf> {
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .unwrap_or_default();
     let mut versioned = Vec::new();
-    for pattern_dir in ["/usr/lib/postgresql", "/usr/local/opt", "/opt/homebrew/opt", "/usr"] {
+    for pattern_dir in [
+        "/usr/lib/postgresql",
+        "/usr/local/opt",
+        "/opt/homebrew/opt",
+        "/usr",
+    ] {
         if let Ok(entries) = fs::read_dir(pattern_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -247,7 +297,12 @@ fn find_server_programs() -> anyhow::Result<PathBuf> {
                     || name.starts_with("postgresql")
                     || name.starts_with("pgsql-");
                 if relevant {
-                    let version: u32 = name.chars().filter(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
+                    let version: u32 = name
+                        .chars()
+                        .filter(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .unwrap_or(0);
                     versioned.push((version, entry.path().join("bin")));
                 }
             }
@@ -255,7 +310,12 @@ fn find_server_programs() -> anyhow::Result<PathBuf> {
     }
     // The newest installed version first.
     versioned.sort_by(|a, b| b.0.cmp(&a.0));
-    let fixed = ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/bin"].map(PathBuf::from);
+    let fixed = [
+        "/usr/local/pgsql/bin",
+        "/opt/homebrew/bin",
+        "/usr/local/bin",
+    ]
+    .map(PathBuf::from);
     on_path
         .into_iter()
         .chain(versioned.into_iter().map(|(_, dir)| dir))
@@ -269,7 +329,10 @@ fn find_server_programs() -> anyhow::Result<PathBuf> {
 }
 
 fn running_as_root() -> anyhow::Result<bool> {
-    let output = Command::new("id").arg("-u").output().context("could not run id -u")?;
+    let output = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("could not run id -u")?;
     Ok(String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
@@ -291,14 +354,25 @@ fn give_to(user: &str, dirs: &[&Path]) -> anyhow::Result<()> {
         .map(|line| line.split(':').collect::<Vec<_>>())
         .find(|fields| fields.first() == Some(&user))
         .with_context(|| format!("no user {user} in /etc/passwd"))?;
-    let uid: u32 = fields.get(2).and_then(|v| v.parse().ok()).context("bad uid in /etc/passwd")?;
-    let gid: u32 = fields.get(3).and_then(|v| v.parse().ok()).context("bad gid in /etc/passwd")?;
+    let uid: u32 = fields
+        .get(2)
+        .and_then(|v| v.parse().ok())
+        .context("bad uid in /etc/passwd")?;
+    let gid: u32 = fields
+        .get(3)
+        .and_then(|v| v.parse().ok())
+        .context("bad gid in /etc/passwd")?;
     for dir in dirs {
-        chown(dir, Some(uid), Some(gid)).with_context(|| format!("could not give {} to {user}", dir.display()))?;
+        chown(dir, Some(uid), Some(gid))
+            .with_context(|| format!("could not give {} to {user}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     // Every folder above must let that user through.
-    let above = dirs.first().map(|dir| dir.ancestors().skip(1)).into_iter().flatten();
+    let above = dirs
+        .first()
+        .map(|dir| dir.ancestors().skip(1))
+        .into_iter()
+        .flatten();
     for ancestor in above {
         let mode = fs::metadata(ancestor)?.permissions().mode();
         if mode & 0o001 == 0 {
@@ -326,5 +400,4 @@ mod tests {
     fn shell_words_survive_quotes_and_spaces() {
         assert_eq!(shell_quote(OsStr::new("a b'c")).unwrap(), "'a b'\\''c'");
     }
-
 }

@@ -117,8 +117,12 @@ pub(crate) fn quote_identifier(name: &str) -> String {
 pub(crate) fn with_database(url: &str, database: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest_start = scheme_end + 3;
-        let query_start = url[rest_start..].find('?').map_or(url.len(), |i| rest_start + i);
-        let path_start = url[rest_start..query_start].find('/').map_or(query_start, |i| rest_start + i);
+        let query_start = url[rest_start..]
+            .find('?')
+            .map_or(url.len(), |i| rest_start + i);
+        let path_start = url[rest_start..query_start]
+            .find('/')
+            .map_or(query_start, |i| rest_start + i);
         format!("{}/{}{}", &url[..path_start], database, &url[query_start..])
     } else {
         // libpq lets a later keyword override an earlier one.
@@ -137,12 +141,18 @@ mod tests {
             "postgres://u:p@h:5432/new?sslmode=require"
         );
         assert_eq!(with_database("postgresql://h", "new"), "postgresql://h/new");
-        assert_eq!(with_database("postgresql://h?x=1", "new"), "postgresql://h/new?x=1");
+        assert_eq!(
+            with_database("postgresql://h?x=1", "new"),
+            "postgresql://h/new?x=1"
+        );
     }
 
     #[test]
     fn the_database_of_a_key_value_string_is_overridden() {
-        assert_eq!(with_database("host=/tmp user=postgres", "db"), "host=/tmp user=postgres dbname=db");
+        assert_eq!(
+            with_database("host=/tmp user=postgres", "db"),
+            "host=/tmp user=postgres dbname=db"
+        );
     }
 
     #[test]

@@ -18,7 +18,6 @@ mod repository;
 mod schema;
 pub mod testing;
 
-
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use database::{PgPool, PoolOptions, connect, ensure_database, run_migrations};
 pub use repository::PostgresBookRepository;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, anyhow};
 use books_domain::{
-    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, Genre,
+    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, Genre, GetBookError,
     ListBooksError, ListQuery, NewBook, SortKey, SortValue, StorageError, Title, Version,
     VersionCheck, WriteBookError,
 };
@@ -35,9 +35,11 @@ impl PostgresBookRepository {
     }
 
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
-        self.pool
-            .get()
-            .map_err(|error| StorageError::Unavailable(anyhow!(error).context("no database connection was free in time")))
+        self.pool.get().map_err(|error| {
+            StorageError::Unavailable(
+                anyhow!(error).context("no database connection was free in time"),
+            )
+        })
     }
 }
 
@@ -107,9 +109,10 @@ fn target(id: BookId, check: &VersionCheck) -> VersionFilter {
     let this_book = book::id.eq(id.get());
     match check {
         VersionCheck::Any => Box::new(this_book),
-        VersionCheck::OneOf(versions) => {
-            Box::new(this_book.and(book::version.eq_any(versions.iter().map(|v| v.get()).collect::<Vec<_>>())))
-        }
+        VersionCheck::OneOf(versions) => Box::new(
+            this_book
+                .and(book::version.eq_any(versions.iter().map(|v| v.get()).collect::<Vec<_>>())),
+        ),
     }
 }
 
@@ -131,7 +134,10 @@ fn explain_missed_write(conn: &mut PgConnection, id: BookId) -> WriteBookError {
 }
 
 fn like_pattern(term: &str) -> String {
-    let escaped = term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = term
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 
@@ -165,10 +171,18 @@ impl BookRepository for PostgresBookRepository {
         let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
         let filter = &query.filter;
         if let Some(author) = &filter.author {
-            select = select.filter(sql::<Bool>("lower(author) = lower(").bind::<Text, _>(author.as_str().to_owned()).sql(")"));
+            select = select.filter(
+                sql::<Bool>("lower(author) = lower(")
+                    .bind::<Text, _>(author.as_str().to_owned())
+                    .sql(")"),
+            );
         }
         if let Some(genre) = &filter.genre {
-            select = select.filter(sql::<Bool>("lower(genre) = lower(").bind::<Text, _>(genre.as_str().to_owned()).sql(")"));
+            select = select.filter(
+                sql::<Bool>("lower(genre) = lower(")
+                    .bind::<Text, _>(genre.as_str().to_owned())
+                    .sql(")"),
+            );
         }
         if let Some(term) = &filter.search {
             let pattern = like_pattern(term.as_str());
@@ -186,9 +200,15 @@ impl BookRepository for PostgresBookRepository {
             let op = if descending { "<" } else { ">" };
             let id = after.id.get();
             select = match &after.value {
-                SortValue::Id => select.filter(sql::<Bool>(&format!("id {op} ")).bind::<BigInt, _>(id)),
+                SortValue::Id => {
+                    select.filter(sql::<Bool>(&format!("id {op} ")).bind::<BigInt, _>(id))
+                }
                 SortValue::Text(text) => {
-                    let column = if after.key == SortKey::Author { "author" } else { "title" };
+                    let column = if after.key == SortKey::Author {
+                        "author"
+                    } else {
+                        "title"
+                    };
                     select.filter(
                         sql::<Bool>(&format!("({column}, id) {op} ("))
                             .bind::<Text, _>(text.clone())
@@ -219,10 +239,18 @@ impl BookRepository for PostgresBookRepository {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         let mut conn = self.conn()?;
         let rows = select.limit(limit).load(&mut conn).map_err(storage_error)?;
-        Ok(rows.into_iter().map(Book::try_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(Book::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
-    fn replace(&self, id: BookId, new: &NewBook, check: &VersionCheck) -> Result<Book, WriteBookError> {
+    fn replace(
+        &self,
+        id: BookId,
+        new: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
         let mut conn = self.conn()?;
         let row = diesel::update(book::table)
             .filter(target(id, check))
@@ -243,18 +271,30 @@ impl BookRepository for PostgresBookRepository {
         }
     }
 
-    fn patch(&self, id: BookId, patch: &BookPatch, check: &VersionCheck) -> Result<Book, WriteBookError> {
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
         let changes = BookChanges {
             title: patch.title.as_ref().map(Title::as_str),
             author: patch.author.as_ref().map(Author::as_str),
-            genre: patch.genre.as_ref().map(|genre| genre.as_ref().map(Genre::as_str)),
+            genre: patch
+                .genre
+                .as_ref()
+                .map(|genre| genre.as_ref().map(Genre::as_str)),
         };
         let mut conn = self.conn()?;
         // `version = version + 1` is evaluated by PostgreSQL under the row lock, so concurrent
         // patches each add one: none is lost.
         let row = diesel::update(book::table)
             .filter(target(id, check))
-            .set((changes, book::version.eq(book::version + 1), book::updated_at.eq(now)))
+            .set((
+                changes,
+                book::version.eq(book::version + 1),
+                book::updated_at.eq(now),
+            ))
             .returning(BookRow::as_returning())
             .get_result(&mut conn)
             .optional()
@@ -279,7 +319,9 @@ impl BookRepository for PostgresBookRepository {
 
     fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).map_err(storage_error)?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .map_err(storage_error)?;
         Ok(())
     }
 }

@@ -27,7 +27,8 @@ struct Server {
 
 impl Server {
     fn execute(&self, statement: &str) -> anyhow::Result<()> {
-        let mut admin = PgConnection::establish(&self.admin_url).context("could not connect to the test server")?;
+        let mut admin = PgConnection::establish(&self.admin_url)
+            .context("could not connect to the test server")?;
         admin.batch_execute(statement)?;
         Ok(())
     }
@@ -49,17 +50,25 @@ fn start_server() -> anyhow::Result<Server> {
         Ok(url) if !url.is_empty() => (url, None),
         _ => {
             let root = std::env::temp_dir().join(format!("books-api-test-{pid}"));
-            let options = ClusterOptions { ephemeral: true, remove_on_exit: true };
+            let options = ClusterOptions {
+                ephemeral: true,
+                remove_on_exit: true,
+            };
             let cluster = LocalCluster::start(&root, &options)?;
             (cluster.connection_url("postgres"), Some(cluster))
         }
     };
-    let mut admin = PgConnection::establish(&admin_url).context("could not connect to the test server")?;
+    let mut admin =
+        PgConnection::establish(&admin_url).context("could not connect to the test server")?;
     drop_leftovers(&mut admin)?;
     let template = format!("{PREFIX}{pid}_template");
     admin.batch_execute(&format!("CREATE DATABASE {}", quote_identifier(&template)))?;
     run_migrations(&with_database(&admin_url, &template))?;
-    Ok(Server { admin_url, template, _cluster: cluster })
+    Ok(Server {
+        admin_url,
+        template,
+        _cluster: cluster,
+    })
 }
 
 /// Drops the databases of earlier test runs on a shared server whose process is gone (a run that
@@ -70,9 +79,10 @@ fn drop_leftovers(admin: &mut PgConnection) -> anyhow::Result<()> {
         #[diesel(sql_type = Text)]
         datname: String,
     }
-    let names: Vec<Name> = diesel::sql_query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-        .bind::<Text, _>(PREFIX)
-        .load(admin)?;
+    let names: Vec<Name> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind::<Text, _>(PREFIX)
+            .load(admin)?;
     for Name { datname } in names {
         let owner_alive = datname[PREFIX.len()..]
             .split('_')
@@ -80,7 +90,10 @@ fn drop_leftovers(admin: &mut PgConnection) -> anyhow::Result<()> {
             .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !owner_alive {
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&datname)))?;
+            admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_identifier(&datname)
+            ))?;
         }
     }
     Ok(())
@@ -101,7 +114,11 @@ impl TestDatabase {
     /// When no server can be had: a test cannot run without one.
     pub fn new() -> Self {
         let server = server();
-        let name = format!("{PREFIX}{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{PREFIX}{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let create = format!(
             "CREATE DATABASE {} TEMPLATE {}",
             quote_identifier(&name),
@@ -125,7 +142,10 @@ impl TestDatabase {
     ///
     /// Never in practice: the options are valid.
     pub fn pool(&self) -> PgPool {
-        let options = PoolOptions { max_size: 8, ..PoolOptions::default() };
+        let options = PoolOptions {
+            max_size: 8,
+            ..PoolOptions::default()
+        };
         connect(&self.url, &options).expect("valid pool options")
     }
 }
@@ -140,7 +160,10 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Some(server) = SERVER.get() else { return };
         // FORCE ends the sessions the test's pool still holds.
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&self.name));
+        let drop = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_identifier(&self.name)
+        );
         if let Err(error) = server.execute(&drop) {
             eprintln!("could not drop the test database {}: {error:#}", self.name);
         }

@@ -48,7 +48,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,8 +60,15 @@ impl Application {
     /// # Errors
     ///
     /// When the listener cannot be used.
-    pub fn build(listener: TcpListener, service: BookService, settings: &ServerSettings) -> anyhow::Result<Self> {
-        let port = listener.local_addr().context("the listener has no address")?.port();
+    pub fn build(
+        listener: TcpListener,
+        service: BookService,
+        settings: &ServerSettings,
+    ) -> anyhow::Result<Self> {
+        let port = listener
+            .local_addr()
+            .context("the listener has no address")?
+            .port();
         let service = web::Data::new(service);
         let document = web::Data::new(document_json());
         let mut server = HttpServer::new(move || {
@@ -75,7 +84,10 @@ impl Application {
         if !settings.handle_signals {
             server = server.disable_signals();
         }
-        Ok(Self { port, server: server.run() })
+        Ok(Self {
+            port,
+            server: server.run(),
+        })
     }
 
     /// The port the server listens on.
@@ -127,7 +139,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         ),
                 )
                 .route("/api-docs/openapi.json", web::get().to(openapi_document))
-                .service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")))
+                .service(
+                    SwaggerUi::new("/swagger-ui/{_:.*}")
+                        .config(Config::from("/api-docs/openapi.json")),
+                )
                 .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/healthz", web::get().to(probes::healthz))
@@ -137,13 +152,20 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 async fn openapi_document(document: web::Data<String>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(document.get_ref().clone())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.get_ref().clone())
 }
 
 async fn redirect(to: &'static str) -> HttpResponse {
-    HttpResponse::Found().insert_header((header::LOCATION, to)).finish()
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, to))
+        .finish()
 }
 
 async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("there is nothing at {}", request.path().chars().take(200).collect::<String>())))
+    Err(ApiError::NotFound(format!(
+        "there is nothing at {}",
+        request.path().chars().take(200).collect::<String>()
+    )))
 }

@@ -19,30 +19,51 @@ pub(crate) struct JsonObject(Map<String, Value>);
 
 impl JsonObject {
     /// Checks the media type, then parses `body`.
-    pub(crate) fn parse(request: &HttpRequest, body: &[u8], accepted: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(
+        request: &HttpRequest,
+        body: &[u8],
+        accepted: &[&str],
+    ) -> Result<Self, ApiError> {
         let media_type = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-        if !media_type.as_deref().is_some_and(|given| accepted.contains(&given)) {
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        if !media_type
+            .as_deref()
+            .is_some_and(|given| accepted.contains(&given))
+        {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "the request body must be {} (Content-Type)",
                 accepted.join(" or ")
             )));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|error| ApiError::BadRequest(format!("the request body is not valid JSON: {error}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|error| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {error}"))
+        })?;
         match value {
             Value::Object(members) => Ok(Self(members)),
-            _ => Err(ApiError::Unprocessable(vec![violation("", "the request body must be a JSON object")])),
+            _ => Err(ApiError::Unprocessable(vec![violation(
+                "",
+                "the request body must be a JSON object",
+            )])),
         }
     }
 
     /// Reads a new book (or a full replacement): title and author required, genre optional.
     pub(crate) fn into_new_book(self) -> Result<NewBook, ApiError> {
         let members = Members::take(self.0);
-        let [title, author, genre] = members.values.each_ref().map(|m| m.as_patch_value().into_option());
+        let [title, author, genre] = members
+            .values
+            .each_ref()
+            .map(|m| m.as_patch_value().into_option());
         let parsed = NewBook::parse(title, author, genre);
         members.finish(parsed)
     }
@@ -105,18 +126,30 @@ impl Members {
             Some(Value::String(text)) => Member::Text(text),
             Some(_) => Member::WrongType,
         });
-        Self { values, unknown: object.into_iter().map(|(name, _)| name).collect() }
+        Self {
+            values,
+            unknown: object.into_iter().map(|(name, _)| name).collect(),
+        }
     }
 
     /// Merges the domain's verdict with what was wrong in the JSON itself, field by field.
     fn finish<T>(self, parsed: Result<T, InvalidBook>) -> Result<T, ApiError> {
-        let domain_errors = parsed.as_ref().err().map(|invalid| invalid.errors.as_slice()).unwrap_or_default();
+        let domain_errors = parsed
+            .as_ref()
+            .err()
+            .map(|invalid| invalid.errors.as_slice())
+            .unwrap_or_default();
         let mut errors = Vec::new();
         for (field, member) in FIELDS.iter().zip(&self.values) {
             if matches!(member, Member::WrongType) {
                 errors.push(violation(field.name(), "must be a string"));
             } else {
-                errors.extend(domain_errors.iter().filter(|e| e.field == *field).map(FieldViolation::from));
+                errors.extend(
+                    domain_errors
+                        .iter()
+                        .filter(|e| e.field == *field)
+                        .map(FieldViolation::from),
+                );
             }
         }
         for name in self.unknown {
@@ -132,5 +165,8 @@ impl Members {
 fn violation(field: &str, message: &str) -> FieldViolation {
     // A client's own member name, cut short so that a huge key does not make a huge response.
     let field: String = field.chars().take(100).collect();
-    FieldViolation { field, message: message.to_owned() }
+    FieldViolation {
+        field,
+        message: message.to_owned(),
+    }
 }

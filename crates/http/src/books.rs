@@ -31,7 +31,9 @@ where
     let service = service.clone();
     match web::block(move || call(&service)).await {
         Ok(result) => result.map_err(Into::into),
-        Err(error) => Err(ApiError::Unavailable(anyhow::anyhow!(error).context("the blocking pool is gone"))),
+        Err(error) => Err(ApiError::Unavailable(
+            anyhow::anyhow!(error).context("the blocking pool is gone"),
+        )),
     }
 }
 
@@ -42,7 +44,12 @@ pub(crate) fn parse_id(raw: &str) -> Result<BookId, ApiError> {
         .then(|| raw.parse::<i64>().ok())
         .flatten()
         .and_then(BookId::new)
-        .ok_or_else(|| ApiError::BadRequest(format!("the book id must be a positive 64-bit integer, not {:?}", truncate(raw))))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "the book id must be a positive 64-bit integer, not {:?}",
+                truncate(raw)
+            ))
+        })
 }
 
 fn truncate(text: &str) -> String {
@@ -93,11 +100,12 @@ impl ListParams {
     fn into_query(self) -> Result<ListQuery, ApiError> {
         let limit = match given(self.limit.as_ref()) {
             None => PageSize::default(),
-            Some(raw) => raw
-                .parse()
-                .ok()
-                .and_then(PageSize::new)
-                .ok_or_else(|| ApiError::BadRequest(format!("limit must be an integer from 1 to {}", PageSize::MAX)))?,
+            Some(raw) => raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be an integer from 1 to {}",
+                    PageSize::MAX
+                ))
+            })?,
         };
         let sort = given(self.sort.as_ref())
             .map(|raw| {
@@ -107,25 +115,56 @@ impl ListParams {
             })
             .transpose()?;
         let filter = BookFilter {
-            author: given(self.author.as_ref()).map(Author::new).transpose().map_err(|e| bad_filter("author", e))?,
-            genre: given(self.genre.as_ref()).map(Genre::new).transpose().map_err(|e| bad_filter("genre", e))?,
-            search: given(self.q.as_ref()).map(SearchTerm::new).transpose().map_err(|e| bad_filter("q", e))?,
+            author: given(self.author.as_ref())
+                .map(Author::new)
+                .transpose()
+                .map_err(|e| bad_filter("author", e))?,
+            genre: given(self.genre.as_ref())
+                .map(Genre::new)
+                .transpose()
+                .map_err(|e| bad_filter("genre", e))?,
+            search: given(self.q.as_ref())
+                .map(SearchTerm::new)
+                .transpose()
+                .map_err(|e| bad_filter("q", e))?,
         };
         let Some(raw_cursor) = given(self.cursor.as_ref()) else {
-            return Ok(ListQuery { filter, sort: sort.unwrap_or_default(), limit, after: None });
+            return Ok(ListQuery {
+                filter,
+                sort: sort.unwrap_or_default(),
+                limit,
+                after: None,
+            });
         };
-        let continuation = cursor::decode(raw_cursor)
-            .ok_or_else(|| ApiError::BadRequest("cursor is not one this service made; start again without it".to_owned()))?;
+        let continuation = cursor::decode(raw_cursor).ok_or_else(|| {
+            ApiError::BadRequest(
+                "cursor is not one this service made; start again without it".to_owned(),
+            )
+        })?;
         let conflicts = sort.is_some_and(|s| s != continuation.sort)
-            || filter.author.as_ref().is_some_and(|a| Some(a) != continuation.filter.author.as_ref())
-            || filter.genre.as_ref().is_some_and(|g| Some(g) != continuation.filter.genre.as_ref())
-            || filter.search.as_ref().is_some_and(|q| Some(q) != continuation.filter.search.as_ref());
+            || filter
+                .author
+                .as_ref()
+                .is_some_and(|a| Some(a) != continuation.filter.author.as_ref())
+            || filter
+                .genre
+                .as_ref()
+                .is_some_and(|g| Some(g) != continuation.filter.genre.as_ref())
+            || filter
+                .search
+                .as_ref()
+                .is_some_and(|q| Some(q) != continuation.filter.search.as_ref());
         if conflicts {
             return Err(ApiError::BadRequest(
                 "cursor continues a listing with other sort or filters; leave them out or start again".to_owned(),
             ));
         }
-        Ok(ListQuery { filter: continuation.filter, sort: continuation.sort, limit, after: Some(continuation.after) })
+        Ok(ListQuery {
+            filter: continuation.filter,
+            sort: continuation.sort,
+            limit,
+            after: Some(continuation.after),
+        })
     }
 }
 
@@ -156,10 +195,16 @@ pub(crate) async fn list_books(
     if let Some(cursor) = &next_cursor {
         response.insert_header((
             header::LINK,
-            format!("<{BASE}/books?limit={}&cursor={cursor}>; rel=\"next\"", query.limit.get()),
+            format!(
+                "<{BASE}/books?limit={}&cursor={cursor}>; rel=\"next\"",
+                query.limit.get()
+            ),
         ));
     }
-    Ok(response.json(BookPage { items: page.items.iter().map(BookResponse::from).collect(), next_cursor }))
+    Ok(response.json(BookPage {
+        items: page.items.iter().map(BookResponse::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Create a book
@@ -213,7 +258,9 @@ pub(crate) async fn get_book(
     let id = parse_id(&id)?;
     let book = blocking(&service, move |s| s.get_book(id)).await?;
     if if_none_match(&request, &book) {
-        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag(&book))).finish());
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag(&book)))
+            .finish());
     }
     Ok(book_response(HttpResponse::Ok(), &book))
 }

@@ -76,13 +76,20 @@ impl DatabaseArgs {
     /// When the embedded cluster cannot be created or started.
     pub fn open(&self) -> anyhow::Result<Database> {
         if let Some(url) = self.database_url.as_deref().filter(|url| !url.is_empty()) {
-            return Ok(Database { url: url.to_owned(), cluster: None });
+            return Ok(Database {
+                url: url.to_owned(),
+                cluster: None,
+            });
         }
-        let cluster = LocalCluster::start(&self.data_dir, &ClusterOptions::default())
-            .context("could not start the embedded PostgreSQL (set DATABASE_URL to use another server)")?;
+        let cluster = LocalCluster::start(&self.data_dir, &ClusterOptions::default()).context(
+            "could not start the embedded PostgreSQL (set DATABASE_URL to use another server)",
+        )?;
         ensure_database(&cluster.connection_url("postgres"), "books")?;
         tracing::info!(data = %cluster.root().display(), "PostgreSQL runs from the embedded default cluster");
-        Ok(Database { url: cluster.connection_url("books"), cluster: Some(cluster) })
+        Ok(Database {
+            url: cluster.connection_url("books"),
+            cluster: Some(cluster),
+        })
     }
 }
 

@@ -101,8 +101,16 @@ pub(crate) fn decode(cursor: &str) -> Option<Continuation> {
         (None, Some(micros)) => SortValue::Time(DateTime::from_timestamp_micros(micros)?),
         (Some(_), Some(_)) => return None,
     };
-    let after = Position { key: sort.key, value, id: BookId::new(token.i)? };
-    after.is_consistent().then_some(Continuation { sort, filter, after })
+    let after = Position {
+        key: sort.key,
+        value,
+        id: BookId::new(token.i)?,
+    };
+    after.is_consistent().then_some(Continuation {
+        sort,
+        filter,
+        after,
+    })
 }
 
 #[cfg(test)]
@@ -112,14 +120,24 @@ mod tests {
 
     fn query() -> ListQuery {
         ListQuery {
-            sort: Sort { key: SortKey::Title, descending: true },
-            filter: BookFilter { author: Some(Author::new("Frank Herbert").unwrap()), ..BookFilter::default() },
+            sort: Sort {
+                key: SortKey::Title,
+                descending: true,
+            },
+            filter: BookFilter {
+                author: Some(Author::new("Frank Herbert").unwrap()),
+                ..BookFilter::default()
+            },
             ..ListQuery::default()
         }
     }
 
     fn position() -> Position {
-        Position { key: SortKey::Title, value: SortValue::Text("Dune ✓".into()), id: BookId::new(7).unwrap() }
+        Position {
+            key: SortKey::Title,
+            value: SortValue::Text("Dune ✓".into()),
+            id: BookId::new(7).unwrap(),
+        }
     }
 
     #[test]
@@ -145,7 +163,13 @@ mod tests {
     #[test]
     fn garbage_and_truncated_cursors_are_refused() {
         let cursor = encode(&query(), &position());
-        for bad in ["", "x", "%%%", &cursor[..cursor.len() - 2], &"A".repeat(MAX_CURSOR_LEN + 1)] {
+        for bad in [
+            "",
+            "x",
+            "%%%",
+            &cursor[..cursor.len() - 2],
+            &"A".repeat(MAX_CURSOR_LEN + 1),
+        ] {
             assert!(decode(bad).is_none(), "{bad}");
         }
     }

@@ -60,7 +60,10 @@ pub struct BookPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]
-#[expect(dead_code, reason = "describes a body that is read member by member, so every invalid field can be reported")]
+#[expect(
+    dead_code,
+    reason = "describes a body that is read member by member, so every invalid field can be reported"
+)]
 pub struct BookInput {
     /// Required; 1 to 250 characters after trimming white space.
     #[schema(min_length = 1, max_length = 250)]
@@ -77,7 +80,10 @@ pub struct BookInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"genre": null}))]
-#[expect(dead_code, reason = "describes a body that is read member by member, so every invalid field can be reported")]
+#[expect(
+    dead_code,
+    reason = "describes a body that is read member by member, so every invalid field can be reported"
+)]
 pub struct BookPatchInput {
     /// A new title, 1 to 250 characters after trimming. Null is refused.
     #[schema(min_length = 1, max_length = 250, nullable = false)]
@@ -125,6 +131,9 @@ pub struct FieldViolation {
 
 impl From<&FieldError> for FieldViolation {
     fn from(error: &FieldError) -> Self {
-        Self { field: error.field.name().to_owned(), message: error.problem.to_string() }
+        Self {
+            field: error.field.name().to_owned(),
+            message: error.problem.to_string(),
+        }
     }
 }

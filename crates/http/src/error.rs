@@ -12,8 +12,8 @@
 use std::fmt;
 
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use books_domain::{
@@ -89,8 +89,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "database unavailable"),
-            Self::Internal(cause) => tracing::error!(error = format!("{cause:?}"), "request failed"),
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable")
+            }
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:?}"), "request failed")
+            }
             _ => {}
         }
         let errors = match self {
@@ -111,7 +115,11 @@ fn title_of(status: StatusCode) -> &'static str {
 }
 
 /// A problem+json response. Errors are never cached: they describe one moment.
-pub(crate) fn problem_response(status: StatusCode, detail: String, errors: Vec<FieldViolation>) -> HttpResponse {
+pub(crate) fn problem_response(
+    status: StatusCode,
+    detail: String,
+    errors: Vec<FieldViolation>,
+) -> HttpResponse {
     let problem = Problem {
         kind: "about:blank".to_owned(),
         title: title_of(status).to_owned(),
@@ -135,7 +143,9 @@ pub(crate) fn problem_response(status: StatusCode, detail: String, errors: Vec<F
 /// # Errors
 ///
 /// Never; the signature is the one `ErrorHandlers` wants.
-pub(crate) fn render_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+pub(crate) fn render_problem<B>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -147,15 +157,27 @@ pub(crate) fn render_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<Er
     let detail = match status {
         StatusCode::NOT_FOUND => "there is nothing at this path".to_owned(),
         StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = res.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
-            format!("{} is not allowed here; allowed: {allowed}", res.request().method())
+            let allowed = res
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!(
+                "{} is not allowed here; allowed: {allowed}",
+                res.request().method()
+            )
         }
         StatusCode::PAYLOAD_TOO_LARGE => "the request body must be at most 64 KiB".to_owned(),
         // actix-web's own client-error messages name what was wrong with the request, nothing more.
-        status if status.is_client_error() => res
-            .response()
-            .error()
-            .map_or_else(|| status.canonical_reason().unwrap_or("bad request").to_owned(), ToString::to_string),
+        status if status.is_client_error() => res.response().error().map_or_else(
+            || {
+                status
+                    .canonical_reason()
+                    .unwrap_or("bad request")
+                    .to_owned()
+            },
+            ToString::to_string,
+        ),
         _ => {
             if let Some(error) = res.response().error() {
                 tracing::error!(error = %error, "request failed");
@@ -163,16 +185,22 @@ pub(crate) fn render_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<Er
             "the server failed to handle the request".to_owned()
         }
     };
-    let kept: Vec<(header::HeaderName, HeaderValue)> = [header::ALLOW, header::RETRY_AFTER, header::HeaderName::from_static("accept-patch")]
-        .into_iter()
-        .filter_map(|name| res.headers().get(&name).map(|value| (name, value.clone())))
-        .collect();
+    let kept: Vec<(header::HeaderName, HeaderValue)> = [
+        header::ALLOW,
+        header::RETRY_AFTER,
+        header::HeaderName::from_static("accept-patch"),
+    ]
+    .into_iter()
+    .filter_map(|name| res.headers().get(&name).map(|value| (name, value.clone())))
+    .collect();
     let (request, _) = res.into_parts();
     let mut response = problem_response(status, detail, Vec::new());
     for (name, value) in kept {
         response.headers_mut().insert(name, value);
     }
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(request, response).map_into_right_body()))
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, response).map_into_right_body(),
+    ))
 }
 
 impl From<StorageError> for ApiError {
@@ -212,7 +240,9 @@ impl From<GetBookError> for ApiError {
 impl From<WriteBookError> for ApiError {
     fn from(error: WriteBookError) -> Self {
         match error {
-            WriteBookError::NotFound(id) => Self::NotFound(format!("there is no book with id {id}")),
+            WriteBookError::NotFound(id) => {
+                Self::NotFound(format!("there is no book with id {id}"))
+            }
             WriteBookError::VersionMismatch { id, current } => Self::PreconditionFailed(format!(
                 "book {id} is at version {current}, which matches none of the ETags in If-Match; fetch it again"
             )),

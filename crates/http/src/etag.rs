@@ -40,7 +40,9 @@ pub(crate) fn if_match(request: &HttpRequest, id: BookId) -> VersionCheck {
     match list_members(request, &header::IF_MATCH) {
         None => VersionCheck::Any,
         Some(tags) if tags.iter().any(|tag| tag == "*") => VersionCheck::Any,
-        Some(tags) => VersionCheck::OneOf(tags.iter().filter_map(|tag| version_of(tag, id)).collect()),
+        Some(tags) => {
+            VersionCheck::OneOf(tags.iter().filter_map(|tag| version_of(tag, id)).collect())
+        }
     }
 }
 
@@ -48,7 +50,9 @@ pub(crate) fn if_match(request: &HttpRequest, id: BookId) -> VersionCheck {
 pub(crate) fn if_none_match(request: &HttpRequest, book: &Book) -> bool {
     list_members(request, &header::IF_NONE_MATCH).is_some_and(|tags| {
         tags.iter().any(|tag| {
-            tag == "*" || version_of(tag.strip_prefix("W/").unwrap_or(tag), book.id()) == Some(book.version())
+            tag == "*"
+                || version_of(tag.strip_prefix("W/").unwrap_or(tag), book.id())
+                    == Some(book.version())
         })
     })
 }

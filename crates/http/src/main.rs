@@ -42,7 +42,11 @@ fn init_logging() {
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .with(filter)
         .init();
 }
@@ -69,11 +73,21 @@ fn serve_on(args: &ServeArgs, database_url: &str) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "migrations applied");
     }
-    let pool = connect(database_url, &PoolOptions { max_size: args.pool_size, ..PoolOptions::default() })?;
+    let pool = connect(
+        database_url,
+        &PoolOptions {
+            max_size: args.pool_size,
+            ..PoolOptions::default()
+        },
+    )?;
     let service = BookService::new(PostgresBookRepository::new(pool));
-    let listener = TcpListener::bind(&args.bind).with_context(|| format!("could not listen on {}", args.bind))?;
+    let listener = TcpListener::bind(&args.bind)
+        .with_context(|| format!("could not listen on {}", args.bind))?;
     let address = listener.local_addr()?;
-    let settings = ServerSettings { workers: args.workers.unwrap_or(ServerSettings::default().workers), ..ServerSettings::default() };
+    let settings = ServerSettings {
+        workers: args.workers.unwrap_or(ServerSettings::default().workers),
+        ..ServerSettings::default()
+    };
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(listener, service, &settings)?;
         tracing::info!("serving on http://{address}; Swagger UI at http://{address}/swagger-ui/");

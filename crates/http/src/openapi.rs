@@ -58,16 +58,29 @@ struct SharedErrorResponses;
 fn problem(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
-        .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
         .build()
 }
 
 fn retry_later(description: &str) -> Response {
     let mut response = problem(description);
-    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build();
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .build();
     response.headers.insert(
         "Retry-After".to_owned(),
-        RefOr::T(HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before retrying")).build()),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(seconds))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        ),
     );
     response
 }
@@ -94,24 +107,49 @@ impl Modify for SharedErrorResponses {
 
 fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditional: bool) {
     let has_body = operation.request_body.is_some();
-    let is_probe = operation.tags.as_ref().is_some_and(|tags| tags.iter().any(|t| t == "service"));
+    let is_probe = operation
+        .tags
+        .as_ref()
+        .is_some_and(|tags| tags.iter().any(|t| t == "service"));
     let mut add = |status: &str, response: Response| {
-        operation.responses.responses.entry(status.to_owned()).or_insert(RefOr::T(response));
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(RefOr::T(response));
     };
     if !is_probe {
-        add("400", problem("Malformed request: invalid JSON, a bad query parameter or a bad path id"));
-        add("500", problem("The server failed; the cause is logged, not returned"));
+        add(
+            "400",
+            problem("Malformed request: invalid JSON, a bad query parameter or a bad path id"),
+        );
+        add(
+            "500",
+            problem("The server failed; the cause is logged, not returned"),
+        );
     }
     if about_one_book {
         add("404", problem("There is no book with this id"));
     }
     if conditional {
-        add("412", problem("If-Match named none of the book's current ETags; nothing was changed"));
+        add(
+            "412",
+            problem("If-Match named none of the book's current ETags; nothing was changed"),
+        );
     }
     if has_body {
         add("413", problem("The request body is larger than 64 KiB"));
-        add("415", problem("The request body is not of an accepted media type"));
-        add("422", problem("Fields failed validation; `errors` lists each one"));
+        add(
+            "415",
+            problem("The request body is not of an accepted media type"),
+        );
+        add(
+            "422",
+            problem("Fields failed validation; `errors` lists each one"),
+        );
     }
-    add("503", retry_later("The database is unavailable or busy; retry after Retry-After seconds"));
+    add(
+        "503",
+        retry_later("The database is unavailable or busy; retry after Retry-After seconds"),
+    );
 }

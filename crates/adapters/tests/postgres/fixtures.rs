@@ -13,7 +13,11 @@ impl Store {
     pub(crate) fn new() -> Self {
         let database = TestDatabase::new();
         let repository = PostgresBookRepository::new(database.pool());
-        Self { service: BookService::new(repository.clone()), repository, _database: database }
+        Self {
+            service: BookService::new(repository.clone()),
+            repository,
+            _database: database,
+        }
     }
 }
 
@@ -26,7 +30,11 @@ pub(crate) struct BookBuilder {
 
 impl BookBuilder {
     pub(crate) fn new(title: &str) -> Self {
-        Self { title: title.to_owned(), author: "Anonymous".to_owned(), genre: None }
+        Self {
+            title: title.to_owned(),
+            author: "Anonymous".to_owned(),
+            genre: None,
+        }
     }
 
     pub(crate) fn author(mut self, author: &str) -> Self {
@@ -40,7 +48,11 @@ impl BookBuilder {
     }
 
     pub(crate) fn insert(self, store: &Store) -> Book {
-        let draft = NewBook::parse(Some(&self.title), Some(&self.author), self.genre.as_deref()).expect("a valid book");
-        store.service.create_book(&draft).expect("the book is stored")
+        let draft = NewBook::parse(Some(&self.title), Some(&self.author), self.genre.as_deref())
+            .expect("a valid book");
+        store
+            .service
+            .create_book(&draft)
+            .expect("the book is stored")
     }
 }

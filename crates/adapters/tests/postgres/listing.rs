@@ -1,6 +1,4 @@
-use books_domain::{
-    Author, BookFilter, Genre, ListQuery, PageSize, SearchTerm, Sort, SortKey,
-};
+use books_domain::{Author, BookFilter, Genre, ListQuery, PageSize, SearchTerm, Sort, SortKey};
 
 use crate::fixtures::{BookBuilder, Store};
 
@@ -10,7 +8,11 @@ fn walk(store: &Store, mut query: ListQuery) -> Vec<(String, i64)> {
     for _ in 0..1000 {
         let page = store.service.list_books(&query).unwrap();
         assert!(page.items.len() <= query.limit.get());
-        seen.extend(page.items.iter().map(|b| (b.title().as_str().to_owned(), b.id().get())));
+        seen.extend(
+            page.items
+                .iter()
+                .map(|b| (b.title().as_str().to_owned(), b.id().get())),
+        );
         match page.next {
             Some(next) => query.after = Some(next),
             None => return seen,
@@ -37,13 +39,32 @@ fn seed(store: &Store) {
 fn every_sort_order_visits_every_book_exactly_once_in_order_with_duplicate_keys() {
     let store = Store::new();
     seed(&store);
-    for key in [SortKey::Id, SortKey::Title, SortKey::Author, SortKey::CreatedAt] {
+    for key in [
+        SortKey::Id,
+        SortKey::Title,
+        SortKey::Author,
+        SortKey::CreatedAt,
+    ] {
         for descending in [false, true] {
             let sort = Sort { key, descending };
-            let whole = walk(&store, ListQuery { sort, limit: PageSize::new(100).unwrap(), ..ListQuery::default() });
+            let whole = walk(
+                &store,
+                ListQuery {
+                    sort,
+                    limit: PageSize::new(100).unwrap(),
+                    ..ListQuery::default()
+                },
+            );
             assert_eq!(whole.len(), 7, "{sort:?}");
             for size in [1, 2, 3] {
-                let paged = walk(&store, ListQuery { sort, limit: PageSize::new(size).unwrap(), ..ListQuery::default() });
+                let paged = walk(
+                    &store,
+                    ListQuery {
+                        sort,
+                        limit: PageSize::new(size).unwrap(),
+                        ..ListQuery::default()
+                    },
+                );
                 assert_eq!(paged, whole, "{sort:?} in pages of {size}");
             }
         }
@@ -54,10 +75,25 @@ fn every_sort_order_visits_every_book_exactly_once_in_order_with_duplicate_keys(
 fn ties_on_the_sort_key_are_broken_by_id_in_the_same_direction() {
     let store = Store::new();
     seed(&store);
-    let query = |descending| ListQuery { sort: Sort { key: SortKey::Title, descending }, limit: PageSize::new(2).unwrap(), ..ListQuery::default() };
-    let ascending: Vec<i64> = walk(&store, query(false)).into_iter().filter(|(t, _)| t == "Beta").map(|(_, id)| id).collect();
+    let query = |descending| ListQuery {
+        sort: Sort {
+            key: SortKey::Title,
+            descending,
+        },
+        limit: PageSize::new(2).unwrap(),
+        ..ListQuery::default()
+    };
+    let ascending: Vec<i64> = walk(&store, query(false))
+        .into_iter()
+        .filter(|(t, _)| t == "Beta")
+        .map(|(_, id)| id)
+        .collect();
     assert!(ascending.is_sorted());
-    let mut descending: Vec<i64> = walk(&store, query(true)).into_iter().filter(|(t, _)| t == "Beta").map(|(_, id)| id).collect();
+    let mut descending: Vec<i64> = walk(&store, query(true))
+        .into_iter()
+        .filter(|(t, _)| t == "Beta")
+        .map(|(_, id)| id)
+        .collect();
     descending.reverse();
     assert_eq!(descending, ascending);
 }
@@ -66,7 +102,10 @@ fn ties_on_the_sort_key_are_broken_by_id_in_the_same_direction() {
 fn books_inserted_between_pages_do_not_disturb_the_walk() {
     let store = Store::new();
     seed(&store);
-    let mut query = ListQuery { limit: PageSize::new(3).unwrap(), ..ListQuery::default() };
+    let mut query = ListQuery {
+        limit: PageSize::new(3).unwrap(),
+        ..ListQuery::default()
+    };
     let first = store.service.list_books(&query).unwrap();
     BookBuilder::new("Late").insert(&store);
     query.after = first.next;
@@ -82,33 +121,82 @@ fn books_inserted_between_pages_do_not_disturb_the_walk() {
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(unique, ids);
-    assert_eq!(ids.len(), 8, "the book added after the first page is reached, as it sorts last by id");
+    assert_eq!(
+        ids.len(),
+        8,
+        "the book added after the first page is reached, as it sorts last by id"
+    );
 }
 
 #[test]
 fn author_and_genre_filters_match_exactly_ignoring_case() {
     let store = Store::new();
-    BookBuilder::new("Dune").author("Frank Herbert").genre("Science Fiction").insert(&store);
-    BookBuilder::new("Dune Messiah").author("FRANK HERBERT").insert(&store);
-    BookBuilder::new("Emma").author("Frank Herbertson").genre("science fiction").insert(&store);
+    BookBuilder::new("Dune")
+        .author("Frank Herbert")
+        .genre("Science Fiction")
+        .insert(&store);
+    BookBuilder::new("Dune Messiah")
+        .author("FRANK HERBERT")
+        .insert(&store);
+    BookBuilder::new("Emma")
+        .author("Frank Herbertson")
+        .genre("science fiction")
+        .insert(&store);
     let titles = |filter: BookFilter| -> Vec<String> {
-        walk(&store, ListQuery { filter, ..ListQuery::default() }).into_iter().map(|(t, _)| t).collect()
+        walk(
+            &store,
+            ListQuery {
+                filter,
+                ..ListQuery::default()
+            },
+        )
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect()
     };
     let author = Author::new("frank herbert").unwrap();
-    assert_eq!(titles(BookFilter { author: Some(author), ..BookFilter::default() }), ["Dune", "Dune Messiah"]);
+    assert_eq!(
+        titles(BookFilter {
+            author: Some(author),
+            ..BookFilter::default()
+        }),
+        ["Dune", "Dune Messiah"]
+    );
     let genre = Genre::new("SCIENCE FICTION").unwrap();
-    assert_eq!(titles(BookFilter { genre: Some(genre), ..BookFilter::default() }), ["Dune", "Emma"]);
+    assert_eq!(
+        titles(BookFilter {
+            genre: Some(genre),
+            ..BookFilter::default()
+        }),
+        ["Dune", "Emma"]
+    );
 }
 
 #[test]
 fn search_finds_substrings_of_title_or_author_and_treats_wildcards_literally() {
     let store = Store::new();
-    BookBuilder::new("100% Dune").author("Frank Herbert").insert(&store);
+    BookBuilder::new("100% Dune")
+        .author("Frank Herbert")
+        .insert(&store);
     BookBuilder::new("Dune_2").author("Someone").insert(&store);
-    BookBuilder::new("Emma").author("Jane Austen").insert(&store);
+    BookBuilder::new("Emma")
+        .author("Jane Austen")
+        .insert(&store);
     let titles = |term: &str| -> Vec<String> {
-        let filter = BookFilter { search: Some(SearchTerm::new(term).unwrap()), ..BookFilter::default() };
-        walk(&store, ListQuery { filter, ..ListQuery::default() }).into_iter().map(|(t, _)| t).collect()
+        let filter = BookFilter {
+            search: Some(SearchTerm::new(term).unwrap()),
+            ..BookFilter::default()
+        };
+        walk(
+            &store,
+            ListQuery {
+                filter,
+                ..ListQuery::default()
+            },
+        )
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect()
     };
     assert_eq!(titles("dune"), ["100% Dune", "Dune_2"]);
     assert_eq!(titles("AUSTEN"), ["Emma"]);

@@ -13,7 +13,10 @@ fn draft(title: &str, author: &str, genre: Option<&str>) -> NewBook {
 #[test]
 fn a_created_book_reads_back_with_version_one_and_server_timestamps() {
     let store = Store::new();
-    let created = BookBuilder::new(" Dune ").author("Frank Herbert").genre("Science fiction").insert(&store);
+    let created = BookBuilder::new(" Dune ")
+        .author("Frank Herbert")
+        .genre("Science fiction")
+        .insert(&store);
     assert!(created.id().get() > 0);
     assert_eq!(created.version(), Version::FIRST);
     assert_eq!(created.created_at(), created.updated_at());
@@ -36,10 +39,17 @@ fn text_is_stored_exactly_including_250_multibyte_characters() {
 fn a_missing_book_is_not_found() {
     let store = Store::new();
     let id = BookId::new(i64::MAX).unwrap();
-    assert!(matches!(store.service.get_book(id), Err(GetBookError::NotFound(missing)) if missing == id));
-    assert!(matches!(store.service.delete_book(id, &VersionCheck::Any), Err(WriteBookError::NotFound(_))));
+    assert!(
+        matches!(store.service.get_book(id), Err(GetBookError::NotFound(missing)) if missing == id)
+    );
     assert!(matches!(
-        store.service.replace_book(id, &draft("A", "B", None), &VersionCheck::Any),
+        store.service.delete_book(id, &VersionCheck::Any),
+        Err(WriteBookError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .service
+            .replace_book(id, &draft("A", "B", None), &VersionCheck::Any),
         Err(WriteBookError::NotFound(_))
     ));
 }
@@ -50,10 +60,19 @@ fn a_replace_sets_every_field_and_bumps_the_version() {
     let book = BookBuilder::new("Dune").genre("SF").insert(&store);
     let replaced = store
         .service
-        .replace_book(book.id(), &draft("Emma", "Jane Austen", None), &VersionCheck::OneOf(vec![Version::FIRST]))
+        .replace_book(
+            book.id(),
+            &draft("Emma", "Jane Austen", None),
+            &VersionCheck::OneOf(vec![Version::FIRST]),
+        )
         .unwrap();
     assert_eq!(
-        (replaced.title().as_str(), replaced.author().as_str(), replaced.genre(), replaced.version().get()),
+        (
+            replaced.title().as_str(),
+            replaced.author().as_str(),
+            replaced.genre(),
+            replaced.version().get()
+        ),
         ("Emma", "Jane Austen", None, 2)
     );
     assert_eq!(replaced.created_at(), book.created_at());
@@ -65,22 +84,39 @@ fn a_write_at_a_stale_version_is_refused_and_changes_nothing() {
     let store = Store::new();
     let book = BookBuilder::new("Dune").insert(&store);
     let stale = VersionCheck::OneOf(vec![Version::new(5).unwrap()]);
-    let patch = BookPatch::parse(PatchValue::Set("Other"), PatchValue::Keep, PatchValue::Keep).unwrap();
+    let patch =
+        BookPatch::parse(PatchValue::Set("Other"), PatchValue::Keep, PatchValue::Keep).unwrap();
     assert!(matches!(
         store.service.patch_book(book.id(), &patch, &stale),
         Err(WriteBookError::VersionMismatch { current, .. }) if current == Version::FIRST
     ));
-    assert!(matches!(store.service.delete_book(book.id(), &stale), Err(WriteBookError::VersionMismatch { .. })));
+    assert!(matches!(
+        store.service.delete_book(book.id(), &stale),
+        Err(WriteBookError::VersionMismatch { .. })
+    ));
     assert_eq!(store.service.get_book(book.id()).unwrap(), book);
 }
 
 #[test]
 fn a_patch_changes_only_what_it_names_and_null_genre_clears_it() {
     let store = Store::new();
-    let book = BookBuilder::new("Dune").author("Frank Herbert").genre("SF").insert(&store);
+    let book = BookBuilder::new("Dune")
+        .author("Frank Herbert")
+        .genre("SF")
+        .insert(&store);
     let patch = BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Clear).unwrap();
-    let patched = store.service.patch_book(book.id(), &patch, &VersionCheck::Any).unwrap();
-    assert_eq!((patched.title().as_str(), patched.author().as_str(), patched.genre()), ("Dune", "Frank Herbert", None));
+    let patched = store
+        .service
+        .patch_book(book.id(), &patch, &VersionCheck::Any)
+        .unwrap();
+    assert_eq!(
+        (
+            patched.title().as_str(),
+            patched.author().as_str(),
+            patched.genre()
+        ),
+        ("Dune", "Frank Herbert", None)
+    );
     assert_eq!(patched.version().get(), 2);
 }
 
@@ -88,7 +124,10 @@ fn a_patch_changes_only_what_it_names_and_null_genre_clears_it() {
 fn an_empty_patch_is_a_new_version_with_the_same_fields() {
     let store = Store::new();
     let book = BookBuilder::new("Dune").insert(&store);
-    let patched = store.service.patch_book(book.id(), &BookPatch::default(), &VersionCheck::Any).unwrap();
+    let patched = store
+        .service
+        .patch_book(book.id(), &BookPatch::default(), &VersionCheck::Any)
+        .unwrap();
     assert_eq!(patched.title(), book.title());
     assert_eq!(patched.version().get(), 2);
 }
@@ -97,8 +136,14 @@ fn an_empty_patch_is_a_new_version_with_the_same_fields() {
 fn ids_are_never_reused_after_a_delete() {
     let store = Store::new();
     let first = BookBuilder::new("A").insert(&store);
-    store.service.delete_book(first.id(), &VersionCheck::Any).unwrap();
-    assert!(matches!(store.service.get_book(first.id()), Err(GetBookError::NotFound(_))));
+    store
+        .service
+        .delete_book(first.id(), &VersionCheck::Any)
+        .unwrap();
+    assert!(matches!(
+        store.service.get_book(first.id()),
+        Err(GetBookError::NotFound(_))
+    ));
     let second = BookBuilder::new("B").insert(&store);
     assert!(second.id() > first.id());
 }
@@ -115,7 +160,12 @@ fn of_a_dozen_writers_holding_the_same_version_exactly_one_wins() {
                 let (service, barrier) = (&store.service, &barrier);
                 scope.spawn(move || {
                     let title = format!("Writer {i}");
-                    let patch = BookPatch::parse(PatchValue::Set(&title), PatchValue::Keep, PatchValue::Keep).unwrap();
+                    let patch = BookPatch::parse(
+                        PatchValue::Set(&title),
+                        PatchValue::Keep,
+                        PatchValue::Keep,
+                    )
+                    .unwrap();
                     barrier.wait();
                     service.patch_book(id, &patch, &VersionCheck::OneOf(vec![Version::FIRST]))
                 })
@@ -124,7 +174,10 @@ fn of_a_dozen_writers_holding_the_same_version_exactly_one_wins() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let winners = outcomes.iter().filter(|o| o.is_ok()).count();
-    let losers = outcomes.iter().filter(|o| matches!(o, Err(WriteBookError::VersionMismatch { .. }))).count();
+    let losers = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(WriteBookError::VersionMismatch { .. })))
+        .count();
     assert_eq!((winners, losers), (1, writers - 1));
     assert_eq!(store.service.get_book(id).unwrap().version().get(), 2);
 }
@@ -140,13 +193,21 @@ fn concurrent_unconditional_patches_lose_no_version_increment() {
             scope.spawn(move || {
                 for round in 0..rounds {
                     let genre = format!("genre {i}.{round}");
-                    let patch = BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Set(&genre)).unwrap();
+                    let patch = BookPatch::parse(
+                        PatchValue::Keep,
+                        PatchValue::Keep,
+                        PatchValue::Set(&genre),
+                    )
+                    .unwrap();
                     service.patch_book(id, &patch, &VersionCheck::Any).unwrap();
                 }
             });
         }
     });
-    assert_eq!(store.service.get_book(id).unwrap().version().get(), 1 + writers * rounds);
+    assert_eq!(
+        store.service.get_book(id).unwrap().version().get(),
+        1 + writers * rounds
+    );
 }
 
 #[test]

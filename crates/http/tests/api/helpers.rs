@@ -1,0 +1,169 @@
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::Method;
+use actix_web::http::header::HeaderMap;
+use books_adapters::PostgresBookRepository;
+use books_adapters::testing::TestDatabase;
+use books_domain::BookService;
+use books_http::{Application, ServerSettings};
+use serde_json::Value;
+
+/// A running server on a database of its own.
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    client: awc::Client,
+    handle: ServerHandle,
+    _database: TestDatabase,
+}
+
+/// What the server answered.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status, and returns it.
+    pub(crate) fn problem(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = self.json();
+        assert_eq!(problem["status"], status);
+        assert_eq!(problem["type"], "about:blank");
+        assert!(
+            problem["title"].is_string() && problem["detail"].is_string(),
+            "{problem}"
+        );
+        problem
+    }
+}
+
+impl TestApp {
+    pub(crate) async fn spawn() -> Self {
+        let database = TestDatabase::new();
+        let service = BookService::new(PostgresBookRepository::new(database.pool()));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let settings = ServerSettings {
+            workers: 1,
+            shutdown_timeout: Duration::from_secs(1),
+            handle_signals: false,
+        };
+        let app = Application::build(listener, service, &settings).expect("the server builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .disable_redirects()
+            .finish();
+        Self {
+            address,
+            client,
+            handle,
+            _database: database,
+        }
+    }
+
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let sent = match body {
+            Some(body) => request.send_body(body.to_vec()).await,
+            None => request.send().await,
+        };
+        let mut response = sent.expect("the server answers");
+        let body = response
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .expect("a body");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: body.to_vec(),
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, &[], None).await
+    }
+
+    /// Sends `body` as `application/json`.
+    pub(crate) async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.request(method, path, &all, Some(body.to_string().as_bytes()))
+            .await
+    }
+
+    /// Creates a book and returns its JSON.
+    pub(crate) async fn create(&self, body: Value) -> Value {
+        let reply = self
+            .send_json(Method::POST, "/api/v1/books", &body, &[])
+            .await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+
+    /// How many books the catalogue holds, counted by walking the whole listing.
+    pub(crate) async fn count(&self) -> usize {
+        let mut count = 0;
+        let mut path = "/api/v1/books?limit=100".to_owned();
+        loop {
+            let page = self.get(&path).await.json();
+            count += page["items"].as_array().map_or(0, Vec::len);
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/api/v1/books?limit=100&cursor={cursor}"),
+                None => return count,
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
