@@ -113,7 +113,7 @@ impl LocalCluster {
             .arg(self.data_dir())
             .output()
             .context("could not run pg_ctl stop")?;
-        self.check(output, "pg_ctl stop")
+        self.check(&output, "pg_ctl stop")
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -157,7 +157,7 @@ impl LocalCluster {
         } else {
             initdb(&["--no-locale"])?
         };
-        self.check(output, "initdb")
+        self.check(&output, "initdb")
     }
 
     fn launch(&self, ephemeral: bool) -> anyhow::Result<()> {
@@ -178,7 +178,7 @@ impl LocalCluster {
             .arg(settings)
             .output()
             .context("could not run pg_ctl start")?;
-        self.check(output, "pg_ctl start")
+        self.check(&output, "pg_ctl start")
     }
 
     /// A process that waits until this one has exited (its standard input closes) and then
@@ -260,7 +260,7 @@ impl LocalCluster {
         Ok(words.join(" "))
     }
 
-    fn check(&self, output: Output, what: &str) -> anyhow::Result<()> {
+    fn check(&self, output: &Output, what: &str) -> anyhow::Result<()> {
         if output.status.success() {
             return Ok(());
         }
@@ -309,7 +309,7 @@ fn find_server_programs() -> anyhow::Result<PathBuf> {
         }
     }
     // The newest installed version first.
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     let fixed = [
         "/usr/local/pgsql/bin",
         "/opt/homebrew/bin",

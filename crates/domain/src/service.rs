@@ -72,15 +72,15 @@ impl BookService {
     /// [`ListBooksError`] when storage fails, or when the query's position was made for another
     /// sort key (a caller bug, reported as an unknown storage error).
     pub fn list_books(&self, query: &ListQuery) -> Result<Page, ListBooksError> {
-        if let Some(after) = &query.after {
-            if after.key != query.sort.key || !after.is_consistent() {
-                let bug = anyhow::anyhow!(
-                    "a listing position for {:?} was used to sort by {:?}",
-                    after.key,
-                    query.sort.key
-                );
-                return Err(StorageError::Unknown(bug).into());
-            }
+        if let Some(after) = &query.after
+            && (after.key != query.sort.key || !after.is_consistent())
+        {
+            let bug = anyhow::anyhow!(
+                "a listing position for {:?} was used to sort by {:?}",
+                after.key,
+                query.sort.key
+            );
+            return Err(StorageError::Unknown(bug).into());
         }
         let limit = query.limit.get();
         let mut items = self.repository.list(query, limit + 1)?;
