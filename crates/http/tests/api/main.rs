@@ -1,6 +1,9 @@
 //! End-to-end tests: the real server on a loopback port, a real HTTP client, and a PostgreSQL
 //! database of each test's own.
-#![allow(clippy::unwrap_used, reason = "helpers here are test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers here are test code: a failed unwrap is a failed test"
+)]
 
 mod books;
 mod errors;
