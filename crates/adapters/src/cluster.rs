@@ -181,8 +181,7 @@ impl LocalCluster {
         self.check(&output, "pg_ctl start")
     }
 
-    /// A process that waits until this one has exited (its standard input closes) and then
-    /// stops the server. It ignores the terminal's signals so that Ctrl-C cannot skip it.
+    /// Stops the server (and deletes the cluster if asked) once this process has exited.
     fn spawn_watchdog(&self, remove: bool) -> anyhow::Result<(Child, ChildStdin)> {
         let stop = self.shell_line(
             "pg_ctl",
@@ -195,7 +194,7 @@ impl LocalCluster {
                 &self.data_dir().to_string_lossy(),
             ],
         )?;
-        let mut script = format!("trap '' INT TERM HUP; cat >/dev/null; {stop} >/dev/null 2>&1");
+        let mut script = format!("{stop} >/dev/null 2>&1");
         if remove {
             let stop_now = self.shell_line(
                 "pg_ctl",
@@ -208,24 +207,11 @@ impl LocalCluster {
                 ],
             )?;
             script = format!(
-                "trap '' INT TERM HUP; cat >/dev/null; {stop_now} >/dev/null 2>&1; rm -rf {}",
+                "{stop_now} >/dev/null 2>&1; rm -rf {}",
                 shell_quote(self.root.as_os_str())?
             );
         }
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .current_dir("/")
-            .spawn()
-            .context("could not start the cluster's watchdog (sh)")?;
-        let stdin = child
-            .stdin
-            .take()
-            .context("the watchdog has no standard input")?;
-        Ok((child, stdin))
+        run_at_exit(&script)
     }
 
     fn pg_command(&self, program: &str) -> Command {
@@ -275,6 +261,26 @@ impl LocalCluster {
             log_tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         )
     }
+}
+
+/// Runs the shell `script` once this process has exited, however it exits: a child `sh` waits
+/// for its standard input to close (the kernel closes it when we go), ignoring the terminal's
+/// signals so that Ctrl-C cannot skip it. Keep the returned pair alive as long as the process.
+pub(crate) fn run_at_exit(script: &str) -> anyhow::Result<(Child, ChildStdin)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("trap '' INT TERM HUP; cat >/dev/null; {script}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/")
+        .spawn()
+        .context("could not start a watchdog (sh)")?;
+    let stdin = child
+        .stdin
+        .take()
+        .context("the watchdog has no standard input")?;
+    Ok((child, stdin))
 }
 
 /// Where `initdb` and `pg_ctl` are: on `PATH`, or in the usual install places.
@@ -387,7 +393,7 @@ fn give_to(user: &str, dirs: &[&Path]) -> anyhow::Result<()> {
 }
 
 /// Quotes one word for `sh`.
-fn shell_quote(word: &OsStr) -> anyhow::Result<String> {
+pub(crate) fn shell_quote(word: &OsStr) -> anyhow::Result<String> {
     let text = word.to_str().context("a path is not valid UTF-8")?;
     Ok(format!("'{}'", text.replace('\'', "'\\''")))
 }

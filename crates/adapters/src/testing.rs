@@ -6,6 +6,8 @@
 //! is only used to create and drop others), or else a throwaway cluster started for this process
 //! from the installed server programs and deleted when the process exits.
 
+use std::ffi::OsStr;
+use std::process::{Child, ChildStdin};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -14,6 +16,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
+use crate::cluster::{run_at_exit, shell_quote};
 use crate::database::{quote_identifier, with_database};
 use crate::{ClusterOptions, LocalCluster, PgPool, PoolOptions, connect, run_migrations};
 
@@ -23,6 +26,7 @@ struct Server {
     admin_url: String,
     template: String,
     _cluster: Option<LocalCluster>,
+    _drop_template_at_exit: Option<(Child, ChildStdin)>,
 }
 
 impl Server {
@@ -64,10 +68,28 @@ fn start_server() -> anyhow::Result<Server> {
     let template = format!("{PREFIX}{pid}_template");
     admin.batch_execute(&format!("CREATE DATABASE {}", quote_identifier(&template)))?;
     run_migrations(&with_database(&admin_url, &template))?;
+    // A throwaway cluster goes with everything in it; on a shared server the template is dropped
+    // at exit with psql where it is installed, and otherwise by the next run (drop_leftovers).
+    let drop_template_at_exit = match &cluster {
+        Some(_) => None,
+        None => {
+            let statement = format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_identifier(&template)
+            );
+            let script = format!(
+                "command -v psql >/dev/null && psql -q -d {} -c {} >/dev/null 2>&1",
+                shell_quote(OsStr::new(&admin_url))?,
+                shell_quote(OsStr::new(&statement))?
+            );
+            Some(run_at_exit(&script)?)
+        }
+    };
     Ok(Server {
         admin_url,
         template,
         _cluster: cluster,
+        _drop_template_at_exit: drop_template_at_exit,
     })
 }
 
