@@ -2,11 +2,12 @@
 
 use anyhow::{Context, anyhow};
 use books_domain::{
-    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, Genre, GetBookError,
-    ListBooksError, ListQuery, NewBook, SortKey, SortValue, StorageError, Title, Version,
-    VersionCheck, WriteBookError,
+    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, Created, Genre, GetBookError,
+    IdempotencyKey, ListBooksError, ListQuery, NewBook, SortKey, SortValue, StorageError, Title,
+    Version, VersionCheck, WriteBookError,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::dsl::{now, sql};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -15,7 +16,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
 
 use crate::PgPool;
-use crate::schema::book;
+use crate::schema::{book, idempotency_key};
 
 /// Stores books in the `book` table. Cloning shares the pool.
 #[derive(Debug, Clone)]
@@ -133,6 +134,17 @@ fn explain_missed_write(conn: &mut PgConnection, id: BookId) -> WriteBookError {
     }
 }
 
+fn insert_book(conn: &mut PgConnection, new: &NewBook) -> Result<BookRow, DieselError> {
+    diesel::insert_into(book::table)
+        .values((
+            book::title.eq(new.title.as_str()),
+            book::author.eq(new.author.as_str()),
+            book::genre.eq(new.genre.as_ref().map(Genre::as_str)),
+        ))
+        .returning(BookRow::as_returning())
+        .get_result(conn)
+}
+
 fn like_pattern(term: &str) -> String {
     let escaped = term
         .replace('\\', "\\\\")
@@ -141,18 +153,120 @@ fn like_pattern(term: &str) -> String {
     format!("%{escaped}%")
 }
 
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = idempotency_key, check_for_backend(Pg))]
+struct KeyRow {
+    title: String,
+    author: String,
+    genre: Option<String>,
+    book_id: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+impl KeyRow {
+    fn came_with(&self, book: &NewBook) -> bool {
+        self.title == book.title.as_str()
+            && self.author == book.author.as_str()
+            && self.genre.as_deref() == book.genre.as_ref().map(Genre::as_str)
+    }
+
+    /// The book exactly as the first request returned it: the key was stored in the same
+    /// transaction as the book, so `now()` (the transaction's start) is the book's creation time.
+    fn first_book(self) -> Result<Book, StorageError> {
+        let book_id = self
+            .book_id
+            .ok_or_else(|| anyhow!("an idempotency key was stored without its book"))?;
+        BookRow {
+            id: book_id,
+            title: self.title,
+            author: self.author,
+            genre: self.genre,
+            version: Version::FIRST.get(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+        .try_into()
+    }
+}
+
+/// What can go wrong inside the idempotent-create transaction.
+enum CreateOnceError {
+    Database(DieselError),
+    Refused(CreateBookError),
+}
+
+impl From<DieselError> for CreateOnceError {
+    fn from(error: DieselError) -> Self {
+        Self::Database(error)
+    }
+}
+
 impl BookRepository for PostgresBookRepository {
+    fn create_once(&self, key: &IdempotencyKey, new: &NewBook) -> Result<Created, CreateBookError> {
+        let mut conn = self.conn()?;
+        let outcome = conn.transaction::<_, CreateOnceError, _>(|conn| {
+            // A retry that arrives while the first request holds the key waits on the key's row
+            // lock; past this wait it is told the first is still in flight.
+            conn.batch_execute("SET LOCAL lock_timeout = '3s'")?;
+            let claimed = diesel::insert_into(idempotency_key::table)
+                .values((
+                    idempotency_key::key.eq(key.as_str()),
+                    idempotency_key::title.eq(new.title.as_str()),
+                    idempotency_key::author.eq(new.author.as_str()),
+                    idempotency_key::genre.eq(new.genre.as_ref().map(Genre::as_str)),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            if claimed == 1 {
+                let row = insert_book(conn, new)?;
+                diesel::update(idempotency_key::table.find(key.as_str()))
+                    .set(idempotency_key::book_id.eq(row.id))
+                    .execute(conn)?;
+                let book = Book::try_from(row).map_err(|e| CreateOnceError::Refused(e.into()))?;
+                return Ok(Created {
+                    book,
+                    replayed: false,
+                });
+            }
+            let stored: KeyRow = idempotency_key::table
+                .find(key.as_str())
+                .select(KeyRow::as_select())
+                .first(conn)?;
+            if !stored.came_with(new) {
+                return Err(CreateOnceError::Refused(CreateBookError::KeyReused));
+            }
+            let book = stored
+                .first_book()
+                .map_err(|e| CreateOnceError::Refused(e.into()))?;
+            Ok(Created {
+                book,
+                replayed: true,
+            })
+        });
+        outcome.map_err(|error| match error {
+            CreateOnceError::Refused(error) => error,
+            CreateOnceError::Database(DieselError::DatabaseError(_, info))
+                if info.message().contains("lock timeout") =>
+            {
+                CreateBookError::KeyInFlight
+            }
+            CreateOnceError::Database(error) => storage_error(error).into(),
+        })
+    }
+
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        let cutoff = Utc::now() - age;
+        let mut conn = self.conn()?;
+        let deleted =
+            diesel::delete(idempotency_key::table.filter(idempotency_key::created_at.lt(cutoff)))
+                .execute(&mut conn)
+                .map_err(storage_error)?;
+        Ok(deleted as u64)
+    }
+
     fn create(&self, new: &NewBook) -> Result<Book, CreateBookError> {
         let mut conn = self.conn()?;
-        let row = diesel::insert_into(book::table)
-            .values((
-                book::title.eq(new.title.as_str()),
-                book::author.eq(new.author.as_str()),
-                book::genre.eq(new.genre.as_ref().map(Genre::as_str)),
-            ))
-            .returning(BookRow::as_returning())
-            .get_result(&mut conn)
-            .map_err(storage_error)?;
+        let row = insert_book(&mut conn, new).map_err(storage_error)?;
         Ok(row.try_into()?)
     }
 

@@ -11,3 +11,14 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    idempotency_key (key) {
+        key -> Varchar,
+        title -> Varchar,
+        author -> Varchar,
+        genre -> Nullable<Varchar>,
+        book_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}

@@ -23,6 +23,12 @@ pub enum StorageError {
 /// Why a book could not be created.
 #[derive(Debug, Error)]
 pub enum CreateBookError {
+    /// The idempotency key was first used with a different book; nothing was created.
+    #[error("this idempotency key was already used with a different request body")]
+    KeyReused,
+    /// Another request with the same idempotency key is still being processed.
+    #[error("a request with this idempotency key is still in progress")]
+    KeyInFlight,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

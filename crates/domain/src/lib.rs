@@ -25,6 +25,7 @@
 
 mod book;
 mod errors;
+mod idempotency;
 mod input;
 mod listing;
 mod memory;
@@ -33,6 +34,7 @@ mod service;
 
 pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
+pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};
 pub use listing::{
     BookFilter, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey, SortValue,

@@ -1,13 +1,14 @@
 //! A repository in memory, for tests and for embedders who need no persistence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, ListBooksError,
-    ListQuery, NewBook, StorageError, Version, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, GetBookError,
+    IdempotencyKey, ListBooksError, ListQuery, NewBook, StorageError, Version, VersionCheck,
+    WriteBookError,
 };
 
 /// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
@@ -29,6 +30,8 @@ pub struct InMemoryBookRepository {
 struct State {
     last_id: i64,
     books: BTreeMap<BookId, Book>,
+    /// Each key with the fields it came with and the book it created.
+    keys: HashMap<IdempotencyKey, (NewBook, Book)>,
 }
 
 impl InMemoryBookRepository {
@@ -77,11 +80,10 @@ impl InMemoryBookRepository {
     }
 }
 
-impl BookRepository for InMemoryBookRepository {
-    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
-        let mut state = self.state()?;
-        state.last_id += 1;
-        let id = BookId::new(state.last_id)
+impl State {
+    fn insert(&mut self, book: &NewBook) -> Result<Book, StorageError> {
+        self.last_id += 1;
+        let id = BookId::new(self.last_id)
             .ok_or_else(|| StorageError::Unknown(anyhow::anyhow!("book ids ran out")))?;
         let now = Utc::now();
         let created = Book::new(
@@ -93,8 +95,51 @@ impl BookRepository for InMemoryBookRepository {
             now,
             now,
         );
-        state.books.insert(id, created.clone());
+        self.books.insert(id, created.clone());
         Ok(created)
+    }
+}
+
+impl BookRepository for InMemoryBookRepository {
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
+        Ok(self.state()?.insert(book)?)
+    }
+
+    fn create_once(
+        &self,
+        key: &IdempotencyKey,
+        book: &NewBook,
+    ) -> Result<Created, CreateBookError> {
+        // One lock around the check and the insert: a concurrent call with the key waits.
+        let mut state = self.state()?;
+        if let Some((fields, first)) = state.keys.get(key) {
+            return if fields == book {
+                Ok(Created {
+                    book: first.clone(),
+                    replayed: true,
+                })
+            } else {
+                Err(CreateBookError::KeyReused)
+            };
+        }
+        let created = state.insert(book)?;
+        state
+            .keys
+            .insert(key.clone(), (book.clone(), created.clone()));
+        Ok(Created {
+            book: created,
+            replayed: false,
+        })
+    }
+
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        let mut state = self.state()?;
+        let before = state.keys.len();
+        let cutoff = Utc::now() - age;
+        state
+            .keys
+            .retain(|_, (_, book)| book.created_at() >= cutoff);
+        Ok((before - state.keys.len()) as u64)
     }
 
     fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
@@ -292,5 +337,45 @@ mod tests {
             }),
             ["Emma"]
         );
+    }
+
+    #[test]
+    fn a_key_reused_with_other_fields_is_refused_and_creates_nothing() {
+        let service = service_with(&[]);
+        let key = IdempotencyKey::new("k-1").unwrap();
+        let dune = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None).unwrap();
+        let emma = NewBook::parse(Some("Emma"), Some("Jane Austen"), None).unwrap();
+        service.create_book_once(&key, &dune).unwrap();
+        assert!(matches!(
+            service.create_book_once(&key, &emma),
+            Err(CreateBookError::KeyReused)
+        ));
+        assert_eq!(
+            service
+                .list_books(&ListQuery::default())
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn forgotten_keys_create_anew() {
+        let service = service_with(&[]);
+        let key = IdempotencyKey::new("k-2").unwrap();
+        let dune = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None).unwrap();
+        let first = service.create_book_once(&key, &dune).unwrap();
+        assert_eq!(service.forget_expired_keys().unwrap(), 0);
+        let repository = InMemoryBookRepository::default();
+        repository.create_once(&key, &dune).unwrap();
+        assert_eq!(
+            repository
+                .forget_keys_older_than(TimeDelta::zero() - TimeDelta::seconds(1))
+                .unwrap(),
+            1
+        );
+        assert!(!repository.create_once(&key, &dune).unwrap().replayed);
+        assert!(!first.replayed);
     }
 }

@@ -1,8 +1,10 @@
 //! The port that storage adapters implement.
 
+use chrono::TimeDelta;
+
 use crate::{
-    Book, BookId, BookPatch, CreateBookError, GetBookError, ListBooksError, ListQuery, NewBook,
-    Version, WriteBookError,
+    Book, BookId, BookPatch, CreateBookError, Created, GetBookError, IdempotencyKey,
+    ListBooksError, ListQuery, NewBook, Version, WriteBookError,
 };
 
 /// Which versions of a book a write may apply to.
@@ -38,6 +40,24 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// [`CreateBookError::Storage`] when storage fails.
     fn create(&self, book: &NewBook) -> Result<Book, CreateBookError>;
+
+    /// Creates a book once per `key`: the first call creates it and remembers the key with the
+    /// book; a later call with the same key and the same fields returns that first book again
+    /// (`replayed`) and creates nothing. Concurrent calls with one key create one book at most.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::KeyReused`] when the key was used with other fields,
+    /// [`CreateBookError::KeyInFlight`] when a call with the key is still running.
+    fn create_once(&self, key: &IdempotencyKey, book: &NewBook)
+    -> Result<Created, CreateBookError>;
+
+    /// Forgets the idempotency keys first used longer ago than `age`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
 
     /// Finds the book with this id.
     ///

@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, GetBookError, ListBooksError,
-    ListQuery, NewBook, Page, Position, StorageError, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, GetBookError,
+    IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook, Page, Position,
+    StorageError, VersionCheck, WriteBookError,
 };
 
 /// The use cases of the catalogue, over any [`BookRepository`].
@@ -38,6 +39,43 @@ impl BookService {
     /// [`CreateBookError`] when storage fails.
     pub fn create_book(&self, book: &NewBook) -> Result<Book, CreateBookError> {
         self.repository.create(book)
+    }
+
+    /// Adds a book unless a request with the same idempotency key already did, in which case the
+    /// first book is returned again and nothing is created.
+    ///
+    /// ```
+    /// use books_domain::{BookService, IdempotencyKey, InMemoryBookRepository, NewBook};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let key = IdempotencyKey::new("client-7f3a")?;
+    /// let draft = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?;
+    /// let first = service.create_book_once(&key, &draft)?;
+    /// let retry = service.create_book_once(&key, &draft)?;
+    /// assert_eq!(retry.book, first.book);
+    /// assert!(retry.replayed && !first.replayed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::KeyReused`] when the key came with other fields before,
+    /// [`CreateBookError::KeyInFlight`] when a request with the key is still running.
+    pub fn create_book_once(
+        &self,
+        key: &IdempotencyKey,
+        book: &NewBook,
+    ) -> Result<Created, CreateBookError> {
+        self.repository.create_once(key, book)
+    }
+
+    /// Forgets idempotency keys older than [`IDEMPOTENCY_KEY_RETENTION`]; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn forget_expired_keys(&self) -> Result<u64, StorageError> {
+        self.repository
+            .forget_keys_older_than(IDEMPOTENCY_KEY_RETENTION)
     }
 
     /// Fetches one book.

@@ -5,5 +5,6 @@
 )]
 
 mod fixtures;
+mod idempotency;
 mod listing;
 mod writes;
