@@ -14,7 +14,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::books::{self, BASE};
 use crate::error::{ApiError, render_problem};
 use crate::openapi::document_json;
-use crate::probes;
+use crate::{legacy, probes};
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -44,6 +44,7 @@ impl Default for ServerSettings {
 pub struct Application {
     port: u16,
     server: Server,
+    service: BookService,
 }
 
 impl std::fmt::Debug for Application {
@@ -69,11 +70,11 @@ impl Application {
             .local_addr()
             .context("the listener has no address")?
             .port();
-        let service = web::Data::new(service);
+        let data = web::Data::new(service.clone());
         let document = web::Data::new(document_json());
         let mut server = HttpServer::new(move || {
             App::new()
-                .app_data(service.clone())
+                .app_data(data.clone())
                 .app_data(document.clone())
                 .configure(configure)
         })
@@ -87,6 +88,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            service,
         })
     }
 
@@ -107,7 +109,26 @@ impl Application {
     ///
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let purge = actix_web::rt::spawn(forget_expired_keys_periodically(self.service));
+        let outcome = self.server.await;
+        purge.abort();
+        outcome
+    }
+}
+
+/// Forgets expired idempotency keys once an hour, off the request path, on the blocking pool.
+/// With several instances each one purges; the deletes are idempotent, so that is harmless.
+async fn forget_expired_keys_periodically(service: BookService) {
+    let mut interval = actix_web::rt::time::interval(Duration::from_secs(3600));
+    loop {
+        interval.tick().await;
+        match books::blocking(&service, BookService::forget_expired_keys).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "forgot expired idempotency keys"),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not forget expired idempotency keys")
+            }
+        }
     }
 }
 
@@ -137,6 +158,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
                                 .route(web::patch().to(books::patch_book))
                                 .route(web::delete().to(books::delete_book)),
                         ),
+                )
+                .service(
+                    web::resource("/booksApi")
+                        .route(web::get().to(legacy::list))
+                        .route(web::post().to(legacy::create)),
+                )
+                .service(
+                    web::resource("/booksApi/{id}")
+                        .route(web::get().to(legacy::get))
+                        .route(web::put().to(legacy::update))
+                        .route(web::delete().to(legacy::delete)),
                 )
                 .route("/api-docs/openapi.json", web::get().to(openapi_document))
                 .service(

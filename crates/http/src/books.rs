@@ -4,14 +4,15 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{
-    Author, Book, BookFilter, BookId, BookService, Genre, ListQuery, PageSize, SearchTerm, Sort,
+    Author, Book, BookFilter, BookId, BookService, Created, Genre, IdempotencyKey, ListQuery,
+    PageSize, SearchTerm, Sort,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::body::{JSON, JsonObject, MERGE_PATCH};
 use crate::cursor;
-use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse};
+use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::error::ApiError;
 use crate::etag::{IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match};
 
@@ -207,18 +208,60 @@ pub(crate) async fn list_books(
     }))
 }
 
+/// The `Idempotency-Key` header, as the OpenAPI document describes it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "documents a header that `idempotency_key` reads")]
+pub(crate) struct IdempotencyKeyHeader {
+    /// 1 to 255 visible ASCII characters naming this create. A retry with the same key and body
+    /// returns the first response (same book, 201) and creates nothing; the same key with another
+    /// body is refused (422). Keys are remembered for at least 24 hours.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\x21-\\x7E]+$"
+    )]
+    idempotency_key: Option<String>,
+}
+
+fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = request.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| ApiError::BadRequest(format!("Idempotency-Key {reason}"));
+    if values.next().is_some() {
+        return Err(invalid("must be given once"));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("must be visible ASCII"))?;
+    IdempotencyKey::new(text)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 /// Create a book
+///
+/// With an `Idempotency-Key`, a retry of the same request is answered with the first response
+/// instead of creating a second book.
 #[utoipa::path(
     post,
     path = "/api/v1/books",
     operation_id = "createBook",
     tag = "books",
+    params(IdempotencyKeyHeader),
     request_body(content = BookInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "The book was created", body = BookResponse, headers(
+        (status = 201, description = "The book was created (or, for a retried Idempotency-Key, had been)", body = BookResponse, headers(
             ("Location" = String, description = "The new book's URL"),
             ("ETag" = String, description = "The new book's entity tag"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same Idempotency-Key"),
         )),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress; retry shortly",
+            body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create_book(
@@ -226,11 +269,25 @@ pub(crate) async fn create_book(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&request)?;
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
-    let book = blocking(&service, move |s| s.create_book(&draft)).await?;
+    let created = blocking(&service, move |s| match key {
+        Some(key) => s.create_book_once(&key, &draft),
+        None => s.create_book(&draft).map(|book| Created {
+            book,
+            replayed: false,
+        }),
+    })
+    .await?;
     let mut response = HttpResponse::Created();
-    response.insert_header((header::LOCATION, format!("{BASE}/books/{}", book.id())));
-    Ok(book_response(response, &book))
+    response.insert_header((
+        header::LOCATION,
+        format!("{BASE}/books/{}", created.book.id()),
+    ));
+    if created.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(book_response(response, &created.book))
 }
 
 /// Get a book

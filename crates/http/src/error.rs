@@ -35,6 +35,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 404: no such book.
     NotFound(String),
+    /// 409: a request with the same idempotency key is still in flight.
+    Conflict(String),
     /// 412: an `If-Match` precondition failed.
     PreconditionFailed(String),
     /// 415: the body is not of a media type the operation accepts.
@@ -52,6 +54,7 @@ impl ApiError {
         match self {
             Self::BadRequest(detail)
             | Self::NotFound(detail)
+            | Self::Conflict(detail)
             | Self::PreconditionFailed(detail)
             | Self::UnsupportedMediaType(detail) => detail.clone(),
             Self::Unprocessable(errors) => errors
@@ -79,6 +82,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -215,6 +219,14 @@ impl From<StorageError> for ApiError {
 impl From<CreateBookError> for ApiError {
     fn from(error: CreateBookError) -> Self {
         match error {
+            CreateBookError::KeyReused => Self::Unprocessable(vec![FieldViolation {
+                field: "Idempotency-Key".to_owned(),
+                message: "was already used with a different request body".to_owned(),
+            }]),
+            CreateBookError::KeyInFlight => Self::Conflict(
+                "a request with this Idempotency-Key is still in progress; retry shortly"
+                    .to_owned(),
+            ),
             CreateBookError::Storage(error) => error.into(),
         }
     }

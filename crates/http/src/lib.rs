@@ -14,6 +14,7 @@ mod cursor;
 pub mod dto;
 pub mod error;
 mod etag;
+pub mod legacy;
 pub mod openapi;
 mod probes;
 

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem};
 use crate::error::PROBLEM_JSON;
-use crate::{books, probes};
+use crate::{books, legacy, probes};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -34,12 +34,18 @@ use crate::{books, probes};
         books::replace_book,
         books::patch_book,
         books::delete_book,
+        legacy::list,
+        legacy::create,
+        legacy::get,
+        legacy::update,
+        legacy::delete,
         probes::healthz,
         probes::readyz,
     ),
     components(schemas(BookResponse, BookPage, BookInput, BookPatchInput, Problem, FieldViolation)),
     tags(
         (name = "books", description = "The catalogue"),
+        (name = "booksApi", description = "The routes of the original Flask tutorial, kept for its clients (deprecated: use /api/v1)"),
         (name = "service", description = "Health of the service"),
     ),
     modifiers(&SharedErrorResponses),
@@ -89,6 +95,7 @@ impl Modify for SharedErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in &mut openapi.paths.paths {
             let about_one_book = path.contains('{');
+            let legacy = path.starts_with("/booksApi");
             let operations = [
                 (&mut item.get, false),
                 (&mut item.post, false),
@@ -99,6 +106,9 @@ impl Modify for SharedErrorResponses {
             for (operation, conditional) in operations {
                 if let Some(operation) = operation {
                     add_error_responses(operation, about_one_book, conditional && about_one_book);
+                    if legacy {
+                        operation.deprecated = Some(utoipa::openapi::Deprecated::True);
+                    }
                 }
             }
         }

@@ -285,3 +285,82 @@ async fn a_missing_book_is_404_problem() {
         "there is no book with id 9223372036854775807"
     );
 }
+
+#[actix_web::test]
+async fn a_retried_create_with_the_same_idempotency_key_returns_the_first_book_and_creates_nothing()
+{
+    let app = TestApp::spawn().await;
+    let body = json!({"title": "Dune", "author": "Frank Herbert"});
+    let key = [("idempotency-key", "create-dune-1")];
+    let first = app
+        .send_json(Method::POST, "/api/v1/books", &body, &key)
+        .await;
+    let retry = app
+        .send_json(Method::POST, "/api/v1/books", &body, &key)
+        .await;
+    assert_eq!((first.status, retry.status), (201, 201));
+    assert_eq!(retry.json(), first.json());
+    assert_eq!(retry.header("location"), first.header("location"));
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(app.count().await, 1);
+}
+
+#[actix_web::test]
+async fn the_same_idempotency_key_with_another_body_is_422_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let key = [("idempotency-key", "k")];
+    app.send_json(
+        Method::POST,
+        "/api/v1/books",
+        &json!({"title": "Dune", "author": "F"}),
+        &key,
+    )
+    .await;
+    let problem = app
+        .send_json(
+            Method::POST,
+            "/api/v1/books",
+            &json!({"title": "Emma", "author": "J"}),
+            &key,
+        )
+        .await
+        .problem(422);
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+    assert_eq!(app.count().await, 1);
+}
+
+#[actix_web::test]
+async fn concurrent_retries_with_one_idempotency_key_create_exactly_one_book() {
+    let app = TestApp::spawn().await;
+    let body = json!({"title": "Dune", "author": "Frank Herbert"});
+    let key = [("idempotency-key", "race-1")];
+    let replies =
+        join_all((0..8).map(|_| app.send_json(Method::POST, "/api/v1/books", &body, &key))).await;
+    let ids: std::collections::HashSet<_> = replies
+        .iter()
+        .filter(|r| r.status == 201)
+        .map(|r| r.json()["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert!(replies.iter().all(|r| r.status == 201 || r.status == 409));
+    assert_eq!(app.count().await, 1);
+}
+
+#[actix_web::test]
+async fn an_invalid_idempotency_key_is_400() {
+    let app = TestApp::spawn().await;
+    let body = json!({"title": "Dune", "author": "F"});
+    let long = "k".repeat(256);
+    for key in ["has space", long.as_str(), "tab\there"] {
+        app.send_json(
+            Method::POST,
+            "/api/v1/books",
+            &body,
+            &[("idempotency-key", key)],
+        )
+        .await
+        .problem(400);
+    }
+    assert_eq!(app.count().await, 0);
+}

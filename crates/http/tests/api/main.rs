@@ -8,6 +8,7 @@
 mod books;
 mod errors;
 mod helpers;
+mod legacy;
 mod listing;
 mod openapi;
 mod service;
