@@ -14,10 +14,12 @@
 
 mod cluster;
 mod database;
+mod keys;
 mod repository;
 mod schema;
 pub mod testing;
 
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use database::{PgPool, PoolOptions, connect, ensure_database, run_migrations};
+pub use keys::PostgresApiKeyRepository;
 pub use repository::PostgresBookRepository;

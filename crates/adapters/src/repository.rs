@@ -87,9 +87,18 @@ struct BookChanges<'a> {
     genre: Option<Option<&'a str>>,
 }
 
+/// A connection from the pool; waiting too long for one means the database is unavailable.
+pub(crate) fn checkout(
+    pool: &PgPool,
+) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
+    pool.get().map_err(|error| {
+        StorageError::Unavailable(anyhow!(error).context("no database connection was free in time"))
+    })
+}
+
 /// Turns a driver error into the domain's words: a connection that is gone means the store is
 /// unavailable (retry later); anything else is unexpected.
-fn storage_error(error: DieselError) -> StorageError {
+pub(crate) fn storage_error(error: DieselError) -> StorageError {
     match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,

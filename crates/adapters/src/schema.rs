@@ -22,3 +22,14 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    api_key (id) {
+        id -> Int8,
+        name -> Varchar,
+        scope -> Text,
+        digest -> Bytea,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}

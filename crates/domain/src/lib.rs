@@ -27,6 +27,7 @@ mod book;
 mod errors;
 mod idempotency;
 mod input;
+mod keys;
 mod listing;
 mod memory;
 mod ports;
@@ -36,6 +37,10 @@ pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Ve
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};
+pub use keys::{
+    ApiKey, ApiKeyRepository, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName, KeyDigest,
+    KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
+};
 pub use listing::{
     BookFilter, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey, SortValue,
 };

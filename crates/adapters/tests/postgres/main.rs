@@ -6,5 +6,6 @@
 
 mod fixtures;
 mod idempotency;
+mod keys;
 mod listing;
 mod writes;
