@@ -24,6 +24,9 @@ pub struct ClusterOptions {
     pub ephemeral: bool,
     /// Delete the cluster's folder once this process has exited, however it exits.
     pub remove_on_exit: bool,
+    /// When the server is already running (a service is using it), use it and leave it running:
+    /// for short commands such as `books-api keys list`.
+    pub leave_running: bool,
 }
 
 /// A running cluster. It is stopped by [`LocalCluster::stop`], and in any case once this process
@@ -34,6 +37,8 @@ pub struct LocalCluster {
     root: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<String>,
+    /// False when the server was running before and is to be left so.
+    owns_server: bool,
     // Held open for the life of this process; its closing is the watchdog's signal.
     _watchdog: Option<(Child, ChildStdin)>,
 }
@@ -61,10 +66,9 @@ impl LocalCluster {
             root,
             bin_dir,
             run_as,
+            owns_server: true,
             _watchdog: None,
         };
-        // First, so that even a failed start leaves nothing behind that should go.
-        cluster._watchdog = Some(cluster.spawn_watchdog(options.remove_on_exit)?);
         let socket_dir = cluster.socket_dir();
         fs::create_dir_all(&socket_dir)?;
         if socket_dir.join(".s.PGSQL.5432").as_os_str().len() > MAX_SOCKET_PATH {
@@ -75,6 +79,12 @@ impl LocalCluster {
         }
         if let Some(user) = &cluster.run_as {
             give_to(user, &[&cluster.root, &socket_dir])?;
+        }
+        let was_running = cluster.data_dir().join("PG_VERSION").exists() && cluster.is_running();
+        cluster.owns_server = !(was_running && options.leave_running);
+        if cluster.owns_server {
+            // Before anything can fail, so that even a failed start leaves nothing behind.
+            cluster._watchdog = Some(cluster.spawn_watchdog(options.remove_on_exit)?);
         }
         if !cluster.data_dir().join("PG_VERSION").exists() {
             cluster.init()?;
@@ -98,13 +108,14 @@ impl LocalCluster {
         )
     }
 
-    /// Stops the server (fast shutdown: open sessions are ended, committed work is kept).
+    /// Stops the server (fast shutdown: open sessions are ended, committed work is kept), unless
+    /// it was running before and `leave_running` was asked for.
     ///
     /// # Errors
     ///
     /// When `pg_ctl stop` fails while the server is still running.
     pub fn stop(&self) -> anyhow::Result<()> {
-        if !self.is_running() {
+        if !self.owns_server || !self.is_running() {
             return Ok(());
         }
         let output = self

@@ -57,6 +57,7 @@ fn start_server() -> anyhow::Result<Server> {
             let options = ClusterOptions {
                 ephemeral: true,
                 remove_on_exit: true,
+                leave_running: false,
             };
             let cluster = LocalCluster::start(&root, &options)?;
             (cluster.connection_url("postgres"), Some(cluster))

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
-use books_domain::BookService;
+use books_domain::{BookService, KeyService};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::auth::{KeyCache, authenticate};
 use crate::books::{self, BASE};
 use crate::error::{ApiError, render_problem};
 use crate::openapi::document_json;
@@ -45,6 +46,7 @@ pub struct Application {
     port: u16,
     server: Server,
     service: BookService,
+    key_cache: web::Data<KeyCache>,
 }
 
 impl std::fmt::Debug for Application {
@@ -64,6 +66,7 @@ impl Application {
     pub fn build(
         listener: TcpListener,
         service: BookService,
+        keys: KeyService,
         settings: &ServerSettings,
     ) -> anyhow::Result<Self> {
         let port = listener
@@ -71,10 +74,13 @@ impl Application {
             .context("the listener has no address")?
             .port();
         let data = web::Data::new(service.clone());
+        let key_cache = web::Data::new(KeyCache::load(keys));
+        let key_cache_for_workers = key_cache.clone();
         let document = web::Data::new(document_json());
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(key_cache_for_workers.clone())
                 .app_data(document.clone())
                 .configure(configure)
         })
@@ -89,6 +95,7 @@ impl Application {
             port,
             server: server.run(),
             service,
+            key_cache,
         })
     }
 
@@ -110,8 +117,10 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purge = actix_web::rt::spawn(forget_expired_keys_periodically(self.service));
+        let refresh = actix_web::rt::spawn(KeyCache::refresh_periodically(self.key_cache));
         let outcome = self.server.await;
         purge.abort();
+        refresh.abort();
         outcome
     }
 }
@@ -146,6 +155,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
                 .service(
                     web::scope(BASE)
+                        .wrap(from_fn(authenticate))
                         .service(
                             web::resource("/books")
                                 .route(web::get().to(books::list_books))
@@ -160,15 +170,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         ),
                 )
                 .service(
-                    web::resource("/booksApi")
-                        .route(web::get().to(legacy::list))
-                        .route(web::post().to(legacy::create)),
-                )
-                .service(
-                    web::resource("/booksApi/{id}")
-                        .route(web::get().to(legacy::get))
-                        .route(web::put().to(legacy::update))
-                        .route(web::delete().to(legacy::delete)),
+                    web::scope("/booksApi")
+                        .wrap(from_fn(authenticate))
+                        .service(
+                            web::resource("")
+                                .route(web::get().to(legacy::list))
+                                .route(web::post().to(legacy::create)),
+                        )
+                        .service(
+                            web::resource("/{id}")
+                                .route(web::get().to(legacy::get))
+                                .route(web::put().to(legacy::update))
+                                .route(web::delete().to(legacy::delete)),
+                        ),
                 )
                 .route("/api-docs/openapi.json", web::get().to(openapi_document))
                 .service(

@@ -10,6 +10,7 @@ use books_domain::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::auth::WriteAccess;
 use crate::body::{JSON, JsonObject, MERGE_PATCH};
 use crate::cursor;
 use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
@@ -30,7 +31,18 @@ where
     E: Into<ApiError> + Send + 'static,
 {
     let service = service.clone();
-    match web::block(move || call(&service)).await {
+    blocking_call(move || call(&service)).await
+}
+
+/// Runs any blocking call on the blocking thread pool; see [`blocking`].
+pub(crate) async fn blocking_call<T, E>(
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match web::block(call).await {
         Ok(result) => result.map_err(Into::into),
         Err(error) => Err(ApiError::Unavailable(
             anyhow::anyhow!(error).context("the blocking pool is gone"),
@@ -265,6 +277,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiE
     )
 )]
 pub(crate) async fn create_book(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     body: web::Bytes,
@@ -341,6 +354,7 @@ pub(crate) async fn get_book(
     )
 )]
 pub(crate) async fn replace_book(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     id: web::Path<String>,
@@ -375,6 +389,7 @@ pub(crate) async fn replace_book(
     )
 )]
 pub(crate) async fn patch_book(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     id: web::Path<String>,
@@ -400,6 +415,7 @@ pub(crate) async fn patch_book(
     responses((status = 204, description = "The book was deleted")),
 )]
 pub(crate) async fn delete_book(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     id: web::Path<String>,

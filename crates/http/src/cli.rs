@@ -27,6 +27,36 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document (JSON) to standard output.
     Openapi,
+    /// Create, list and revoke API keys.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// The key commands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once, alone on the last line.
+    Create {
+        /// The key's name: letters, digits, '.', '_' and '-'.
+        #[arg(long)]
+        name: String,
+        /// What the key allows.
+        #[arg(long, default_value = "write", value_parser = ["read", "write"])]
+        scope: String,
+    },
+    /// List the active keys (names and scopes; keys themselves are never stored).
+    List,
+    /// Revoke a key: it stops working within seconds, on every instance.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 /// Settings for serving HTTP.
@@ -75,13 +105,30 @@ impl DatabaseArgs {
     ///
     /// When the embedded cluster cannot be created or started.
     pub fn open(&self) -> anyhow::Result<Database> {
+        self.open_with(&ClusterOptions::default())
+    }
+
+    /// Like [`DatabaseArgs::open`], for a short command: an embedded cluster that a running
+    /// service already uses is used as it is and left running.
+    ///
+    /// # Errors
+    ///
+    /// As for [`DatabaseArgs::open`].
+    pub fn open_briefly(&self) -> anyhow::Result<Database> {
+        self.open_with(&ClusterOptions {
+            leave_running: true,
+            ..ClusterOptions::default()
+        })
+    }
+
+    fn open_with(&self, options: &ClusterOptions) -> anyhow::Result<Database> {
         if let Some(url) = self.database_url.as_deref().filter(|url| !url.is_empty()) {
             return Ok(Database {
                 url: url.to_owned(),
                 cluster: None,
             });
         }
-        let cluster = LocalCluster::start(&self.data_dir, &ClusterOptions::default()).context(
+        let cluster = LocalCluster::start(&self.data_dir, options).context(
             "could not start the embedded PostgreSQL (set DATABASE_URL to use another server)",
         )?;
         ensure_database(&cluster.connection_url("postgres"), "books")?;

@@ -33,6 +33,15 @@ const RETRY_AFTER_SECONDS: &str = "2";
 pub enum ApiError {
     /// 400: malformed JSON, a bad query parameter, a bad path id.
     BadRequest(String),
+    /// 401: no credentials where they are needed, or credentials that are not valid.
+    Unauthorized {
+        /// What to send.
+        detail: String,
+        /// True when a credential was sent but is not valid.
+        invalid_token: bool,
+    },
+    /// 403: valid credentials without the needed scope.
+    Forbidden(String),
     /// 404: no such book.
     NotFound(String),
     /// 409: a request with the same idempotency key is still in flight.
@@ -53,6 +62,8 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::BadRequest(detail)
+            | Self::Unauthorized { detail, .. }
+            | Self::Forbidden(detail)
             | Self::NotFound(detail)
             | Self::Conflict(detail)
             | Self::PreconditionFailed(detail)
@@ -81,6 +92,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -105,7 +118,19 @@ impl ResponseError for ApiError {
             Self::Unprocessable(errors) => errors.clone(),
             _ => Vec::new(),
         };
-        problem_response(self.status_code(), self.detail(), errors)
+        let mut response = problem_response(self.status_code(), self.detail(), errors);
+        if let Self::Unauthorized { invalid_token, .. } = self {
+            let challenge = if *invalid_token {
+                "Bearer realm=\"books-api\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"books-api\""
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 

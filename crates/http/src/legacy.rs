@@ -13,6 +13,7 @@ use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, PageSize, P
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::WriteAccess;
 use crate::books::{blocking, parse_id};
 use crate::error::ApiError;
 use crate::etag::{IfMatchHeader, if_match};
@@ -162,6 +163,7 @@ pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse
         headers(("Location" = String, description = "The new book's URL")))),
 )]
 pub(crate) async fn create(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     body: web::Bytes,
@@ -210,6 +212,7 @@ pub(crate) async fn get(
     responses((status = 200, description = "`Updated a Book with id {id}`", body = String, content_type = "text/plain")),
 )]
 pub(crate) async fn update(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     id: web::Path<String>,
@@ -237,6 +240,7 @@ pub(crate) async fn update(
     responses((status = 200, description = "`Removed Book with id {id}`", body = String, content_type = "text/plain")),
 )]
 pub(crate) async fn delete(
+    _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
     id: web::Path<String>,

@@ -7,6 +7,7 @@
 //! Every error becomes an RFC 9457 problem in one place, [`error`].
 
 pub mod app;
+pub mod auth;
 mod body;
 pub mod books;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The `books-api` binary: the composition root. Configuration, then adapters, then the service,
+//! The `books-api` binary: the composition root. Configuration, then adapters, then the services,
 //! then the server; nothing else happens here.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -6,9 +6,11 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use books_adapters::{PoolOptions, PostgresBookRepository, connect, run_migrations};
-use books_domain::BookService;
-use books_http::cli::{Cli, Command, DatabaseArgs, ServeArgs};
+use books_adapters::{
+    PgPool, PoolOptions, PostgresApiKeyRepository, PostgresBookRepository, connect, run_migrations,
+};
+use books_domain::{BookService, KeyName, KeyService, Scope};
+use books_http::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
 use books_http::openapi::document_json;
 use books_http::{Application, ServerSettings};
 use clap::Parser;
@@ -23,9 +25,8 @@ fn main() -> ExitCode {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Migrate(args)) => migrate(&args),
-        Some(Command::Openapi) => std::io::stdout()
-            .write_all(document_json().as_bytes())
-            .context("could not write the document"),
+        Some(Command::Openapi) => print(&document_json()),
+        Some(Command::Keys { command, database }) => keys(&command, &database),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,18 +42,24 @@ fn init_logging() {
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(stderr)
         .with(filter)
         .init();
 }
 
+/// Writes to standard output: what a command produces, as opposed to its log.
+fn print(text: &str) -> anyhow::Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("could not write to standard output")
+}
+
 fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let database = args.open()?;
+    let database = args.open_briefly()?;
     let applied = run_migrations(&database.url);
     let closed = database.close();
     let applied = applied?;
@@ -60,27 +67,73 @@ fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
     closed
 }
 
+fn pool(url: &str, max_size: u32) -> anyhow::Result<PgPool> {
+    run_migrations(url)?;
+    connect(
+        url,
+        &PoolOptions {
+            max_size,
+            ..PoolOptions::default()
+        },
+    )
+}
+
+fn keys(command: &KeysCommand, args: &DatabaseArgs) -> anyhow::Result<()> {
+    let database = args.open_briefly()?;
+    let outcome = pool(&database.url, 2).and_then(|pool| {
+        let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
+        match command {
+            KeysCommand::Create { name, scope } => {
+                let name = KeyName::new(name)?;
+                let scope = Scope::parse(scope).context("the scope must be read or write")?;
+                let (key, secret) = keys.create(&name, scope)?;
+                print(&format!(
+                    "Created the {} key {}. It is shown once, now; only its digest is stored:\n{}\n",
+                    key.scope.name(),
+                    key.name,
+                    secret.expose()
+                ))
+            }
+            KeysCommand::List => {
+                let mut table = format!("{:<32} {:<6} {}\n", "NAME", "SCOPE", "CREATED");
+                for key in keys.list()? {
+                    let created = key.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    table.push_str(&format!("{:<32} {:<6} {created}\n", key.name.as_str(), key.scope.name()));
+                }
+                print(&table)
+            }
+            KeysCommand::Revoke { name } => {
+                keys.revoke(&KeyName::new(name)?)?;
+                print(&format!("Revoked the key {name}; it stops working within seconds.\n"))
+            }
+        }
+    });
+    let closed = database.close();
+    outcome.and(closed)
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let database = args.database.open()?;
-    let served = serve_on(args, &database.url);
+    let embedded = database.cluster.is_some();
+    let served = serve_on(args, &database.url, embedded);
     // The cluster stops whether serving ended well or not.
     let closed = database.close();
     served.and(closed)
 }
 
-fn serve_on(args: &ServeArgs, database_url: &str) -> anyhow::Result<()> {
-    let applied = run_migrations(database_url)?;
-    if !applied.is_empty() {
-        tracing::info!(migrations = ?applied, "migrations applied");
+fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Result<()> {
+    let pool = pool(database_url, args.pool_size)?;
+    let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+    let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
+    if embedded && keys.list()?.is_empty() {
+        // A newcomer on the embedded default can try writes in Swagger UI at once.
+        let (key, secret) = keys.create(&KeyName::new("local")?, Scope::Write)?;
+        print(&format!(
+            "This new local service has one write key, {}, shown once (Swagger UI: Authorize):\n{}\n",
+            key.name,
+            secret.expose()
+        ))?;
     }
-    let pool = connect(
-        database_url,
-        &PoolOptions {
-            max_size: args.pool_size,
-            ..PoolOptions::default()
-        },
-    )?;
-    let service = BookService::new(PostgresBookRepository::new(pool));
     let listener = TcpListener::bind(&args.bind)
         .with_context(|| format!("could not listen on {}", args.bind))?;
     let address = listener.local_addr()?;
@@ -89,7 +142,7 @@ fn serve_on(args: &ServeArgs, database_url: &str) -> anyhow::Result<()> {
         ..ServerSettings::default()
     };
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(listener, service, &settings)?;
+        let app = Application::build(listener, service, keys, &settings)?;
         tracing::info!("serving on http://{address}; Swagger UI at http://{address}/swagger-ui/");
         app.run_until_stopped().await.context("the server failed")
     })?;

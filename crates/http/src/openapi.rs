@@ -6,6 +6,7 @@
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -91,21 +92,37 @@ fn retry_later(description: &str) -> Response {
     response
 }
 
+/// The name of the bearer scheme in the document.
+const BEARER: &str = "bearerAuth";
+
 impl Modify for SharedErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An API key from `books-api keys create`. Writes need the `write` scope; reads are open.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
         for (path, item) in &mut openapi.paths.paths {
             let about_one_book = path.contains('{');
             let legacy = path.starts_with("/booksApi");
             let operations = [
-                (&mut item.get, false),
-                (&mut item.post, false),
-                (&mut item.put, true),
-                (&mut item.patch, true),
-                (&mut item.delete, true),
+                (&mut item.get, false, false),
+                (&mut item.post, false, true),
+                (&mut item.put, true, true),
+                (&mut item.patch, true, true),
+                (&mut item.delete, true, true),
             ];
-            for (operation, conditional) in operations {
+            for (operation, conditional, writes) in operations {
                 if let Some(operation) = operation {
                     add_error_responses(operation, about_one_book, conditional && about_one_book);
+                    if writes {
+                        require_write_key(operation);
+                    }
                     if legacy {
                         operation.deprecated = Some(utoipa::openapi::Deprecated::True);
                     }
@@ -113,6 +130,28 @@ impl Modify for SharedErrorResponses {
             }
         }
     }
+}
+
+fn require_write_key(operation: &mut Operation) {
+    operation.security = Some(vec![SecurityRequirement::new(BEARER, ["write"])]);
+    let mut unauthorized = problem("No API key, or one that is not valid");
+    let challenge = ObjectBuilder::new().schema_type(Type::String).build();
+    unauthorized.headers.insert(
+        "WWW-Authenticate".to_owned(),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(challenge))
+                .description(Some("`Bearer realm=\"books-api\"`"))
+                .build(),
+        ),
+    );
+    let responses = &mut operation.responses.responses;
+    responses
+        .entry("401".to_owned())
+        .or_insert(RefOr::T(unauthorized));
+    responses
+        .entry("403".to_owned())
+        .or_insert(RefOr::T(problem("The API key lacks the write scope")));
 }
 
 fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditional: bool) {

@@ -4,15 +4,20 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
-use books_adapters::PostgresBookRepository;
 use books_adapters::testing::TestDatabase;
-use books_domain::BookService;
+use books_adapters::{PostgresApiKeyRepository, PostgresBookRepository};
+use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::{Application, ServerSettings};
 use serde_json::Value;
 
 /// A running server on a database of its own.
 pub(crate) struct TestApp {
     pub(crate) address: String,
+    /// A key with the write scope, sent with every request unless the request says otherwise.
+    pub(crate) write_key: String,
+    /// A key with the read scope.
+    pub(crate) read_key: String,
+    pub(crate) keys: KeyService,
     client: awc::Client,
     handle: ServerHandle,
     _database: TestDatabase,
@@ -62,14 +67,28 @@ impl Reply {
 impl TestApp {
     pub(crate) async fn spawn() -> Self {
         let database = TestDatabase::new();
-        let service = BookService::new(PostgresBookRepository::new(database.pool()));
+        let pool = database.pool();
+        let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+        let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
+        let create = |name: &str, scope| {
+            keys.create(&KeyName::new(name).unwrap(), scope)
+                .unwrap()
+                .1
+                .expose()
+                .to_owned()
+        };
+        let (write_key, read_key) = (
+            create("tests-write", Scope::Write),
+            create("tests-read", Scope::Read),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let settings = ServerSettings {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
         };
-        let app = Application::build(listener, service, &settings).expect("the server builds");
+        let app = Application::build(listener, service, keys.clone(), &settings)
+            .expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
@@ -79,12 +98,17 @@ impl TestApp {
             .finish();
         Self {
             address,
+            write_key,
+            read_key,
+            keys,
             client,
             handle,
             _database: database,
         }
     }
 
+    /// Sends a request with the write key, unless `headers` holds an `authorization` of its
+    /// own; an empty one sends none.
     pub(crate) async fn request(
         &self,
         method: Method,
@@ -95,7 +119,14 @@ impl TestApp {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.address));
-        for (name, value) in headers {
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            let bearer = format!("Bearer {}", self.write_key);
+            request = request.insert_header(("authorization", bearer));
+        }
+        for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
             request = request.insert_header((*name, *value));
         }
         let sent = match body {

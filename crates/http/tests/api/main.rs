@@ -5,6 +5,7 @@
     reason = "helpers here are test code: a failed unwrap is a failed test"
 )]
 
+mod auth;
 mod books;
 mod errors;
 mod helpers;
