@@ -14,7 +14,9 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::auth::{KeyCache, authenticate};
 use crate::books::{self, BASE};
 use crate::error::{ApiError, render_problem};
+use crate::observe::{self, Metrics, PoolProbe, observe};
 use crate::openapi::document_json;
+use crate::ratelimit::{RateLimit, RateLimiter, limit_rate};
 use crate::{legacy, probes};
 
 /// The largest request body accepted.
@@ -29,6 +31,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Stop on SIGINT and SIGTERM. Off in tests, where the test stops the server.
     pub handle_signals: bool,
+    /// Requests per caller, or `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerSettings {
@@ -37,7 +41,24 @@ impl Default for ServerSettings {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             shutdown_timeout: Duration::from_secs(10),
             handle_signals: true,
+            rate_limit: RateLimit::per_second(100),
         }
+    }
+}
+
+/// What the server serves: the use cases, and what it reports on.
+pub struct Services {
+    /// The catalogue.
+    pub books: BookService,
+    /// The API keys.
+    pub keys: KeyService,
+    /// The database pool's state, for `/metrics`.
+    pub pool_probe: Option<PoolProbe>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
     }
 }
 
@@ -65,10 +86,14 @@ impl Application {
     /// When the listener cannot be used.
     pub fn build(
         listener: TcpListener,
-        service: BookService,
-        keys: KeyService,
+        services: Services,
         settings: &ServerSettings,
     ) -> anyhow::Result<Self> {
+        let Services {
+            books: service,
+            keys,
+            pool_probe,
+        } = services;
         let port = listener
             .local_addr()
             .context("the listener has no address")?
@@ -76,13 +101,22 @@ impl Application {
         let data = web::Data::new(service.clone());
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
+        let metrics = web::Data::new(Metrics::new(pool_probe));
+        let limiter = settings
+            .rate_limit
+            .map(|limit| web::Data::new(RateLimiter::new(limit)));
         let document = web::Data::new(document_json());
         let mut server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(data.clone())
                 .app_data(key_cache_for_workers.clone())
-                .app_data(document.clone())
-                .configure(configure)
+                .app_data(metrics.clone())
+                .app_data(document.clone());
+            let app = match &limiter {
+                Some(limiter) => app.app_data(limiter.clone()),
+                None => app,
+            };
+            app.configure(configure)
         })
         .workers(settings.workers)
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
@@ -153,8 +187,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::scope("")
                 .wrap(ErrorHandlers::new().default_handler(render_problem))
                 .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+                .wrap(from_fn(observe))
                 .service(
                     web::scope(BASE)
+                        .wrap(from_fn(limit_rate))
                         .wrap(from_fn(authenticate))
                         .service(
                             web::resource("/books")
@@ -171,6 +207,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::scope("/booksApi")
+                        .wrap(from_fn(limit_rate))
                         .wrap(from_fn(authenticate))
                         .service(
                             web::resource("")
@@ -193,6 +230,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/healthz", web::get().to(probes::healthz))
                 .route("/readyz", web::get().to(probes::readyz))
+                .route("/metrics", web::get().to(observe::metrics))
                 .default_service(web::to(not_found)),
         );
 }

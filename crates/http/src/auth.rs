@@ -13,7 +13,7 @@ use std::future::{Ready, ready};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
@@ -87,32 +87,35 @@ impl KeyCache {
 pub(crate) async fn authenticate(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let cache = request.app_data::<web::Data<KeyCache>>().ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("the key cache is not configured"))
-        })?;
+        let Some(cache) = request.app_data::<web::Data<KeyCache>>().cloned() else {
+            let missing = ApiError::Internal(anyhow::anyhow!("the key cache is not configured"));
+            return Ok(request.error_response(missing).map_into_right_body());
+        };
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        let principal = token.and_then(|token| cache.current().authenticate(token).cloned());
-        match principal {
+        match token.and_then(|token| cache.current().authenticate(token).cloned()) {
             Some(principal) => {
                 request.extensions_mut().insert(principal);
             }
             None => {
-                return Err(ApiError::Unauthorized {
-                    detail: "the API key is not valid: send Authorization: Bearer <key> with an active key".to_owned(),
+                let refusal = ApiError::Unauthorized {
+                    detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
+                        .to_owned(),
                     invalid_token: true,
-                }
-                .into());
+                };
+                return Ok(request.error_response(refusal).map_into_right_body());
             }
         }
     }
-    next.call(request).await
+    next.call(request)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// Proof that the caller holds a key with the `write` scope. A handler that takes one refuses

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Async worker threads [default: one per core].
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,
+    /// Requests per second per API key, or per client address without one; bursts of twice as
+    /// many are allowed. 0 turns limiting off.
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
     /// The most database connections open at once.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -52,6 +52,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 422: fields failed validation; each one is listed.
     Unprocessable(Vec<FieldViolation>),
+    /// 429: the caller's rate limit is used up.
+    TooManyRequests {
+        /// What happened.
+        detail: String,
+        /// Seconds until a request will be accepted.
+        retry_after: u64,
+    },
     /// 503: the database cannot be reached or no connection was free in time.
     Unavailable(anyhow::Error),
     /// 500: a bug. Logged, never described to the client.
@@ -64,6 +71,7 @@ impl ApiError {
             Self::BadRequest(detail)
             | Self::Unauthorized { detail, .. }
             | Self::Forbidden(detail)
+            | Self::TooManyRequests { detail, .. }
             | Self::NotFound(detail)
             | Self::Conflict(detail)
             | Self::PreconditionFailed(detail)
@@ -99,6 +107,7 @@ impl ResponseError for ApiError {
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,6 +128,11 @@ impl ResponseError for ApiError {
             _ => Vec::new(),
         };
         let mut response = problem_response(self.status_code(), self.detail(), errors);
+        if let Self::TooManyRequests { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if let Self::Unauthorized { invalid_token, .. } = self {
             let challenge = if *invalid_token {
                 "Bearer realm=\"books-api\", error=\"invalid_token\""

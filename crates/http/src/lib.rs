@@ -16,7 +16,9 @@ pub mod dto;
 pub mod error;
 mod etag;
 pub mod legacy;
+pub mod observe;
 pub mod openapi;
 mod probes;
+pub mod ratelimit;
 
-pub use app::{Application, ServerSettings};
+pub use app::{Application, ServerSettings, Services};

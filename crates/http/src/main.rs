@@ -11,8 +11,10 @@ use books_adapters::{
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
+use books_http::observe::PoolProbe;
 use books_http::openapi::document_json;
-use books_http::{Application, ServerSettings};
+use books_http::ratelimit::RateLimit;
+use books_http::{Application, ServerSettings, Services};
 use clap::Parser;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -124,7 +126,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Result<()> {
     let pool = pool(database_url, args.pool_size)?;
     let service = BookService::new(PostgresBookRepository::new(pool.clone()));
-    let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
+    let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
     if embedded && keys.list()?.is_empty() {
         // A newcomer on the embedded default can try writes in Swagger UI at once.
         let (key, secret) = keys.create(&KeyName::new("local")?, Scope::Write)?;
@@ -139,10 +141,20 @@ fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Res
     let address = listener.local_addr()?;
     let settings = ServerSettings {
         workers: args.workers.unwrap_or(ServerSettings::default().workers),
+        rate_limit: RateLimit::per_second(args.rate_limit),
         ..ServerSettings::default()
     };
+    let pool_probe: PoolProbe = Box::new(move || {
+        let state = pool.state();
+        (state.connections, state.idle_connections)
+    });
+    let services = Services {
+        books: service,
+        keys,
+        pool_probe: Some(pool_probe),
+    };
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(listener, service, keys, &settings)?;
+        let app = Application::build(listener, services, &settings)?;
         tracing::info!("serving on http://{address}; Swagger UI at http://{address}/swagger-ui/");
         app.run_until_stopped().await.context("the server failed")
     })?;

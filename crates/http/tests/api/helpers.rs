@@ -7,7 +7,9 @@ use actix_web::http::header::HeaderMap;
 use books_adapters::testing::TestDatabase;
 use books_adapters::{PostgresApiKeyRepository, PostgresBookRepository};
 use books_domain::{BookService, KeyName, KeyService, Scope};
-use books_http::{Application, ServerSettings};
+use books_http::observe::PoolProbe;
+use books_http::ratelimit::RateLimit;
+use books_http::{Application, ServerSettings, Services};
 use serde_json::Value;
 
 /// A running server on a database of its own.
@@ -65,11 +67,20 @@ impl Reply {
 }
 
 impl TestApp {
+    /// A server without rate limits (tests send bursts).
     pub(crate) async fn spawn() -> Self {
+        Self::spawn_with(None).await
+    }
+
+    pub(crate) async fn spawn_with(rate_limit: Option<RateLimit>) -> Self {
         let database = TestDatabase::new();
         let pool = database.pool();
         let service = BookService::new(PostgresBookRepository::new(pool.clone()));
-        let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
+        let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
+        let probe: PoolProbe = Box::new(move || {
+            let state = pool.state();
+            (state.connections, state.idle_connections)
+        });
         let create = |name: &str, scope| {
             keys.create(&KeyName::new(name).unwrap(), scope)
                 .unwrap()
@@ -86,9 +97,14 @@ impl TestApp {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
+            rate_limit,
         };
-        let app = Application::build(listener, service, keys.clone(), &settings)
-            .expect("the server builds");
+        let services = Services {
+            books: service,
+            keys: keys.clone(),
+            pool_probe: Some(probe),
+        };
+        let app = Application::build(listener, services, &settings).expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());

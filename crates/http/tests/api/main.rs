@@ -12,4 +12,5 @@ mod helpers;
 mod legacy;
 mod listing;
 mod openapi;
+mod operations;
 mod service;
