@@ -29,9 +29,10 @@ pub struct ClusterOptions {
     pub leave_running: bool,
 }
 
-/// A running cluster. It is stopped by [`LocalCluster::stop`], and in any case once this process
-/// has exited: a watchdog process waits for this one to go and then stops the server, so not even
-/// a crash or `kill -9` leaves PostgreSQL running.
+/// A running cluster. It is stopped by [`LocalCluster::stop`], when the value is dropped, and in
+/// any case once this process has exited: a watchdog process waits for the value's pipe to close
+/// (which the kernel also does when the process dies) and then stops the server, so not even a
+/// crash or `kill -9` leaves PostgreSQL running.
 #[derive(Debug)]
 pub struct LocalCluster {
     root: PathBuf,

@@ -104,7 +104,18 @@ pub(crate) fn storage_error(error: DieselError) -> StorageError {
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
         ) => StorageError::Unavailable(anyhow!(error)),
-        DieselError::DatabaseError(_, ref info) if info.message().contains("statement timeout") => {
+        // The server is shutting down or restarting, or a statement ran out of time: the same
+        // request may well succeed a moment later.
+        DieselError::DatabaseError(_, ref info)
+            if [
+                "statement timeout",
+                "terminating connection",
+                "server closed the connection",
+                "the database system is",
+            ]
+            .iter()
+            .any(|sign| info.message().contains(sign)) =>
+        {
             StorageError::Unavailable(anyhow!(error))
         }
         error => StorageError::Unknown(anyhow!(error)),

@@ -88,6 +88,7 @@ pub(crate) async fn authenticate(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let Some(cache) = request.app_data::<web::Data<KeyCache>>().cloned() else {
             let missing = ApiError::Internal(anyhow::anyhow!("the key cache is not configured"));

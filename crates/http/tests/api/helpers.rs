@@ -5,7 +5,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
 use books_adapters::testing::TestDatabase;
-use books_adapters::{PostgresApiKeyRepository, PostgresBookRepository};
+use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository};
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::observe::PoolProbe;
 use books_http::ratelimit::RateLimit;
@@ -22,7 +22,7 @@ pub(crate) struct TestApp {
     pub(crate) keys: KeyService,
     client: awc::Client,
     handle: ServerHandle,
-    _database: TestDatabase,
+    _database: Option<TestDatabase>,
 }
 
 /// What the server answered.
@@ -75,6 +75,15 @@ impl TestApp {
     pub(crate) async fn spawn_with(rate_limit: Option<RateLimit>) -> Self {
         let database = TestDatabase::new();
         let pool = database.pool();
+        Self::spawn_on(pool, Some(database), rate_limit)
+    }
+
+    /// A server on `pool`, keeping `database` alive as long as itself.
+    pub(crate) fn spawn_on(
+        pool: PgPool,
+        database: Option<TestDatabase>,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
         let service = BookService::new(PostgresBookRepository::new(pool.clone()));
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
         let probe: PoolProbe = Box::new(move || {

@@ -1,6 +1,11 @@
 //! What operators rely on: rate limits, request ids, metrics.
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::Method;
+use books_adapters::{
+    ClusterOptions, LocalCluster, PoolOptions, connect, ensure_database, run_migrations,
+};
 use books_http::ratelimit::RateLimit;
 use serde_json::json;
 
@@ -81,4 +86,101 @@ async fn metrics_count_requests_by_route_template_and_status_and_report_the_pool
     }
     assert!(text.contains("db_pool_connections ") && text.contains("db_pool_idle_connections "));
     assert!(text.contains(r#"le="+Inf""#));
+}
+
+/// Polls `path` until it answers `status`, for at most `within`; returns how long that took.
+async fn wait_for(app: &TestApp, path: &str, status: u16, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if app.get(path).await.status == status {
+            return Some(started.elapsed());
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+#[actix_web::test]
+async fn with_the_database_down_requests_get_503_quickly_and_the_service_recovers_by_itself() {
+    // A cluster of this test's own, since stopping the shared one would fail the other tests.
+    let root = std::env::temp_dir().join(format!("books-api-outage-{}", std::process::id()));
+    let options = ClusterOptions {
+        ephemeral: false,
+        remove_on_exit: true,
+        leave_running: false,
+    };
+    let cluster = LocalCluster::start(&root, &options).unwrap();
+    ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
+    let url = cluster.connection_url("books");
+    run_migrations(&url).unwrap();
+    let pool = connect(
+        &url,
+        &PoolOptions {
+            max_size: 4,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(pool, None, None);
+    let id = app
+        .create(json!({"title": "Kept", "author": "Durable"}))
+        .await["id"]
+        .clone();
+
+    // Kept alive to the end: dropping a cluster lets its watchdog stop and delete it.
+    let stopped = actix_web::web::block(move || cluster.stop().map(|()| cluster))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    let reply = app.get("/api/v1/books").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    reply.problem(503);
+    assert!(reply.header("retry-after").is_some());
+    assert!(!String::from_utf8_lossy(&reply.body).contains(root.to_string_lossy().as_ref()));
+    app.send_json(
+        Method::POST,
+        "/api/v1/books",
+        &json!({"title": "T", "author": "A"}),
+        &[],
+    )
+    .await
+    .problem(503);
+    assert_eq!(app.get("/readyz").await.status, 503);
+    assert_eq!(app.get("/healthz").await.status, 200);
+
+    let restarted = actix_web::web::block(move || LocalCluster::start(&root, &options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        wait_for(&app, "/readyz", 200, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "no recovery"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/books/{id}")).await.json()["title"],
+        "Kept"
+    );
+    assert_eq!(
+        app.send_json(
+            Method::POST,
+            "/api/v1/books",
+            &json!({"title": "T", "author": "A"}),
+            &[]
+        )
+        .await
+        .status,
+        201
+    );
+    drop(app);
+    actix_web::web::block(move || restarted.stop().and(stopped.stop()))
+        .await
+        .unwrap()
+        .unwrap();
 }
