@@ -168,7 +168,8 @@ async fn reads_are_open_to_anonymous_callers_and_to_read_keys() {
 async fn a_revoked_key_stops_working_within_seconds() {
     let app = TestApp::spawn().await;
     let keys = app.keys.clone();
-    actix_web::web::block(move || keys.revoke(&KeyName::new("tests-write").unwrap()))
+    let name = KeyName::new(&app.write_key_name).unwrap();
+    actix_web::web::block(move || keys.revoke(&name))
         .await
         .unwrap()
         .unwrap();

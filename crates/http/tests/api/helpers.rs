@@ -1,4 +1,5 @@
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -12,11 +13,14 @@ use books_http::ratelimit::RateLimit;
 use books_http::{Application, ServerSettings, Services};
 use serde_json::Value;
 
+static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
+
 /// A running server on a database of its own.
 pub(crate) struct TestApp {
     pub(crate) address: String,
     /// A key with the write scope, sent with every request unless the request says otherwise.
     pub(crate) write_key: String,
+    pub(crate) write_key_name: String,
     /// A key with the read scope.
     pub(crate) read_key: String,
     pub(crate) keys: KeyService,
@@ -97,9 +101,12 @@ impl TestApp {
                 .expose()
                 .to_owned()
         };
+        // Numbered, so that several servers can share one database.
+        let n = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let write_key_name = format!("tests-write-{n}");
         let (write_key, read_key) = (
-            create("tests-write", Scope::Write),
-            create("tests-read", Scope::Read),
+            create(&write_key_name, Scope::Write),
+            create(&format!("tests-read-{n}"), Scope::Read),
         );
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let settings = ServerSettings {
@@ -124,6 +131,7 @@ impl TestApp {
         Self {
             address,
             write_key,
+            write_key_name,
             read_key,
             keys,
             client,

@@ -9,6 +9,7 @@ mod auth;
 mod books;
 mod errors;
 mod helpers;
+mod instances;
 mod legacy;
 mod listing;
 mod openapi;
