@@ -3,9 +3,10 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
+use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use books_domain::{BookService, KeyService};
@@ -33,6 +34,8 @@ pub struct ServerSettings {
     pub handle_signals: bool,
     /// Requests per caller, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Origins allowed to call from a browser (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -42,6 +45,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(10),
             handle_signals: true,
             rate_limit: RateLimit::per_second(100),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -102,6 +106,7 @@ impl Application {
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
         let metrics = web::Data::new(Metrics::new(pool_probe));
+        let cors_origins = settings.cors_origins.clone();
         let limiter = settings
             .rate_limit
             .map(|limit| web::Data::new(RateLimiter::new(limit)));
@@ -116,7 +121,11 @@ impl Application {
                 Some(limiter) => app.app_data(limiter.clone()),
                 None => app,
             };
-            app.configure(configure)
+            app.wrap(Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
+            .configure(configure)
         })
         .workers(settings.workers)
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
@@ -157,6 +166,40 @@ impl Application {
         refresh.abort();
         outcome
     }
+}
+
+/// Cross-origin access for the given origins (`*` for any), with the headers clients need to
+/// read: validators, paging links, limits and request ids.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::LINK,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("ratelimit-limit"),
+            header::HeaderName::from_static("ratelimit-remaining"),
+            header::HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }
 
 /// Forgets expired idempotency keys once an hour, off the request path, on the blocking pool.

@@ -114,9 +114,15 @@ pub(crate) async fn authenticate(
             }
         }
     }
-    next.call(request)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    let mut response = next.call(request).await?;
+    if authenticated {
+        // What a key holder sees is theirs alone: no shared cache may keep it.
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(response.map_into_left_body())
 }
 
 /// Proof that the caller holds a key with the `write` scope. A handler that takes one refuses

@@ -16,6 +16,9 @@ pub struct Cli {
     /// Settings for serving, when no command is given.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// The commands.
@@ -72,6 +75,10 @@ pub struct ServeArgs {
     /// many are allowed. 0 turns limiting off.
     #[arg(long, env = "RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,
+    /// Origins allowed to call the API from a browser, comma-separated (`*` for any). CORS is
+    /// off when empty.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
     /// The most database connections open at once.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -22,7 +22,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format == "json");
     let outcome = match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
@@ -39,18 +39,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(filter)
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry.with(layer.json().flatten_event(true)).init();
+    } else {
+        registry
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .init();
+    }
 }
 
 /// Writes to standard output: what a command produces, as opposed to its log.
@@ -142,6 +144,12 @@ fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Res
     let settings = ServerSettings {
         workers: args.workers.unwrap_or(ServerSettings::default().workers),
         rate_limit: RateLimit::per_second(args.rate_limit),
+        cors_origins: args
+            .cors_origins
+            .iter()
+            .filter(|o| !o.is_empty())
+            .cloned()
+            .collect(),
         ..ServerSettings::default()
     };
     let pool_probe: PoolProbe = Box::new(move || {

@@ -173,6 +173,12 @@ fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditio
             problem("Malformed request: invalid JSON, a bad query parameter or a bad path id"),
         );
         add(
+            "429",
+            retry_later(
+                "Too many requests from this key or address; retry after Retry-After seconds",
+            ),
+        );
+        add(
             "500",
             problem("The server failed; the cause is logged, not returned"),
         );

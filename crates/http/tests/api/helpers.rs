@@ -114,6 +114,7 @@ impl TestApp {
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
             rate_limit,
+            cors_origins: vec!["https://books.example".to_owned()],
         };
         let services = Services {
             books: service,

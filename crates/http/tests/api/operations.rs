@@ -184,3 +184,49 @@ async fn with_the_database_down_requests_get_503_quickly_and_the_service_recover
         .unwrap()
         .unwrap();
 }
+
+#[actix_web::test]
+async fn authenticated_answers_are_never_stored_by_shared_caches() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.get("/api/v1/books").await.header("cache-control"),
+        Some("no-store")
+    );
+    let anonymous = app
+        .request(Method::GET, "/api/v1/books", &[("authorization", "")], None)
+        .await;
+    assert_ne!(anonymous.header("cache-control"), Some("no-store"));
+}
+
+#[actix_web::test]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let app = TestApp::spawn().await;
+    let headers = |origin| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("authorization", ""),
+        ]
+    };
+    let allowed = app
+        .request(
+            Method::OPTIONS,
+            "/api/v1/books",
+            &headers("https://books.example"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://books.example")
+    );
+    let refused = app
+        .request(
+            Method::OPTIONS,
+            "/api/v1/books",
+            &headers("https://evil.example"),
+            None,
+        )
+        .await;
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+}
