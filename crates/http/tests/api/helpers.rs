@@ -227,6 +227,31 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops accepting, lets in-flight requests finish, then returns.
+    pub(crate) async fn stop_gracefully(&self) {
+        self.handle.stop(true).await;
+    }
+
+    /// Like `get`, but `None` when no answer comes (the server is gone).
+    pub(crate) async fn try_get(&self, path: &str) -> Option<u16> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// The connection string of the server's database.
+    pub(crate) fn database_url(&self) -> &str {
+        self._database
+            .as_ref()
+            .map_or("", |database| database.url())
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));

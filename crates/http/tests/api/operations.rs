@@ -230,3 +230,47 @@ async fn cors_answers_preflights_for_configured_origins_only() {
         .await;
     assert_eq!(refused.header("access-control-allow-origin"), None);
 }
+
+#[actix_web::test]
+async fn a_graceful_stop_finishes_requests_in_flight_and_then_refuses_new_ones() {
+    use diesel::prelude::*;
+    let app = TestApp::spawn().await;
+    let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
+        .as_i64()
+        .unwrap();
+    // Hold the book's row lock for a while, so that a PATCH is in flight when the stop begins.
+    let url = app.database_url().to_owned();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            diesel::sql_query("SELECT id FROM book WHERE id = $1 FOR UPDATE")
+                .bind::<diesel::sql_types::BigInt, _>(id)
+                .execute(conn)?;
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(700));
+            Ok(())
+        })
+        .unwrap();
+    });
+    actix_web::web::block(move || locked_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let path = format!("/api/v1/books/{id}");
+    let body = json!({"genre": "SF"});
+    let patch = app.send_json(Method::PATCH, &path, &body, &[]);
+    let stop = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        app.stop_gracefully().await;
+    };
+    let (reply, ()) = futures_util::join!(patch, stop);
+    assert_eq!(reply.status, 200, "the request in flight was cut off");
+    assert_eq!(reply.json()["genre"], "SF");
+    assert_eq!(
+        app.try_get("/healthz").await,
+        None,
+        "a stopped server still answers"
+    );
+    locker.join().unwrap();
+}
