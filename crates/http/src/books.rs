@@ -111,7 +111,7 @@ fn bad_filter(name: &str, error: impl std::fmt::Display) -> ApiError {
 
 impl ListParams {
     fn into_query(self) -> Result<ListQuery, ApiError> {
-        let limit = match given(self.limit.as_ref()) {
+        let limit = match self.limit.as_deref() {
             None => PageSize::default(),
             Some(raw) => raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
                 ApiError::BadRequest(format!(
@@ -120,7 +120,10 @@ impl ListParams {
                 ))
             })?,
         };
-        let sort = given(self.sort.as_ref())
+        // Unlike the filters, a blank sort or limit is a mistake worth reporting.
+        let sort = self
+            .sort
+            .as_deref()
             .map(|raw| {
                 Sort::parse(raw).ok_or_else(|| {
                     ApiError::BadRequest("sort must be one of id, title, author, created_at, optionally prefixed with -".to_owned())

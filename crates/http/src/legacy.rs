@@ -69,6 +69,7 @@ pub struct LegacyCreated {
 
 /// The tutorial's fields, as query parameters or a form body.
 #[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 #[expect(
     dead_code,
@@ -76,10 +77,16 @@ pub struct LegacyCreated {
 )]
 pub struct LegacyFields {
     /// The title (required to create).
+    #[param(nullable = false)]
+    #[schema(nullable = false)]
     title: Option<String>,
     /// The author (required to create).
+    #[param(nullable = false)]
+    #[schema(nullable = false)]
     author: Option<String>,
     /// The genre.
+    #[param(nullable = false)]
+    #[schema(nullable = false)]
     genre: Option<String>,
 }
 
@@ -112,7 +119,18 @@ fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<HashMap<String, S
         }
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::BadRequest("the form is not UTF-8".to_owned()))?;
-        fields.extend(parse(text)?);
+        let form = parse(text)?;
+        if let Some(unknown) = form
+            .keys()
+            .find(|name| !["title", "author", "genre"].contains(&name.as_str()))
+        {
+            let name: String = unknown.chars().take(100).collect();
+            return Err(ApiError::Unprocessable(vec![crate::dto::FieldViolation {
+                field: name,
+                message: "is not a known field".to_owned(),
+            }]));
+        }
+        fields.extend(form);
     }
     Ok(fields)
 }
@@ -158,7 +176,7 @@ pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse
     operation_id = "legacyCreateBook",
     tag = "booksApi",
     params(LegacyFields),
-    request_body(content = Option<LegacyFields>, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = LegacyFields, content_type = "application/x-www-form-urlencoded"),
     responses((status = 201, description = "The book was created", body = LegacyCreated,
         headers(("Location" = String, description = "The new book's URL")))),
 )]
@@ -208,7 +226,7 @@ pub(crate) async fn get(
     operation_id = "legacyUpdateBook",
     tag = "booksApi",
     params(("id" = i64, Path, description = "The book's id", minimum = 1), LegacyFields, IfMatchHeader),
-    request_body(content = Option<LegacyFields>, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = LegacyFields, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`Updated a Book with id {id}`", body = String, content_type = "text/plain")),
 )]
 pub(crate) async fn update(

@@ -125,6 +125,10 @@ impl Modify for SharedErrorResponses {
                     }
                     if legacy {
                         operation.deprecated = Some(utoipa::openapi::Deprecated::True);
+                        // The fields may come as query parameters instead of a form.
+                        if let Some(RefOr::T(body)) = &mut operation.request_body {
+                            body.required = Some(utoipa::openapi::Required::False);
+                        }
                     }
                 }
             }

@@ -252,6 +252,8 @@ async fn bad_listing_parameters_are_400() {
         "cursor=garbage",
         "author=a%00b",
         "limit=1&limit=2",
+        "sort=",
+        "limit=",
     ] {
         app.get(&format!("{BOOKS}?{query}")).await.problem(400);
     }

@@ -162,6 +162,16 @@ async fn tutorial_routes_validate_like_v1_and_change_nothing_on_bad_input() {
     .await
     .problem(415);
     app.get("/booksApi/abc").await.problem(400);
+    let problem = app
+        .request(
+            Method::POST,
+            "/booksApi",
+            &[FORM],
+            Some(b"title=T&author=A&autor=B"),
+        )
+        .await
+        .problem(422);
+    assert_eq!(problem["errors"][0]["field"], "autor");
     assert_eq!(app.get("/booksApi").await.json(), json!({"books": []}));
 }
 
