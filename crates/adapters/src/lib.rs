@@ -22,4 +22,4 @@ pub mod testing;
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use database::{PgPool, PoolOptions, connect, ensure_database, run_migrations};
 pub use keys::PostgresApiKeyRepository;
-pub use repository::PostgresBookRepository;
+pub use repository::{PostgresBookRepository, waiting_for_connection};

@@ -15,6 +15,8 @@ use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::PgPool;
 use crate::schema::{book, idempotency_key};
 
@@ -87,10 +89,36 @@ struct BookChanges<'a> {
     genre: Option<Option<&'a str>>,
 }
 
+/// Checkouts under way in this process: requests waiting for a database connection.
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests of this process are waiting for a database connection now (a gauge for
+/// metrics; r2d2 reports open and idle connections, not waiters).
+pub fn waiting_for_connection() -> u64 {
+    WAITING.load(Ordering::Relaxed)
+}
+
+/// Counts one waiter for as long as it lives, whichever way the checkout ends.
+struct Waiter;
+
+impl Waiter {
+    fn new() -> Self {
+        WAITING.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A connection from the pool; waiting too long for one means the database is unavailable.
 pub(crate) fn checkout(
     pool: &PgPool,
 ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
+    let _waiter = Waiter::new();
     pool.get().map_err(|error| {
         StorageError::Unavailable(anyhow!(error).context("no database connection was free in time"))
     })

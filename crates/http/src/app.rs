@@ -128,6 +128,10 @@ impl Application {
             .configure(configure)
         })
         .workers(settings.workers)
+        // A client gets 5 s to send its request head, and an idle connection is closed after
+        // 75 s (longer than most load balancers' idle timeout, so they close first).
+        .client_request_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(75))
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)
         .context("could not listen")?;

@@ -20,6 +20,11 @@ use crate::etag::{IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_matc
 /// Where the v1 API lives.
 pub(crate) const BASE: &str = "/api/v1";
 
+/// The longest a handler waits for its database work before answering 503. Longer than any wait
+/// the service allows itself (a 2 s checkout plus a 5 s statement), so it fires only when
+/// something is badly wrong, and the client still gets an answer instead of a hung request.
+pub const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Runs a use case on the blocking thread pool: diesel blocks, and an async worker that blocks
 /// stalls every other request it serves.
 pub(crate) async fn blocking<T, E>(
@@ -42,11 +47,14 @@ where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
 {
-    match web::block(call).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(error) => Err(ApiError::Unavailable(
+    match actix_web::rt::time::timeout(HANDLER_DEADLINE, web::block(call)).await {
+        Ok(Ok(result)) => result.map_err(Into::into),
+        Ok(Err(error)) => Err(ApiError::Unavailable(
             anyhow::anyhow!(error).context("the blocking pool is gone"),
         )),
+        Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            "the database work took longer than {HANDLER_DEADLINE:?}"
+        ))),
     }
 }
 

@@ -11,7 +11,7 @@ use books_adapters::{
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
-use books_http::observe::PoolProbe;
+use books_http::observe::pool_probe;
 use books_http::openapi::document_json;
 use books_http::ratelimit::RateLimit;
 use books_http::{Application, ServerSettings, Services};
@@ -152,10 +152,7 @@ fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Res
             .collect(),
         ..ServerSettings::default()
     };
-    let pool_probe: PoolProbe = Box::new(move || {
-        let state = pool.state();
-        (state.connections, state.idle_connections)
-    });
+    let pool_probe = pool_probe(pool);
     let services = Services {
         books: service,
         keys,

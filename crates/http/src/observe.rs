@@ -25,8 +25,21 @@ const BUCKETS: [f64; 12] = [
 ];
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The pool's state: connections open and idle.
-pub type PoolProbe = Box<dyn Fn() -> (u32, u32) + Send + Sync>;
+/// The pool's state: connections open, idle, and requests waiting for one.
+pub type PoolProbe = Box<dyn Fn() -> PoolState + Send + Sync>;
+
+/// What `/metrics` reports of the database pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    /// The most connections the pool opens.
+    pub max: u32,
+    /// Connections open.
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Requests waiting for a connection.
+    pub waiting: u64,
+}
 
 /// Method, route template, status.
 type SeriesKey = (Method, String, u16);
@@ -162,7 +175,16 @@ impl Metrics {
             self.unavailable.load(Ordering::Relaxed)
         );
         if let Some(pool) = &self.pool {
-            let (open, idle) = pool();
+            let PoolState {
+                max,
+                open,
+                idle,
+                waiting,
+            } = pool();
+            out.push_str("# HELP db_pool_max_connections The most connections the pool opens.\n# TYPE db_pool_max_connections gauge\n");
+            let _ = writeln!(out, "db_pool_max_connections {max}");
+            out.push_str("# HELP db_pool_waiting Requests waiting for a database connection.\n# TYPE db_pool_waiting gauge\n");
+            let _ = writeln!(out, "db_pool_waiting {waiting}");
             out.push_str("# HELP db_pool_connections Database connections open in the pool.\n# TYPE db_pool_connections gauge\n");
             let _ = writeln!(out, "db_pool_connections {open}");
             out.push_str("# HELP db_pool_idle_connections Open connections not in use.\n# TYPE db_pool_idle_connections gauge\n");
@@ -176,6 +198,19 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A probe of `pool` for `/metrics`.
+pub fn pool_probe(pool: books_adapters::PgPool) -> PoolProbe {
+    Box::new(move || {
+        let state = pool.state();
+        PoolState {
+            max: pool.max_size(),
+            open: state.connections,
+            idle: state.idle_connections,
+            waiting: books_adapters::waiting_for_connection(),
+        }
+    })
 }
 
 /// A request id from the client (1 to 128 visible ASCII characters), or a new one.

@@ -8,7 +8,7 @@ use actix_web::http::header::HeaderMap;
 use books_adapters::testing::TestDatabase;
 use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository};
 use books_domain::{BookService, KeyName, KeyService, Scope};
-use books_http::observe::PoolProbe;
+use books_http::observe::pool_probe;
 use books_http::ratelimit::RateLimit;
 use books_http::{Application, ServerSettings, Services};
 use serde_json::Value;
@@ -90,10 +90,7 @@ impl TestApp {
     ) -> Self {
         let service = BookService::new(PostgresBookRepository::new(pool.clone()));
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
-        let probe: PoolProbe = Box::new(move || {
-            let state = pool.state();
-            (state.connections, state.idle_connections)
-        });
+        let probe = pool_probe(pool);
         let create = |name: &str, scope| {
             keys.create(&KeyName::new(name).unwrap(), scope)
                 .unwrap()

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
+use books_adapters::testing::TestDatabase;
 use books_adapters::{
     ClusterOptions, LocalCluster, PoolOptions, connect, ensure_database, run_migrations,
 };
@@ -233,30 +234,17 @@ async fn cors_answers_preflights_for_configured_origins_only() {
 
 #[actix_web::test]
 async fn a_graceful_stop_finishes_requests_in_flight_and_then_refuses_new_ones() {
-    use diesel::prelude::*;
     let app = TestApp::spawn().await;
     let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
         .as_i64()
         .unwrap();
     // Hold the book's row lock for a while, so that a PATCH is in flight when the stop begins.
-    let url = app.database_url().to_owned();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let locker = std::thread::spawn(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        conn.transaction::<_, diesel::result::Error, _>(|conn| {
-            diesel::sql_query("SELECT id FROM book WHERE id = $1 FOR UPDATE")
-                .bind::<diesel::sql_types::BigInt, _>(id)
-                .execute(conn)?;
-            locked_tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(700));
-            Ok(())
-        })
-        .unwrap();
-    });
-    actix_web::web::block(move || locked_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let locker = lock_row(
+        app.database_url().to_owned(),
+        id,
+        Duration::from_millis(700),
+    )
+    .await;
     let path = format!("/api/v1/books/{id}");
     let body = json!({"genre": "SF"});
     let patch = app.send_json(Method::PATCH, &path, &body, &[]);
@@ -272,5 +260,64 @@ async fn a_graceful_stop_finishes_requests_in_flight_and_then_refuses_new_ones()
         None,
         "a stopped server still answers"
     );
+    locker.join().unwrap();
+}
+
+/// Holds the row lock of book `id` for `hold`, from a connection of its own; returns once taken.
+async fn lock_row(url: String, id: i64, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::prelude::*;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            diesel::sql_query("SELECT id FROM book WHERE id = $1 FOR UPDATE")
+                .bind::<diesel::sql_types::BigInt, _>(id)
+                .execute(conn)?;
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            Ok(())
+        })
+        .unwrap();
+    });
+    actix_web::web::block(move || locked_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    locker
+}
+
+#[actix_web::test]
+async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
+    let database = TestDatabase::new();
+    let url = database.url().to_owned();
+    let pool = connect(
+        &url,
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(pool, Some(database), None);
+    let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let locker = lock_row(url, id, Duration::from_millis(3500)).await;
+    let path = format!("/api/v1/books/{id}");
+    let body = json!({"genre": "SF"});
+    // The patch takes the pool's only connection and waits for the row lock.
+    let blocked = app.send_json(Method::PATCH, &path, &body, &[]);
+    let starved = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let reply = app.get(&path).await;
+        (reply, started.elapsed())
+    };
+    let (patched, (starved, waited)) = futures_util::join!(blocked, starved);
+    starved.problem(503);
+    assert!(starved.header("retry-after").is_some());
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(patched.status, 200);
+    assert_eq!(app.get(&path).await.status, 200);
     locker.join().unwrap();
 }
