@@ -13,6 +13,7 @@
 //! refused connection reported as [`books_domain::StorageError::Unavailable`].
 
 mod cluster;
+mod condition;
 mod database;
 mod keys;
 mod repository;

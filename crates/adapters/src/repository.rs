@@ -8,16 +8,18 @@ use books_domain::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::dsl::{now, sql};
+use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
+use diesel::sql_types::Bool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::PgPool;
+use crate::condition::Condition;
+use crate::condition::Part::{self, Sql};
 use crate::schema::{book, idempotency_key};
 
 /// Stores books in the `book` table. Cloning shares the pool.
@@ -333,60 +335,67 @@ impl BookRepository for PostgresBookRepository {
         let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
         let filter = &query.filter;
         if let Some(author) = &filter.author {
-            select = select.filter(
-                sql::<Bool>("lower(author) = lower(")
-                    .bind::<Text, _>(author.as_str().to_owned())
-                    .sql(")"),
-            );
+            let value = Part::Text(author.as_str().to_owned());
+            select = select.filter(Condition(vec![
+                Sql("lower(author) = lower("),
+                value,
+                Sql(")"),
+            ]));
         }
         if let Some(genre) = &filter.genre {
-            select = select.filter(
-                sql::<Bool>("lower(genre) = lower(")
-                    .bind::<Text, _>(genre.as_str().to_owned())
-                    .sql(")"),
-            );
+            let value = Part::Text(genre.as_str().to_owned());
+            select = select.filter(Condition(vec![
+                Sql("lower(genre) = lower("),
+                value,
+                Sql(")"),
+            ]));
         }
         if let Some(term) = &filter.search {
             let pattern = like_pattern(term.as_str());
-            select = select.filter(
-                sql::<Bool>("(title ILIKE ")
-                    .bind::<Text, _>(pattern.clone())
-                    .sql(" OR author ILIKE ")
-                    .bind::<Text, _>(pattern)
-                    .sql(")"),
-            );
+            select = select.filter(Condition(vec![
+                Sql("(title ILIKE "),
+                Part::Text(pattern.clone()),
+                Sql(" OR author ILIKE "),
+                Part::Text(pattern),
+                Sql(")"),
+            ]));
         }
         let descending = query.sort.descending;
         if let Some(after) = &query.after {
             // A row comparison, so that PostgreSQL walks the (key, id) index from the position.
-            let op = if descending { "<" } else { ">" };
-            let id = after.id.get();
-            select = match &after.value {
-                SortValue::Id => {
-                    select.filter(sql::<Bool>(&format!("id {op} ")).bind::<BigInt, _>(id))
-                }
-                SortValue::Text(text) => {
-                    let column = if after.key == SortKey::Author {
-                        "author"
-                    } else {
-                        "title"
+            let id = Part::BigInt(after.id.get());
+            let condition = match (&after.value, descending) {
+                (SortValue::Id, false) => vec![Sql("id > "), id],
+                (SortValue::Id, true) => vec![Sql("id < "), id],
+                (SortValue::Text(text), _) => {
+                    let open = match (after.key == SortKey::Author, descending) {
+                        (false, false) => "(title, id) > (",
+                        (false, true) => "(title, id) < (",
+                        (true, false) => "(author, id) > (",
+                        (true, true) => "(author, id) < (",
                     };
-                    select.filter(
-                        sql::<Bool>(&format!("({column}, id) {op} ("))
-                            .bind::<Text, _>(text.clone())
-                            .sql(", ")
-                            .bind::<BigInt, _>(id)
-                            .sql(")"),
-                    )
+                    vec![Sql(open), Part::Text(text.clone()), Sql(", "), id, Sql(")")]
                 }
-                SortValue::Time(time) => select.filter(
-                    sql::<Bool>(&format!("(created_at, id) {op} ("))
-                        .bind::<Timestamptz, _>(*time)
-                        .sql(", ")
-                        .bind::<BigInt, _>(id)
-                        .sql(")"),
-                ),
+                (SortValue::Time(time), false) => {
+                    vec![
+                        Sql("(created_at, id) > ("),
+                        Part::Time(*time),
+                        Sql(", "),
+                        id,
+                        Sql(")"),
+                    ]
+                }
+                (SortValue::Time(time), true) => {
+                    vec![
+                        Sql("(created_at, id) < ("),
+                        Part::Time(*time),
+                        Sql(", "),
+                        id,
+                        Sql(")"),
+                    ]
+                }
             };
+            select = select.filter(Condition(condition));
         }
         select = match (query.sort.key, descending) {
             (SortKey::Id, false) => select.order(book::id.asc()),

@@ -116,3 +116,57 @@ pub trait BookRepository: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A shared repository is a repository: embedders can keep a handle on the one they give to
+/// [`crate::BookService::new`].
+impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
+        (**self).create(book)
+    }
+
+    fn create_once(
+        &self,
+        key: &IdempotencyKey,
+        book: &NewBook,
+    ) -> Result<Created, CreateBookError> {
+        (**self).create_once(key, book)
+    }
+
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {
+        (**self).forget_keys_older_than(age)
+    }
+
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
+        (**self).find_by_id(id)
+    }
+
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
+        (**self).list(query, count)
+    }
+
+    fn replace(
+        &self,
+        id: BookId,
+        book: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        (**self).replace(id, book, check)
+    }
+
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        (**self).patch(id, patch, check)
+    }
+
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        (**self).delete(id, check)
+    }
+
+    fn ping(&self) -> Result<(), crate::StorageError> {
+        (**self).ping()
+    }
+}

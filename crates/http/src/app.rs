@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Stop on SIGINT and SIGTERM. Off in tests, where the test stops the server.
     pub handle_signals: bool,
+    /// Threads per worker for database work (see [`Application::build`]).
+    pub blocking_threads_per_worker: usize,
     /// Requests per caller, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
     /// Origins allowed to call from a browser (CORS); none by default.
@@ -44,6 +46,7 @@ impl Default for ServerSettings {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             shutdown_timeout: Duration::from_secs(10),
             handle_signals: true,
+            blocking_threads_per_worker: 8,
             rate_limit: RateLimit::per_second(100),
             cors_origins: Vec::new(),
         }
@@ -128,6 +131,10 @@ impl Application {
             .configure(configure)
         })
         .workers(settings.workers)
+        // Database work runs on each worker's blocking threads. As many of them as there are
+        // pooled connections is enough: more only park on the pool's lock, and on a small machine
+        // every parked and woken thread costs the CPU the database needs.
+        .worker_max_blocking_threads(settings.blocking_threads_per_worker)
         // A client gets 5 s to send its request head, and an idle connection is closed after
         // 75 s (longer than most load balancers' idle timeout, so they close first).
         .client_request_timeout(Duration::from_secs(5))

@@ -141,8 +141,14 @@ fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Res
     let listener = TcpListener::bind(&args.bind)
         .with_context(|| format!("could not listen on {}", args.bind))?;
     let address = listener.local_addr()?;
+    let workers = args
+        .workers
+        .unwrap_or(ServerSettings::default().workers)
+        .max(1);
     let settings = ServerSettings {
-        workers: args.workers.unwrap_or(ServerSettings::default().workers),
+        workers,
+        // Enough threads to keep every pooled connection busy, and no more.
+        blocking_threads_per_worker: (args.pool_size as usize).div_ceil(workers).max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
         cors_origins: args
             .cors_origins

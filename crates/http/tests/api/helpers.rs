@@ -110,6 +110,7 @@ impl TestApp {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
+            blocking_threads_per_worker: 8,
             rate_limit,
             cors_origins: vec!["https://books.example".to_owned()],
         };

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""The books-api benchmark: the service against the machine's own ceilings.
+
+One run, one machine, loopback only, every load bounded in time. It measures
+
+* the database ceiling: pgbench (prepared protocol) running the very SELECT by primary key the
+  service runs, with N clients;
+* the HTTP ceiling: wrk with N connections on /healthz of the release service (no database);
+* the combined bound 1 / (1/db + 1/http): what the two can do together on shared cores;
+* the release service, auth on as in production, under wrk: GET by id (random ids), POST create,
+  GET list (limit 20), PATCH; and deep paging on 1,000,000 rows (page 1 against page 1,000);
+
+and prints one table: scenario, requests/s, p50, p99, ratio to the combined bound, and the
+service's peak RSS. Prerequisites: cargo, the PostgreSQL server programs, psql, pgbench, wrk.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "release" / "books-api"
+# The statement diesel sends for GET /api/v1/books/{id} (see PostgresBookRepository::find_by_id).
+SELECT_BY_ID = (
+    'SELECT "book"."id", "book"."title", "book"."author", "book"."genre", "book"."version", '
+    '"book"."created_at", "book"."updated_at" FROM "book" WHERE ("book"."id" = :id) LIMIT 1'
+)
+
+
+def need(*programs):
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)} (Debian: apt-get install wrk postgresql postgresql-contrib)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base, process):
+    for _ in range(240):
+        if process.poll() is not None:
+            sys.exit("the service exited before it was ready")
+        try:
+            urllib.request.urlopen(f"{base}/readyz", timeout=1)
+            return
+        except Exception:
+            time.sleep(0.25)
+    sys.exit("the service did not become ready")
+
+
+def psql(conninfo, sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def seed(conninfo, first_id, count):
+    psql(conninfo, f"""
+        INSERT INTO book (title, author, genre)
+        SELECT 'Title ' || (g % 5000), 'Author ' || (g % 997),
+               CASE WHEN g % 3 = 0 THEN NULL ELSE 'Genre ' || (g % 40) END
+        FROM generate_series({first_id}, {first_id + count - 1}) g;""")
+    # Vacuumed and analyzed now, so that autovacuum does not compete with the measurements.
+    psql(conninfo, "VACUUM (ANALYZE) book")
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def pgbench(conninfo, clients, seconds, work):
+    script = work / "select_by_id.sql"
+    script.write_text(f"\\set id random(1, 10000)\n{SELECT_BY_ID};\n")
+    logs = work / "pgbench"
+    logs.mkdir(exist_ok=True)
+    out = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
+         "-f", str(script), "-l", "--log-prefix", str(logs / "log"), conninfo],
+        check=True, capture_output=True, text=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    latencies = []
+    for log in logs.glob("log*"):
+        for line in log.read_text().splitlines():
+            fields = line.split()
+            latencies.append(int(fields[2]) / 1000.0)
+        log.unlink()
+    latencies.sort()
+    return {"rps": tps, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "non2xx": 0}
+
+
+# Counts every answer that is not 2xx (wrk itself counts only 4xx and 5xx), per thread, and
+# reports the total: a benchmark that measures redirects or refusals measures nothing.
+COUNT_NON_2XX = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0 end
+function response(status, headers, body)
+    if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+    local total = 0
+    for _, thread in ipairs(threads) do total = total + thread:get("non2xx") end
+    io.write("NON2XX " .. total .. "\\n")
+end
+"""
+
+
+def wrk(url, connections, seconds, work, script=""):
+    path = work / "wrk.lua"
+    path.write_text(script + COUNT_NON_2XX)
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s",
+               "-s", str(path)]
+    out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+
+    def duration_ms(text):
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non2xx = int(re.search(r"NON2XX (\d+)", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": non2xx + errors}
+
+
+def lua(key, method, path_expr, body=None):
+    headers = f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    if body:
+        headers += 'wrk.headers["Content-Type"] = "application/json"\n'
+    # A JSON string literal is a valid Lua string literal for this ASCII content.
+    body_arg = f", nil, {json.dumps(json.dumps(body))}" if body else ""
+    return (f"{headers}math.randomseed(os.time())\n"
+            f"request = function() return wrk.format(\"{method}\", {path_expr}{body_arg}) end\n")
+
+
+def peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", "-n", type=int, default=32, help="clients and connections (N)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load")
+    parser.add_argument("--skip-build", action="store_true", help="use the release binary as it is")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--quick", action="store_true", help="only the ceilings and GET by id")
+    args = parser.parse_args()
+    need("cargo", "psql", "pgbench", "wrk")
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+
+    work = Path(tempfile.mkdtemp(prefix="books-bench-"))
+    os.chmod(work, 0o755)  # as root the cluster runs as an unprivileged user who must enter it
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DATA_DIR=str(work / "postgres"), BIND=f"127.0.0.1:{port}",
+               # Limiting stays on, so every request pays for its bucket, but nothing is refused.
+               RATE_LIMIT="1000000", RUST_LOG="warn")
+    env.pop("DATABASE_URL", None)
+    stdout = open(work / "stdout", "w+")
+    service = subprocess.Popen([str(BINARY)], env=env, stdout=stdout, stderr=open(work / "stderr", "w"))
+    try:
+        wait_ready(base, service)
+        stdout.seek(0)
+        key = stdout.read().strip().splitlines()[-1]
+        conninfo = f"host={work / 'postgres' / 'run'} port=5432 user=postgres dbname=books"
+        seed(conninfo, 1, 10_000)
+        n, t = args.connections, args.seconds
+        rows = {}
+        rows["database ceiling (pgbench SELECT by id)"] = pgbench(conninfo, n, t, work)
+        rows["HTTP ceiling (wrk /healthz)"] = wrk(f"{base}/healthz", n, t, work)
+        db, http = rows["database ceiling (pgbench SELECT by id)"]["rps"], rows["HTTP ceiling (wrk /healthz)"]["rps"]
+        bound = 1 / (1 / db + 1 / http)
+        rows["combined bound 1/(1/db + 1/http)"] = {"rps": bound, "p50": None, "p99": None, "non2xx": 0}
+        rows["GET /api/v1/books/{id} (random)"] = wrk(base, n, t, work, lua(
+            key, "GET", '"/api/v1/books/" .. math.random(1, 10000)'))
+        if args.quick:
+            rss = rss_under_load = peak_rss_mib(service.pid)
+            return report(rows, bound, n, t, rss_under_load, rss, None, args.json)
+        rows["GET /api/v1/books?limit=20"] = wrk(base, n, t, work, lua(key, "GET", '"/api/v1/books?limit=20"'))
+        rows["PATCH /api/v1/books/{id}"] = wrk(base, n, t, work, lua(
+            key, "PATCH", '"/api/v1/books/" .. math.random(1, 10000)', {"genre": "Benchmarked"}))
+        rows["POST /api/v1/books"] = wrk(base, n, t, work, lua(
+            key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"}))
+        rss_under_load = peak_rss_mib(service.pid)
+
+        # Deep paging: a million rows, page 1 against page 1,000 under the same sort.
+        count = get_json(f"{base}/api/v1/books?limit=1&sort=-id")["items"][0]["id"]
+        seed(conninfo, count + 1, 1_000_000 - count)
+        first = "/api/v1/books?sort=title&limit=20"
+        path = first
+        for _ in range(999):
+            path = f"/api/v1/books?limit=20&cursor={get_json(base + path)['next_cursor']}"
+        rows["deep paging: page 1 (sort=title)"] = wrk(base + first, n, t, work)
+        rows["deep paging: page 1000 (sort=title)"] = wrk(base + path, n, t, work)
+        rss = peak_rss_mib(service.pid)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    return report(rows, bound, n, t, rss_under_load, rss, rows, args.json)
+
+
+def report(rows, bound, n, t, rss_under_load, rss, full, json_path):
+    def fmt(value, digits=1):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    print(f"\nbooks-api benchmark: N = {n} connections, {t} s per load, {os.cpu_count()} cores shared by "
+          "database, service and load\n")
+    print(f"| {'scenario':<42} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'÷ bound':>7} | {'non-2xx':>7} |")
+    print(f"|{'-' * 44}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for name, row in rows.items():
+        print(f"| {name:<42} | {row['rps']:>10.0f} | {fmt(row['p50'], 2):>7} | {fmt(row['p99'], 2):>7} | "
+              f"{row['rps'] / bound:>7.2f} | {row['non2xx']:>7} |")
+    deep = None
+    if full:
+        deep = rows["deep paging: page 1000 (sort=title)"]["p50"] / rows["deep paging: page 1 (sort=title)"]["p50"]
+        print(f"\npage 1000 ÷ page 1 (p50 latency): {deep:.2f}   (target ≤ 1.2)")
+    get_ratio = rows["GET /api/v1/books/{id} (random)"]["rps"] / bound
+    print(f"GET by id ÷ combined bound: {get_ratio:.2f}   (target ≥ 0.8)")
+    print(f"service peak RSS: {rss_under_load:.1f} MiB under load, {rss:.1f} MiB at the end   (target ≤ 64)")
+    errors = sum(row["non2xx"] for row in rows.values())
+    print(f"non-2xx responses and socket errors under load: {errors}   (target 0)")
+    if json_path:
+        json_path.write_text(json.dumps({"rows": rows, "bound": bound, "rss_mib": rss, "deep_ratio": deep}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

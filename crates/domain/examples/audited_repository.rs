@@ -1,0 +1,105 @@
+//! Plug your own storage into the use cases: a repository that wraps another one and keeps an
+//! audit trail of every write. Any type that implements `BookRepository` will do, a database of
+//! your team's included.
+//!
+//! `cargo run -p books-domain --example audited_repository`
+
+use std::sync::Mutex;
+
+use books_domain::{
+    Book, BookId, BookPatch, BookRepository, BookService, CreateBookError, Created, GetBookError,
+    IdempotencyKey, InMemoryBookRepository, ListBooksError, ListQuery, NewBook, StorageError,
+    VersionCheck, WriteBookError,
+};
+use chrono::TimeDelta;
+
+/// Delegates to `inner` and records what was written.
+#[derive(Debug, Default)]
+struct Audited<R> {
+    inner: R,
+    trail: Mutex<Vec<String>>,
+}
+
+impl<R> Audited<R> {
+    fn note(&self, entry: String) {
+        if let Ok(mut trail) = self.trail.lock() {
+            trail.push(entry);
+        }
+    }
+}
+
+impl<R: BookRepository> BookRepository for Audited<R> {
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
+        let created = self.inner.create(book)?;
+        self.note(format!("created {} ({})", created.id(), created.title()));
+        Ok(created)
+    }
+
+    fn create_once(
+        &self,
+        key: &IdempotencyKey,
+        book: &NewBook,
+    ) -> Result<Created, CreateBookError> {
+        let created = self.inner.create_once(key, book)?;
+        self.note(format!("created {} once for key {key}", created.book.id()));
+        Ok(created)
+    }
+
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        self.inner.forget_keys_older_than(age)
+    }
+
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
+        self.inner.find_by_id(id)
+    }
+
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
+        self.inner.list(query, count)
+    }
+
+    fn replace(
+        &self,
+        id: BookId,
+        book: &NewBook,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        let replaced = self.inner.replace(id, book, check)?;
+        self.note(format!("replaced {id}, now version {}", replaced.version()));
+        Ok(replaced)
+    }
+
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        let patched = self.inner.patch(id, patch, check)?;
+        self.note(format!("patched {id}, now version {}", patched.version()));
+        Ok(patched)
+    }
+
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        self.inner.delete(id, check)?;
+        self.note(format!("deleted {id}"));
+        Ok(())
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let repository = std::sync::Arc::new(Audited::<InMemoryBookRepository>::default());
+    // `Arc<R>` is a repository too, so the caller keeps a handle on what it gives the service.
+    let catalogue = BookService::new(repository.clone());
+    let book =
+        catalogue.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    catalogue.replace_book(
+        book.id(),
+        &NewBook::parse(Some("Dune"), Some("F. Herbert"), Some("SF"))?,
+        &VersionCheck::Any,
+    )?;
+    catalogue.delete_book(book.id(), &VersionCheck::Any)?;
+    for entry in repository.trail.lock().map_err(|_| "poisoned")?.iter() {
+        println!("{entry}");
+    }
+    Ok(())
+}

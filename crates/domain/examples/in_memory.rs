@@ -1,0 +1,61 @@
+//! Drive the catalogue's use cases in memory, with no database and no async runtime.
+//!
+//! `cargo run -p books-domain --example in_memory`
+
+use books_domain::{
+    BookPatch, BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize, PatchValue, Sort,
+    SortKey, VersionCheck, WriteBookError,
+};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let catalogue = BookService::new(InMemoryBookRepository::default());
+
+    for (title, author) in [
+        ("Dune", "Frank Herbert"),
+        ("Emma", "Jane Austen"),
+        ("Beloved", "Toni Morrison"),
+    ] {
+        catalogue.create_book(&NewBook::parse(Some(title), Some(author), None)?)?;
+    }
+
+    // Invalid input never becomes a book: every field is checked, and all problems are reported.
+    let refused = NewBook::parse(Some("   "), None, None).unwrap_err();
+    println!("refused: {refused}");
+
+    // Page through the catalogue by title, two at a time.
+    let mut query = ListQuery {
+        sort: Sort {
+            key: SortKey::Title,
+            descending: false,
+        },
+        limit: PageSize::new(2).ok_or("page size")?,
+        ..ListQuery::default()
+    };
+    loop {
+        let page = catalogue.list_books(&query)?;
+        let titles: Vec<_> = page.items.iter().map(|b| b.title().as_str()).collect();
+        println!("page: {titles:?}");
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+
+    // Optimistic concurrency: a write names the version it read.
+    let dune = catalogue.list_books(&ListQuery::default())?.items[0].clone();
+    let patch = BookPatch::parse(
+        PatchValue::Keep,
+        PatchValue::Keep,
+        PatchValue::Set("Science fiction"),
+    )?;
+    let read = VersionCheck::OneOf(vec![dune.version()]);
+    let updated = catalogue.patch_book(dune.id(), &patch, &read)?;
+    println!("{} is now version {}", updated.title(), updated.version());
+    match catalogue.patch_book(dune.id(), &patch, &read) {
+        Err(WriteBookError::VersionMismatch { current, .. }) => {
+            println!("stale write refused; current version {current}")
+        }
+        other => println!("unexpected: {other:?}"),
+    }
+    Ok(())
+}
