@@ -4,6 +4,11 @@
 //!
 //! `cargo run -p books-domain --example audited_repository`
 
+#![allow(
+    clippy::print_stdout,
+    reason = "an example shows what it does on standard output"
+)]
+
 use std::sync::Mutex;
 
 use books_domain::{
