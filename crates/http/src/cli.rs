@@ -79,9 +79,11 @@ pub struct ServeArgs {
     /// off when empty.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_origins: Vec<String>,
-    /// The most database connections open at once.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
-    pub pool_size: u32,
+    // More than a few connections per core only adds waiting: on 2 cores, 8 served GET by id
+    // 10 % faster than 16, with a 40 times shorter p99 (docs/performance.md).
+    /// The most database connections open at once [default: four per core].
+    #[arg(long, env = "DB_POOL_SIZE")]
+    pub pool_size: Option<u32>,
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -106,6 +108,14 @@ pub struct Database {
     pub url: String,
     /// The embedded cluster, when no URL was given.
     pub cluster: Option<LocalCluster>,
+}
+
+impl ServeArgs {
+    /// The pool size: as configured, or four connections per core.
+    pub fn pool_size(&self) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        self.pool_size.unwrap_or(u32::try_from(4 * cores).unwrap_or(16)).max(1)
+    }
 }
 
 impl DatabaseArgs {

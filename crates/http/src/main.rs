@@ -126,7 +126,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Result<()> {
-    let pool = pool(database_url, args.pool_size)?;
+    let pool = pool(database_url, args.pool_size())?;
     let service = BookService::new(PostgresBookRepository::new(pool.clone()));
     let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
     if embedded && keys.list()?.is_empty() {
@@ -148,7 +148,7 @@ fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Res
     let settings = ServerSettings {
         workers,
         // Enough threads to keep every pooled connection busy, and no more.
-        blocking_threads_per_worker: (args.pool_size as usize).div_ceil(workers).max(1),
+        blocking_threads_per_worker: (args.pool_size() as usize).div_ceil(workers).max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
         cors_origins: args
             .cors_origins
