@@ -2,10 +2,13 @@
 //! the blocking pool, and maps the result; the rules live in the domain, the storage in adapters.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
     Author, Book, BookFilter, BookId, BookService, Created, Genre, IdempotencyKey, ListQuery,
-    PageSize, SearchTerm, Sort,
+    PageSize, SearchTerm, Sort, VersionCheck,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -58,8 +61,44 @@ where
     }
 }
 
-/// Reads a path id: a positive 64-bit integer in plain decimal digits.
-pub(crate) fn parse_id(raw: &str) -> Result<BookId, ApiError> {
+/// The book a request names in its path (`{id}`): a positive 64-bit integer in plain decimal
+/// digits, or the request is a 400.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BookPath(pub(crate) BookId);
+
+impl FromRequest for BookPath {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(parse_id(request.match_info().get("id").unwrap_or_default()).map(Self))
+    }
+}
+
+/// The book a write names in its path, and the versions its `If-Match` allows it to overwrite.
+#[derive(Debug)]
+pub(crate) struct WriteTarget {
+    pub(crate) id: BookId,
+    pub(crate) check: VersionCheck,
+}
+
+impl FromRequest for WriteTarget {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        ready(
+            BookPath::from_request(request, payload)
+                .into_inner()
+                .map(|BookPath(id)| Self {
+                    id,
+                    check: if_match(request, id),
+                }),
+        )
+    }
+}
+
+fn parse_id(raw: &str) -> Result<BookId, ApiError> {
     raw.bytes()
         .all(|b| b.is_ascii_digit())
         .then(|| raw.parse::<i64>().ok())
@@ -334,9 +373,8 @@ pub(crate) async fn create_book(
 pub(crate) async fn get_book(
     service: web::Data<BookService>,
     request: HttpRequest,
-    id: web::Path<String>,
+    BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let book = blocking(&service, move |s| s.get_book(id)).await?;
     if if_none_match(&request, &book) {
         return Ok(HttpResponse::NotModified()
@@ -367,13 +405,11 @@ pub(crate) async fn get_book(
 pub(crate) async fn replace_book(
     _writer: WriteAccess,
     service: web::Data<BookService>,
+    WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
-    let check = if_match(&request, id);
     let book = blocking(&service, move |s| s.replace_book(id, &replacement, &check)).await?;
     Ok(book_response(HttpResponse::Ok(), &book))
 }
@@ -402,13 +438,11 @@ pub(crate) async fn replace_book(
 pub(crate) async fn patch_book(
     _writer: WriteAccess,
     service: web::Data<BookService>,
+    WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
-    let check = if_match(&request, id);
     let book = blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
     Ok(book_response(HttpResponse::Ok(), &book))
 }
@@ -428,11 +462,8 @@ pub(crate) async fn patch_book(
 pub(crate) async fn delete_book(
     _writer: WriteAccess,
     service: web::Data<BookService>,
-    request: HttpRequest,
-    id: web::Path<String>,
+    WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let check = if_match(&request, id);
     blocking(&service, move |s| s.delete_book(id, &check)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -114,7 +114,9 @@ impl ServeArgs {
     /// The pool size: as configured, or four connections per core.
     pub fn pool_size(&self) -> u32 {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        self.pool_size.unwrap_or(u32::try_from(4 * cores).unwrap_or(16)).max(1)
+        self.pool_size
+            .unwrap_or(u32::try_from(4 * cores).unwrap_or(16))
+            .max(1)
     }
 }
 

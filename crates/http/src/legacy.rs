@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::WriteAccess;
-use crate::books::{blocking, parse_id};
+use crate::books::{BookPath, WriteTarget, blocking};
 use crate::error::ApiError;
-use crate::etag::{IfMatchHeader, if_match};
+use crate::etag::IfMatchHeader;
 
 /// A book as the tutorial shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -208,9 +208,8 @@ pub(crate) async fn create(
 )]
 pub(crate) async fn get(
     service: web::Data<BookService>,
-    id: web::Path<String>,
+    BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let book = blocking(&service, move |s| s.get_book(id)).await?;
     Ok(HttpResponse::Ok().json(LegacyBookItem {
         books: LegacyBook::from(&book),
@@ -232,18 +231,16 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     _writer: WriteAccess,
     service: web::Data<BookService>,
+    WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let fields = legacy_fields(&request, &body)?;
     let member = |name: &str| match fields.get(name).map(|v| v.trim()) {
         Some(value) if !value.is_empty() => PatchValue::Set(value),
         _ => PatchValue::Keep,
     };
     let patch: BookPatch = BookPatch::parse(member("title"), member("author"), member("genre"))?;
-    let check = if_match(&request, id);
     blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
     Ok(text_response(format!("Updated a Book with id {id}")))
 }
@@ -260,11 +257,8 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     _writer: WriteAccess,
     service: web::Data<BookService>,
-    request: HttpRequest,
-    id: web::Path<String>,
+    WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let check = if_match(&request, id);
     blocking(&service, move |s| s.delete_book(id, &check)).await?;
     Ok(text_response(format!("Removed Book with id {id}")))
 }
