@@ -422,24 +422,13 @@ impl BookRepository for PostgresBookRepository {
         new: &NewBook,
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError> {
-        let mut conn = self.conn()?;
-        let row = diesel::update(book::table)
-            .filter(target(id, check))
-            .set((
-                book::title.eq(new.title.as_str()),
-                book::author.eq(new.author.as_str()),
-                book::genre.eq(new.genre.as_ref().map(Genre::as_str)),
-                book::version.eq(book::version + 1),
-                book::updated_at.eq(now),
-            ))
-            .returning(BookRow::as_returning())
-            .get_result(&mut conn)
-            .optional()
-            .map_err(storage_error)?;
-        match row {
-            Some(row) => Ok(row.try_into()?),
-            None => Err(explain_missed_write(&mut conn, id)),
-        }
+        // A replacement is a patch that sets every field.
+        let every_field = BookPatch {
+            title: Some(new.title.clone()),
+            author: Some(new.author.clone()),
+            genre: Some(new.genre.clone()),
+        };
+        self.patch(id, &every_field, check)
     }
 
     fn patch(
