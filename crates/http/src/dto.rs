@@ -98,10 +98,6 @@ pub struct BookPatchInput {
 
 /// An error, as RFC 9457 describes it.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "type": "about:blank", "title": "Unprocessable Content", "status": 422,
-    "detail": "title must not be empty", "errors": [{"field": "title", "message": "must not be empty"}]
-}))]
 pub struct Problem {
     /// Always `about:blank`: the status says what kind of problem this is.
     #[serde(rename = "type")]
