@@ -8,9 +8,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use books_domain::{
-    Author, BookFilter, BookId, Genre, ListQuery, Position, SearchTerm, Sort, SortValue,
+    Author, BookFilter, BookId, Genre, ListQuery, Position, SearchTerm, Sort, SortValue, Title,
 };
-use chrono::DateTime;
+use chrono::{DateTime, Datelike as _};
 use serde::{Deserialize, Serialize};
 
 /// Longer than any cursor we make (250-character sort values and filters included).
@@ -95,10 +95,17 @@ pub(crate) fn decode(cursor: &str) -> Option<Continuation> {
         genre: token.g.as_deref().map(Genre::new).transpose().ok()?,
         search: token.q.as_deref().map(SearchTerm::new).transpose().ok()?,
     };
+    // The checksum stops accidents, not someone who has read this file: the values are checked
+    // again as any input would be, so that a forged cursor is a 400 and never a database error.
     let value = match (token.t, token.m) {
         (None, None) => SortValue::Id,
-        (Some(text), None) => SortValue::Text(text),
-        (None, Some(micros)) => SortValue::Time(DateTime::from_timestamp_micros(micros)?),
+        (Some(text), None) => SortValue::Text(Title::new(&text).ok()?.into_string()),
+        (None, Some(micros)) => {
+            let time = DateTime::from_timestamp_micros(micros)?;
+            (1..=9999)
+                .contains(&time.year())
+                .then_some(SortValue::Time(time))?
+        }
         (Some(_), Some(_)) => return None,
     };
     let after = Position {
@@ -158,6 +165,31 @@ mod tests {
             let edited = String::from_utf8(edited).unwrap();
             assert!(decode(&edited).is_none(), "edit at {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_well_formed_cursor_with_values_no_book_can_have_is_refused() {
+        let forge = |payload: &str| {
+            let mut bytes = payload.as_bytes().to_vec();
+            bytes.extend_from_slice(&checksum(payload.as_bytes()));
+            URL_SAFE_NO_PAD.encode(bytes)
+        };
+        assert!(decode(&forge(r#"{"s":"title","t":"Du\u0000ne","i":1}"#)).is_none());
+        assert!(
+            decode(&forge(&format!(
+                r#"{{"s":"title","t":"{}","i":1}}"#,
+                "x".repeat(300)
+            )))
+            .is_none()
+        );
+        assert!(
+            decode(&forge(
+                r#"{"s":"created_at","m":9223372036854775807,"i":1}"#
+            ))
+            .is_none()
+        );
+        assert!(decode(&forge(r#"{"s":"id","i":-5}"#)).is_none());
+        assert!(decode(&forge(r#"{"s":"title","t":"Dune","i":1}"#)).is_some());
     }
 
     #[test]
