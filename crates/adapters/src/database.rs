@@ -73,6 +73,27 @@ pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// Waits until the database at `url` accepts a connection, trying once a second, for at most
+/// `patience`: a service started together with its database (a deployment, a compose file)
+/// should wait for it rather than fail.
+///
+/// # Errors
+///
+/// The last connection error, when `patience` runs out.
+pub fn wait_for_database(url: &str, patience: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match PgConnection::establish(url) {
+            Ok(_) => return Ok(()),
+            Err(error) if started.elapsed() < patience => {
+                tracing::warn!(error = %error, "waiting for the database");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(error) => return Err(error).context("the database did not answer in time"),
+        }
+    }
+}
+
 /// Applies the pending migrations and returns the names of those applied.
 ///
 /// # Errors

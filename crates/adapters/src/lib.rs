@@ -21,6 +21,8 @@ mod schema;
 pub mod testing;
 
 pub use cluster::{ClusterOptions, LocalCluster};
-pub use database::{PgPool, PoolOptions, connect, ensure_database, run_migrations};
+pub use database::{
+    PgPool, PoolOptions, connect, ensure_database, run_migrations, wait_for_database,
+};
 pub use keys::PostgresApiKeyRepository;
 pub use repository::{PostgresBookRepository, waiting_for_connection};

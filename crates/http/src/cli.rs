@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// The most database connections open at once [default: four per core].
     #[arg(long, env = "DB_POOL_SIZE")]
     pub pool_size: Option<u32>,
+    /// Seconds to wait at start for the database to accept connections.
+    #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
+    pub startup_wait: u64,
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,

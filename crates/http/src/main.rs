@@ -4,10 +4,12 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use books_adapters::{
     PgPool, PoolOptions, PostgresApiKeyRepository, PostgresBookRepository, connect, run_migrations,
+    wait_for_database,
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
@@ -126,6 +128,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Result<()> {
+    wait_for_database(database_url, Duration::from_secs(args.startup_wait))?;
     let pool = pool(database_url, args.pool_size())?;
     let service = BookService::new(PostgresBookRepository::new(pool.clone()));
     let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));

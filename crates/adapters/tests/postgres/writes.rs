@@ -216,3 +216,15 @@ fn the_repository_answers_a_ping() {
     let store = Store::new();
     store.repository.ping().unwrap();
 }
+
+#[test]
+fn waiting_for_the_database_returns_at_once_when_it_answers_and_gives_up_when_it_never_does() {
+    use std::time::{Duration, Instant};
+    let database = books_adapters::testing::TestDatabase::new();
+    books_adapters::wait_for_database(database.url(), Duration::from_secs(5)).unwrap();
+    let started = Instant::now();
+    let nowhere = "host=/nonexistent-books-api-socket-dir dbname=books";
+    assert!(books_adapters::wait_for_database(nowhere, Duration::from_secs(1)).is_err());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
+}
