@@ -136,10 +136,13 @@ pub(crate) struct ListParams {
     /// came from; other values for them are refused.
     cursor: Option<String>,
     /// Only books by this author (exact match, case-insensitive).
+    #[param(max_length = 250)]
     author: Option<String>,
     /// Only books of this genre (exact match, case-insensitive).
+    #[param(max_length = 250)]
     genre: Option<String>,
     /// Only books whose title or author contains this text (case-insensitive).
+    #[param(max_length = 250)]
     q: Option<String>,
     /// Order: `id`, `title`, `author` or `created_at`, with a leading `-` for descending. Ties
     /// are broken by id.
