@@ -85,13 +85,15 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                 Err(CreateKeyError::NameTaken(name.clone()))
             }
-            Err(error) => Err(storage_error(error).into()),
+            Err(error) => Err(storage_error(&mut conn, error).into()),
         }
     }
 
     fn list(&self) -> Result<Vec<ApiKey>, StorageError> {
         let mut conn = checkout(&self.pool)?;
-        let rows = active().load(&mut conn).map_err(storage_error)?;
+        let rows = active()
+            .load(&mut conn)
+            .map_err(|error| storage_error(&mut conn, error))?;
         rows.into_iter()
             .map(|row| row.parts().map(|(_, key)| key))
             .collect()
@@ -99,7 +101,9 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
 
     fn active(&self) -> Result<Vec<(KeyDigest, Principal)>, StorageError> {
         let mut conn = checkout(&self.pool)?;
-        let rows = active().load(&mut conn).map_err(storage_error)?;
+        let rows = active()
+            .load(&mut conn)
+            .map_err(|error| storage_error(&mut conn, error))?;
         rows.into_iter()
             .map(|row| {
                 row.parts().map(|(digest, key)| {
@@ -125,7 +129,7 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
             )
             .set(api_key::revoked_at.eq(now))
             .execute(&mut conn)
-            .map_err(storage_error)?;
+            .map_err(|error| storage_error(&mut conn, error))?;
         if revoked == 0 {
             return Err(RevokeKeyError::NotFound(name.clone()));
         }

@@ -7,7 +7,7 @@ use books_domain::{
     Version, VersionCheck, WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -126,14 +126,30 @@ pub(crate) fn checkout(
     })
 }
 
-/// Turns a driver error into the domain's words: a connection that is gone means the store is
-/// unavailable (retry later); anything else is unexpected.
-pub(crate) fn storage_error(error: DieselError) -> StorageError {
-    match error {
+/// Turns a driver error on `conn` into the domain's words: a connection that is gone means the
+/// store is unavailable (retry later); anything else is unexpected.
+///
+/// A connection that is gone is also marked broken, so that the pool drops it instead of handing
+/// it out again. (The pool does not test connections on checkout: that would cost every request
+/// a round trip.)
+pub(crate) fn storage_error(conn: &mut PgConnection, error: DieselError) -> StorageError {
+    let lost = match &error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
-        ) => StorageError::Unavailable(anyhow!(error)),
+        ) => true,
+        DieselError::DatabaseError(_, info) => {
+            ["terminating connection", "server closed the connection"]
+                .iter()
+                .any(|sign| info.message().contains(sign))
+        }
+        _ => false,
+    };
+    if lost {
+        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+        return StorageError::Unavailable(anyhow!(error));
+    }
+    match error {
         // The server is shutting down or restarting, or a statement ran out of time: the same
         // request may well succeed a moment later.
         DieselError::DatabaseError(_, ref info)
@@ -180,7 +196,7 @@ fn explain_missed_write(conn: &mut PgConnection, id: BookId) -> WriteBookError {
             Some(current) => WriteBookError::VersionMismatch { id, current },
             None => StorageError::Unknown(anyhow!("book {id} has version {version}")).into(),
         },
-        Err(error) => storage_error(error).into(),
+        Err(error) => storage_error(conn, error).into(),
     }
 }
 
@@ -300,7 +316,7 @@ impl BookRepository for PostgresBookRepository {
             {
                 CreateBookError::KeyInFlight
             }
-            CreateOnceError::Database(error) => storage_error(error).into(),
+            CreateOnceError::Database(error) => storage_error(&mut conn, error).into(),
         })
     }
 
@@ -310,13 +326,13 @@ impl BookRepository for PostgresBookRepository {
         let deleted =
             diesel::delete(idempotency_key::table.filter(idempotency_key::created_at.lt(cutoff)))
                 .execute(&mut conn)
-                .map_err(storage_error)?;
+                .map_err(|error| storage_error(&mut conn, error))?;
         Ok(deleted as u64)
     }
 
     fn create(&self, new: &NewBook) -> Result<Book, CreateBookError> {
         let mut conn = self.conn()?;
-        let row = insert_book(&mut conn, new).map_err(storage_error)?;
+        let row = insert_book(&mut conn, new).map_err(|error| storage_error(&mut conn, error))?;
         Ok(row.try_into()?)
     }
 
@@ -327,7 +343,7 @@ impl BookRepository for PostgresBookRepository {
             .select(BookRow::as_select())
             .first(&mut conn)
             .optional()
-            .map_err(storage_error)?;
+            .map_err(|error| storage_error(&mut conn, error))?;
         Ok(row.ok_or(GetBookError::NotFound(id))?.try_into()?)
     }
 
@@ -409,7 +425,10 @@ impl BookRepository for PostgresBookRepository {
         };
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         let mut conn = self.conn()?;
-        let rows = select.limit(limit).load(&mut conn).map_err(storage_error)?;
+        let rows = select
+            .limit(limit)
+            .load(&mut conn)
+            .map_err(|error| storage_error(&mut conn, error))?;
         Ok(rows
             .into_iter()
             .map(Book::try_from)
@@ -458,7 +477,7 @@ impl BookRepository for PostgresBookRepository {
             .returning(BookRow::as_returning())
             .get_result(&mut conn)
             .optional()
-            .map_err(storage_error)?;
+            .map_err(|error| storage_error(&mut conn, error))?;
         match row {
             Some(row) => Ok(row.try_into()?),
             None => Err(explain_missed_write(&mut conn, id)),
@@ -470,7 +489,7 @@ impl BookRepository for PostgresBookRepository {
         let deleted = diesel::delete(book::table)
             .filter(target(id, check))
             .execute(&mut conn)
-            .map_err(storage_error)?;
+            .map_err(|error| storage_error(&mut conn, error))?;
         if deleted == 0 {
             return Err(explain_missed_write(&mut conn, id));
         }
@@ -481,7 +500,7 @@ impl BookRepository for PostgresBookRepository {
         let mut conn = self.conn()?;
         diesel::sql_query("SELECT 1")
             .execute(&mut conn)
-            .map_err(storage_error)?;
+            .map_err(|error| storage_error(&mut conn, error))?;
         Ok(())
     }
 }

@@ -226,5 +226,8 @@ fn waiting_for_the_database_returns_at_once_when_it_answers_and_gives_up_when_it
     let nowhere = "host=/nonexistent-books-api-socket-dir dbname=books";
     assert!(books_adapters::wait_for_database(nowhere, Duration::from_secs(1)).is_err());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }

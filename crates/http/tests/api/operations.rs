@@ -321,3 +321,55 @@ async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
     assert_eq!(app.get(&path).await.status, 200);
     locker.join().unwrap();
 }
+
+#[actix_web::test]
+async fn after_a_quick_database_restart_each_stale_connection_fails_at_most_one_request() {
+    let root = std::env::temp_dir().join(format!("books-api-restart-{}", std::process::id()));
+    let options = ClusterOptions {
+        ephemeral: false,
+        remove_on_exit: true,
+        leave_running: false,
+    };
+    let cluster = LocalCluster::start(&root, &options).unwrap();
+    ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
+    let url = cluster.connection_url("books");
+    run_migrations(&url).unwrap();
+    let pool = connect(
+        &url,
+        &PoolOptions {
+            max_size: 4,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(pool, None, None);
+    // Four requests at once leave four open connections in the pool.
+    let warm = futures_util::future::join_all((0..4).map(|_| app.get("/api/v1/books"))).await;
+    assert!(warm.iter().all(|reply| reply.status == 200));
+
+    // Restart with no request in between: every pooled connection is now dead.
+    let (stopped, restarted) = actix_web::web::block(move || {
+        cluster.stop()?;
+        let restarted = LocalCluster::start(&root, &options)?;
+        Ok::<_, anyhow::Error>((cluster, restarted))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(app.get("/api/v1/books").await.status);
+    }
+    let failed = statuses.iter().filter(|status| **status == 503).count();
+    assert!(failed <= 4, "{statuses:?}");
+    assert!(
+        statuses[4..].iter().all(|status| *status == 200),
+        "{statuses:?}"
+    );
+    drop(app);
+    actix_web::web::block(move || restarted.stop().and(stopped.stop()))
+        .await
+        .unwrap()
+        .unwrap();
+}
