@@ -101,28 +101,52 @@ async fn wait_for(app: &TestApp, path: &str, status: u16, within: Duration) -> O
     None
 }
 
+/// A server on a PostgreSQL cluster of the test's own (with a pool of 4), for tests that stop the
+/// database: stopping the shared cluster would fail every other test.
+struct OwnCluster {
+    app: TestApp,
+    cluster: LocalCluster,
+    root: std::path::PathBuf,
+    options: ClusterOptions,
+}
+
+impl OwnCluster {
+    fn start(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("books-api-{name}-{}", std::process::id()));
+        let options = ClusterOptions {
+            ephemeral: false,
+            remove_on_exit: true,
+            leave_running: false,
+        };
+        let cluster = LocalCluster::start(&root, &options).unwrap();
+        ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
+        let url = cluster.connection_url("books");
+        run_migrations(&url).unwrap();
+        let pool = connect(
+            &url,
+            &PoolOptions {
+                max_size: 4,
+                ..PoolOptions::default()
+            },
+        )
+        .unwrap();
+        Self {
+            app: TestApp::spawn_on(pool, None, None),
+            cluster,
+            root,
+            options,
+        }
+    }
+}
+
 #[actix_web::test]
 async fn with_the_database_down_requests_get_503_quickly_and_the_service_recovers_by_itself() {
-    // A cluster of this test's own, since stopping the shared one would fail the other tests.
-    let root = std::env::temp_dir().join(format!("books-api-outage-{}", std::process::id()));
-    let options = ClusterOptions {
-        ephemeral: false,
-        remove_on_exit: true,
-        leave_running: false,
-    };
-    let cluster = LocalCluster::start(&root, &options).unwrap();
-    ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
-    let url = cluster.connection_url("books");
-    run_migrations(&url).unwrap();
-    let pool = connect(
-        &url,
-        &PoolOptions {
-            max_size: 4,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let app = TestApp::spawn_on(pool, None, None);
+    let OwnCluster {
+        app,
+        cluster,
+        root,
+        options,
+    } = OwnCluster::start("outage");
     let id = app
         .create(json!({"title": "Kept", "author": "Durable"}))
         .await["id"]
@@ -324,25 +348,12 @@ async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
 
 #[actix_web::test]
 async fn after_a_quick_database_restart_each_stale_connection_fails_at_most_one_request() {
-    let root = std::env::temp_dir().join(format!("books-api-restart-{}", std::process::id()));
-    let options = ClusterOptions {
-        ephemeral: false,
-        remove_on_exit: true,
-        leave_running: false,
-    };
-    let cluster = LocalCluster::start(&root, &options).unwrap();
-    ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
-    let url = cluster.connection_url("books");
-    run_migrations(&url).unwrap();
-    let pool = connect(
-        &url,
-        &PoolOptions {
-            max_size: 4,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let app = TestApp::spawn_on(pool, None, None);
+    let OwnCluster {
+        app,
+        cluster,
+        root,
+        options,
+    } = OwnCluster::start("restart");
     // Four requests at once leave four open connections in the pool.
     let warm = futures_util::future::join_all((0..4).map(|_| app.get("/api/v1/books"))).await;
     assert!(warm.iter().all(|reply| reply.status == 200));
