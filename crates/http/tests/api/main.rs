@@ -7,6 +7,7 @@
 
 mod auth;
 mod books;
+mod cli;
 mod errors;
 mod helpers;
 mod instances;

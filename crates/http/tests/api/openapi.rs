@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::helpers::TestApp;
 
-fn committed() -> String {
+pub(crate) fn committed() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json");
     std::fs::read_to_string(path).expect("openapi/openapi.json is committed")
 }
