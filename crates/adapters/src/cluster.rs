@@ -10,10 +10,13 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 const SOCKET_PORT: u16 = 5432;
+/// How long a start waits for the server of a run that has just ended to stop.
+const LOCK_PATIENCE: Duration = Duration::from_secs(90);
 /// The longest Unix socket path most systems accept (`sun_path` is 104 to 108 bytes).
 const MAX_SOCKET_PATH: usize = 100;
 
@@ -42,6 +45,8 @@ pub struct LocalCluster {
     owns_server: bool,
     // Held open for the life of this process; its closing is the watchdog's signal.
     _watchdog: Option<(Child, ChildStdin)>,
+    // Held (and shared with the watchdog) while this process owns the server.
+    _lock: Option<fs::File>,
 }
 
 impl LocalCluster {
@@ -69,6 +74,7 @@ impl LocalCluster {
             run_as,
             owns_server: true,
             _watchdog: None,
+            _lock: None,
         };
         let socket_dir = cluster.socket_dir();
         fs::create_dir_all(&socket_dir)?;
@@ -81,11 +87,31 @@ impl LocalCluster {
         if let Some(user) = &cluster.run_as {
             give_to(user, &[&cluster.root, &socket_dir])?;
         }
-        let was_running = cluster.data_dir().join("PG_VERSION").exists() && cluster.is_running();
-        cluster.owns_server = !(was_running && options.leave_running);
+        // Whoever holds the lock owns the server: a service while it runs, and after it ends the
+        // watchdog that stops the server (it inherits the lock), so that a restart right after a
+        // crash waits for the old server to be stopped instead of finding it shutting down.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cluster.root.join("owner.lock"))
+            .with_context(|| format!("could not open the lock of {}", cluster.root.display()))?;
+        let locked = match lock.try_lock() {
+            Ok(()) => true,
+            Err(fs::TryLockError::WouldBlock) => false,
+            Err(fs::TryLockError::Error(error)) => {
+                return Err(error).context("could not lock the cluster");
+            }
+        };
+        let running = cluster.data_dir().join("PG_VERSION").exists() && cluster.is_running();
+        cluster.owns_server = locked || !(running && options.leave_running);
         if cluster.owns_server {
+            if !locked {
+                cluster.wait_for_owner(&lock)?;
+            }
             // Before anything can fail, so that even a failed start leaves nothing behind.
-            cluster._watchdog = Some(cluster.spawn_watchdog(options.remove_on_exit)?);
+            cluster._watchdog = Some(cluster.spawn_watchdog(options.remove_on_exit, &lock)?);
+            cluster._lock = Some(lock);
         }
         if !cluster.data_dir().join("PG_VERSION").exists() {
             cluster.init()?;
@@ -126,6 +152,36 @@ impl LocalCluster {
             .output()
             .context("could not run pg_ctl stop")?;
         self.check(&output, "pg_ctl stop")
+    }
+
+    /// Waits until the owner of the cluster lets go or its server is stopped: the watchdog of a
+    /// service that has just ended is stopping the server. (An owner whose server is stopped
+    /// already has nothing left to do with it.) Another service still running keeps both: that
+    /// is an error.
+    fn wait_for_owner(&self, lock: &fs::File) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut told = false;
+        while started.elapsed() < LOCK_PATIENCE {
+            match lock.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(error)) => {
+                    return Err(error).context("could not lock the cluster");
+                }
+            }
+            if !self.data_dir().join("postmaster.pid").exists() {
+                return Ok(());
+            }
+            if !told {
+                tracing::info!(cluster = %self.root.display(), "waiting for the PostgreSQL server of a previous run to stop");
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "another books-api is using the cluster in {}: stop it, or give this one another --data-dir",
+            self.root.display()
+        )
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -193,8 +249,9 @@ impl LocalCluster {
         self.check(&output, "pg_ctl start")
     }
 
-    /// Stops the server (and deletes the cluster if asked) once this process has exited.
-    fn spawn_watchdog(&self, remove: bool) -> anyhow::Result<(Child, ChildStdin)> {
+    /// Stops the server (and deletes the cluster if asked) once this process has exited, holding
+    /// `lock` until it is done.
+    fn spawn_watchdog(&self, remove: bool, lock: &fs::File) -> anyhow::Result<(Child, ChildStdin)> {
         let stop = self.shell_line(
             "pg_ctl",
             &[
@@ -223,7 +280,7 @@ impl LocalCluster {
                 shell_quote(self.root.as_os_str())?
             );
         }
-        run_at_exit(&script)
+        run_at_exit(&script, Some(lock))
     }
 
     fn pg_command(&self, program: &str) -> Command {
@@ -278,12 +335,25 @@ impl LocalCluster {
 /// Runs the shell `script` once this process has exited, however it exits: a child `sh` waits
 /// for its standard input to close (the kernel closes it when we go), ignoring the terminal's
 /// signals so that Ctrl-C cannot skip it. Keep the returned pair alive as long as the process.
-pub(crate) fn run_at_exit(script: &str) -> anyhow::Result<(Child, ChildStdin)> {
+///
+/// `hold`, a locked file, becomes the script's standard output (the script writes nothing there):
+/// a lock belongs to the open file, so the script keeps it locked until it has run.
+pub(crate) fn run_at_exit(
+    script: &str,
+    hold: Option<&fs::File>,
+) -> anyhow::Result<(Child, ChildStdin)> {
+    let stdout = match hold {
+        Some(file) => Stdio::from(
+            file.try_clone()
+                .context("could not share the cluster lock")?,
+        ),
+        None => Stdio::null(),
+    };
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("trap '' INT TERM HUP; cat >/dev/null; {script}"))
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .current_dir("/")
         .spawn()

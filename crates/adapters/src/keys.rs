@@ -110,6 +110,7 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
                     (
                         digest,
                         Principal {
+                            key: digest,
                             name: key.name,
                             scope: key.scope,
                         },

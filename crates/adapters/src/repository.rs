@@ -200,6 +200,98 @@ fn explain_missed_write(conn: &mut PgConnection, id: BookId) -> WriteBookError {
     }
 }
 
+fn changes(patch: &BookPatch) -> BookChanges<'_> {
+    BookChanges {
+        title: patch.title.as_ref().map(Title::as_str),
+        author: patch.author.as_ref().map(Author::as_str),
+        genre: patch
+            .genre
+            .as_ref()
+            .map(|genre| genre.as_ref().map(Genre::as_str)),
+    }
+}
+
+/// "The stored book differs from what `patch` sets", or `None` for a patch that sets nothing.
+fn differs(patch: &BookPatch) -> Option<VersionFilter> {
+    let mut conditions: Vec<VersionFilter> = Vec::new();
+    if let Some(title) = &patch.title {
+        conditions.push(Box::new(book::title.ne(title.as_str().to_owned())));
+    }
+    if let Some(author) = &patch.author {
+        conditions.push(Box::new(book::author.ne(author.as_str().to_owned())));
+    }
+    if let Some(genre) = &patch.genre {
+        let genre = genre.as_ref().map(|g| g.as_str().to_owned());
+        conditions.push(Box::new(book::genre.is_distinct_from(genre)));
+    }
+    conditions
+        .into_iter()
+        .reduce(|any, next| Box::new(any.or(next)))
+}
+
+/// True when applying `patch` to `row` would leave it as it is.
+fn leaves_unchanged(patch: &BookPatch, row: &BookRow) -> bool {
+    patch.title.as_ref().is_none_or(|t| t.as_str() == row.title)
+        && patch
+            .author
+            .as_ref()
+            .is_none_or(|a| a.as_str() == row.author)
+        && patch
+            .genre
+            .as_ref()
+            .is_none_or(|g| g.as_ref().map(Genre::as_str) == row.genre.as_deref())
+}
+
+/// A patch that the one-statement path did not write: the book is missing, at a version the
+/// caller did not allow, or already as the patch would make it (or was changed by someone else
+/// in between). Decided under the row's lock, so that the answer describes one state of the book.
+fn patch_under_lock(
+    conn: &mut PgConnection,
+    id: BookId,
+    patch: &BookPatch,
+    check: &VersionCheck,
+) -> Result<Book, WriteBookError> {
+    enum Outcome {
+        Missing,
+        Stale(i64),
+        As(BookRow),
+    }
+    let outcome = conn.transaction::<_, DieselError, _>(|conn| {
+        let stored = book::table
+            .find(id.get())
+            .for_update()
+            .select(BookRow::as_select())
+            .first(conn)
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(Outcome::Missing);
+        };
+        if !Version::new(stored.version).is_some_and(|version| check.allows(version)) {
+            return Ok(Outcome::Stale(stored.version));
+        }
+        if leaves_unchanged(patch, &stored) {
+            return Ok(Outcome::As(stored));
+        }
+        diesel::update(book::table.find(id.get()))
+            .set((
+                changes(patch),
+                book::version.eq(book::version + 1),
+                book::updated_at.eq(now),
+            ))
+            .returning(BookRow::as_returning())
+            .get_result(conn)
+            .map(Outcome::As)
+    });
+    match outcome.map_err(|error| storage_error(conn, error))? {
+        Outcome::Missing => Err(WriteBookError::NotFound(id)),
+        Outcome::Stale(version) => match Version::new(version) {
+            Some(current) => Err(WriteBookError::VersionMismatch { id, current }),
+            None => Err(StorageError::Unknown(anyhow!("book {id} has version {version}")).into()),
+        },
+        Outcome::As(row) => Ok(row.try_into()?),
+    }
+}
+
 fn insert_book(conn: &mut PgConnection, new: &NewBook) -> Result<BookRow, DieselError> {
     diesel::insert_into(book::table)
         .values((
@@ -269,6 +361,11 @@ impl From<DieselError> for CreateOnceError {
 
 impl BookRepository for PostgresBookRepository {
     fn create_once(&self, key: &IdempotencyKey, new: &NewBook) -> Result<Created, CreateBookError> {
+        let owner: Vec<u8> = key
+            .owner()
+            .map(|digest| digest.0.to_vec())
+            .unwrap_or_default();
+        let stored_key = (owner.clone(), key.as_str());
         let mut conn = self.conn()?;
         let outcome = conn.transaction::<_, CreateOnceError, _>(|conn| {
             // A retry that arrives while the first request holds the key waits on the key's row
@@ -276,6 +373,7 @@ impl BookRepository for PostgresBookRepository {
             conn.batch_execute("SET LOCAL lock_timeout = '3s'")?;
             let claimed = diesel::insert_into(idempotency_key::table)
                 .values((
+                    idempotency_key::owner.eq(&owner),
                     idempotency_key::key.eq(key.as_str()),
                     idempotency_key::title.eq(new.title.as_str()),
                     idempotency_key::author.eq(new.author.as_str()),
@@ -285,7 +383,7 @@ impl BookRepository for PostgresBookRepository {
                 .execute(conn)?;
             if claimed == 1 {
                 let row = insert_book(conn, new)?;
-                diesel::update(idempotency_key::table.find(key.as_str()))
+                diesel::update(idempotency_key::table.find(stored_key.clone()))
                     .set(idempotency_key::book_id.eq(row.id))
                     .execute(conn)?;
                 let book = Book::try_from(row).map_err(|e| CreateOnceError::Refused(e.into()))?;
@@ -295,7 +393,7 @@ impl BookRepository for PostgresBookRepository {
                 });
             }
             let stored: KeyRow = idempotency_key::table
-                .find(key.as_str())
+                .find(stored_key)
                 .select(KeyRow::as_select())
                 .first(conn)?;
             if !stored.came_with(new) {
@@ -456,32 +554,28 @@ impl BookRepository for PostgresBookRepository {
         patch: &BookPatch,
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError> {
-        let changes = BookChanges {
-            title: patch.title.as_ref().map(Title::as_str),
-            author: patch.author.as_ref().map(Author::as_str),
-            genre: patch
-                .genre
-                .as_ref()
-                .map(|genre| genre.as_ref().map(Genre::as_str)),
-        };
         let mut conn = self.conn()?;
-        // `version = version + 1` is evaluated by PostgreSQL under the row lock, so concurrent
-        // patches each add one: none is lost.
-        let row = diesel::update(book::table)
-            .filter(target(id, check))
-            .set((
-                changes,
-                book::version.eq(book::version + 1),
-                book::updated_at.eq(now),
-            ))
-            .returning(BookRow::as_returning())
-            .get_result(&mut conn)
-            .optional()
-            .map_err(|error| storage_error(&mut conn, error))?;
-        match row {
-            Some(row) => Ok(row.try_into()?),
-            None => Err(explain_missed_write(&mut conn, id)),
+        if let Some(differs) = differs(patch) {
+            // The usual case in one statement: write when the version is allowed and something
+            // differs. `version = version + 1` is evaluated by PostgreSQL under the row lock, so
+            // concurrent patches each add one: none is lost.
+            let row = diesel::update(book::table)
+                .filter(target(id, check))
+                .filter(differs)
+                .set((
+                    changes(patch),
+                    book::version.eq(book::version + 1),
+                    book::updated_at.eq(now),
+                ))
+                .returning(BookRow::as_returning())
+                .get_result(&mut conn)
+                .optional()
+                .map_err(|error| storage_error(&mut conn, error))?;
+            if let Some(row) = row {
+                return Ok(row.try_into()?);
+            }
         }
+        patch_under_lock(&mut conn, id, patch, check)
     }
 
     fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {

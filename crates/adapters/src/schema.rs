@@ -13,7 +13,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    idempotency_key (key) {
+    idempotency_key (owner, key) {
+        owner -> Bytea,
         key -> Varchar,
         title -> Varchar,
         author -> Varchar,

@@ -83,7 +83,7 @@ fn start_server() -> anyhow::Result<Server> {
                 shell_quote(OsStr::new(&admin_url))?,
                 shell_quote(OsStr::new(&statement))?
             );
-            Some(run_at_exit(&script)?)
+            Some(run_at_exit(&script, None)?)
         }
     };
     Ok(Server {

@@ -6,14 +6,19 @@ use std::fmt;
 use chrono::TimeDelta;
 use thiserror::Error;
 
-use crate::Book;
+use crate::{Book, KeyDigest};
 
 /// How long a key is remembered, at least.
 pub const IDEMPOTENCY_KEY_RETENTION: TimeDelta = TimeDelta::hours(24);
 
-/// A client's name for one create: 1 to 255 visible ASCII characters.
+/// A client's name for one create: 1 to 255 visible ASCII characters, and the API key it belongs
+/// to. Two clients that happen to pick the same name make two different keys: neither can replay
+/// the other's response or learn that the name is in use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
+pub struct IdempotencyKey {
+    owner: Option<KeyDigest>,
+    key: String,
+}
 
 /// The key given to [`IdempotencyKey::new`] is empty, too long, or not visible ASCII.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -36,21 +41,46 @@ impl IdempotencyKey {
     pub fn new(raw: &str) -> Result<Self, InvalidIdempotencyKey> {
         let valid = (1..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
         if valid {
-            Ok(Self(raw.to_owned()))
+            Ok(Self {
+                owner: None,
+                key: raw.to_owned(),
+            })
         } else {
             Err(InvalidIdempotencyKey)
         }
     }
 
-    /// The key.
+    /// The same key, belonging to the API key `owner`.
+    ///
+    /// ```
+    /// use books_domain::{IdempotencyKey, KeyDigest};
+    /// let mine = IdempotencyKey::new("retry-1")?.owned_by(KeyDigest::of("bk_mine"));
+    /// let theirs = IdempotencyKey::new("retry-1")?.owned_by(KeyDigest::of("bk_theirs"));
+    /// assert_ne!(mine, theirs);
+    /// # Ok::<(), books_domain::InvalidIdempotencyKey>(())
+    /// ```
+    #[must_use]
+    pub fn owned_by(self, owner: KeyDigest) -> Self {
+        Self {
+            owner: Some(owner),
+            ..self
+        }
+    }
+
+    /// The client's name for the create.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    /// The API key the idempotency key belongs to, if any.
+    pub fn owner(&self) -> Option<&KeyDigest> {
+        self.owner.as_ref()
     }
 }
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.key)
     }
 }
 

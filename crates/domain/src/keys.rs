@@ -137,9 +137,13 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
 }
 
-/// Who made a request: the key's name and scope.
+/// Who made a request: the key's name and scope, and which key it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The key itself, by its digest: unlike the name, which a new key may take once the old
+    /// one is revoked, it is never reused, so what belongs to a key (its idempotency keys)
+    /// never passes to another.
+    pub key: KeyDigest,
     /// The key's name.
     pub name: KeyName,
     /// What it allows.
@@ -360,6 +364,7 @@ impl ApiKeyRepository for InMemoryApiKeyRepository {
                 (
                     *digest,
                     Principal {
+                        key: *digest,
                         name: key.name.clone(),
                         scope: key.scope,
                     },

@@ -75,7 +75,9 @@ pub trait BookRepository: Send + Sync + 'static {
     /// [`ListBooksError::Storage`] when storage fails.
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError>;
 
-    /// Replaces title, author and genre, increments the version and sets `updated_at`.
+    /// Replaces title, author and genre, increments the version and sets `updated_at`. A
+    /// replacement by the stored values changes nothing, not even the version or `updated_at`,
+    /// and returns the book as it is.
     ///
     /// # Errors
     ///
@@ -88,7 +90,9 @@ pub trait BookRepository: Send + Sync + 'static {
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError>;
 
-    /// Applies a merge patch, increments the version and sets `updated_at`.
+    /// Applies a merge patch, increments the version and sets `updated_at`. A patch that
+    /// changes nothing (no member, or only the stored values) leaves the book as it is, version
+    /// and `updated_at` included, and returns it.
     ///
     /// # Errors
     ///

@@ -145,8 +145,18 @@ impl BookService {
         self.repository.replace(id, book, check)
     }
 
-    /// Applies a merge patch to a book. Every successful patch is a new version, even one that
-    /// leaves the fields as they were, so that a client can always tell its write happened.
+    /// Applies a merge patch to a book. A patch that changes something makes a new version; one
+    /// that changes nothing leaves the book exactly as it was, so that it never makes other
+    /// clients' `If-Match` fail for nothing.
+    ///
+    /// ```
+    /// use books_domain::{BookPatch, BookService, InMemoryBookRepository, NewBook, VersionCheck};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let book = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let same = service.patch_book(book.id(), &BookPatch::default(), &VersionCheck::Any)?;
+    /// assert_eq!(same, book);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///

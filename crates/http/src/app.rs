@@ -4,24 +4,25 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header;
-use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, from_fn};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, Next, from_fn};
+use actix_web::{
+    App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, Resource, ResponseError as _,
+    Route, web,
+};
 use anyhow::Context;
 use books_domain::{BookService, KeyService};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::auth::{KeyCache, authenticate};
+use crate::auth::{KeyCache, admit};
 use crate::books::{self, BASE};
 use crate::error::{ApiError, render_problem};
 use crate::observe::{self, Metrics, PoolProbe, observe};
 use crate::openapi::document_json;
-use crate::ratelimit::{RateLimit, RateLimiter, limit_rate};
+use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::{legacy, probes};
-
-/// The largest request body accepted.
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -124,11 +125,12 @@ impl Application {
                 Some(limiter) => app.app_data(limiter.clone()),
                 None => app,
             };
-            app.wrap(Condition::new(
-                !cors_origins.is_empty(),
-                cors(&cors_origins),
-            ))
-            .configure(configure)
+            app.wrap(from_fn(head_as_get))
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
+                .configure(configure)
         })
         .workers(settings.workers)
         // Database work runs on each worker's blocking threads. As many of them as there are
@@ -232,61 +234,93 @@ async fn forget_expired_keys_periodically(service: BookService) {
 /// Everything the application serves, with its middleware. Needs `web::Data<BookService>` and
 /// `web::Data<String>` (the OpenAPI document) in the app data.
 pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .app_data(web::PayloadConfig::new(BODY_LIMIT))
-        .app_data(web::QueryConfig::default().error_handler(|error, _| {
-            ApiError::BadRequest(format!("the query string is invalid: {error}")).into()
-        }))
-        .service(
-            web::scope("")
-                .wrap(ErrorHandlers::new().default_handler(render_problem))
-                .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
-                .wrap(from_fn(observe))
-                .service(
-                    web::scope(BASE)
-                        .wrap(from_fn(limit_rate))
-                        .wrap(from_fn(authenticate))
-                        .service(
-                            web::resource("/books")
-                                .route(web::get().to(books::list_books))
-                                .route(web::post().to(books::create_book)),
-                        )
-                        .service(
-                            web::resource("/books/{id}")
-                                .route(web::get().to(books::get_book))
-                                .route(web::put().to(books::replace_book))
-                                .route(web::patch().to(books::patch_book))
-                                .route(web::delete().to(books::delete_book)),
-                        ),
-                )
-                .service(
-                    web::scope("/booksApi")
-                        .wrap(from_fn(limit_rate))
-                        .wrap(from_fn(authenticate))
-                        .service(
-                            web::resource("")
-                                .route(web::get().to(legacy::list))
-                                .route(web::post().to(legacy::create)),
-                        )
-                        .service(
-                            web::resource("/{id}")
-                                .route(web::get().to(legacy::get))
-                                .route(web::put().to(legacy::update))
-                                .route(web::delete().to(legacy::delete)),
-                        ),
-                )
-                .route("/api-docs/openapi.json", web::get().to(openapi_document))
-                .service(
-                    SwaggerUi::new("/swagger-ui/{_:.*}")
-                        .config(Config::from("/api-docs/openapi.json")),
-                )
-                .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
-                .route("/", web::get().to(|| redirect("/swagger-ui/")))
-                .route("/healthz", web::get().to(probes::healthz))
-                .route("/readyz", web::get().to(probes::readyz))
-                .route("/metrics", web::get().to(observe::metrics))
-                .default_service(web::to(not_found)),
-        );
+    config.service(
+        web::scope("")
+            .wrap(ErrorHandlers::new().default_handler(render_problem))
+            .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+            .wrap(from_fn(observe))
+            .service(
+                web::scope(BASE)
+                    .wrap(from_fn(admit))
+                    .service(
+                        web::resource("/books")
+                            .route(web::get().to(books::list_books))
+                            .route(web::post().to(books::create_book)),
+                    )
+                    .service(
+                        web::resource("/books/{id}")
+                            .route(web::get().to(books::get_book))
+                            .route(web::put().to(books::replace_book))
+                            .route(web::patch().to(books::patch_book))
+                            .route(web::delete().to(books::delete_book)),
+                    ),
+            )
+            .service(
+                web::scope("/booksApi")
+                    .wrap(from_fn(admit))
+                    .service(
+                        web::resource("")
+                            .route(web::get().to(legacy::list))
+                            .route(web::post().to(legacy::create)),
+                    )
+                    .service(
+                        web::resource("/{id}")
+                            .route(web::get().to(legacy::get))
+                            .route(web::put().to(legacy::update))
+                            .route(web::delete().to(legacy::delete)),
+                    ),
+            )
+            .service(read_only(
+                "/api-docs/openapi.json",
+                web::get().to(openapi_document),
+            ))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")),
+            )
+            .service(read_only(
+                "/swagger-ui",
+                web::get().to(|| redirect("/swagger-ui/")),
+            ))
+            .service(read_only("/", web::get().to(|| redirect("/swagger-ui/"))))
+            .service(read_only("/healthz", web::get().to(probes::healthz)))
+            .service(read_only("/readyz", web::get().to(probes::readyz)))
+            .service(read_only("/metrics", web::get().to(observe::metrics)))
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// A resource answering GET (and so HEAD) at `path`, and 405 with `Allow` to any other method.
+/// (Without its own default, a resource in a scope that has one answers 404 to other methods.)
+fn read_only(path: &str, get: Route) -> Resource {
+    web::resource(path)
+        .route(get)
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed(request.method().to_string()).error_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// A request marked as a HEAD that is routed as a GET.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadRequest;
+
+/// Answers HEAD wherever GET is answered, with the same status and headers (RFC 9110, 9.3.2):
+/// the request is routed as a GET, and actix-web sends no body in answer to a HEAD, whatever the
+/// handler produced.
+async fn head_as_get(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if request.method() == Method::HEAD {
+        request.head_mut().method = Method::GET;
+        request.extensions_mut().insert(HeadRequest);
+    }
+    next.call(request).await
 }
 
 async fn openapi_document(document: web::Data<String>) -> HttpResponse {

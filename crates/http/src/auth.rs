@@ -1,6 +1,6 @@
 //! Who may write: bearer API keys, checked in memory.
 //!
-//! Every request under the API is looked at by [`authenticate`]: no `Authorization` header means
+//! Every request under the API is looked at by [`admit`]: no `Authorization` header means
 //! an anonymous caller (reads are open); a valid key puts its [`Principal`] in the request; any
 //! other credential is a 401, so that a typo in a key never passes for anonymity. Write handlers
 //! take a [`WriteAccess`], which turns "anonymous" into 401 and "read scope" into 403.
@@ -11,7 +11,7 @@
 
 use std::future::{Ready, ready};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -22,6 +22,7 @@ use books_domain::{KeyRing, KeyService, Principal, Scope};
 
 use crate::books::blocking_call;
 use crate::error::ApiError;
+use crate::ratelimit::{Caller, RateLimiter};
 
 /// How often the keys are reloaded: the longest a revoked key keeps working.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -79,58 +80,91 @@ impl KeyCache {
     }
 }
 
-/// Reads the caller's credentials, if any, into the request.
+/// The caller's credentials: none, a valid key's holder, or a refusal (401 for a credential that
+/// is not a valid bearer key, 400 for two `Authorization` headers, which would leave it to chance
+/// which one counts).
+fn read_credentials(request: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
+    let mut values = request.headers().get_all(header::AUTHORIZATION);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "Authorization is given more than once: send one key".to_owned(),
+        ));
+    }
+    let cache = request
+        .app_data::<web::Data<KeyCache>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the key cache is not configured")))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token.and_then(|token| cache.current().authenticate(token).cloned()) {
+        Some(principal) => Ok(Some(principal)),
+        None => Err(ApiError::Unauthorized {
+            detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
+                .to_owned(),
+            invalid_token: true,
+        }),
+    }
+}
+
+/// Admits a request to the API: counts it against its caller's rate limit, then reads its
+/// credentials into the request.
+///
+/// The limit comes first so that a flood of made-up keys is throttled like any other traffic: a
+/// request whose key is valid counts against that key, every other request (no key, a key that
+/// is not valid, an ambiguous one) against the client's address.
 ///
 /// # Errors
 ///
-/// 401 when an `Authorization` header is present but is not a valid bearer key.
-pub(crate) async fn authenticate(
+/// Those of the inner service.
+pub(crate) async fn admit(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
-    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let Some(cache) = request.app_data::<web::Data<KeyCache>>().cloned() else {
-            let missing = ApiError::Internal(anyhow::anyhow!("the key cache is not configured"));
-            return Ok(request.error_response(missing).map_into_right_body());
+    let credentials = read_credentials(&request);
+    let limit = request.app_data::<web::Data<RateLimiter>>().map(|limiter| {
+        let caller = match &credentials {
+            Ok(Some(principal)) => Caller::Key(principal.name.as_str().to_owned()),
+            _ => Caller::Address(request.peer_addr().map(|address| address.ip())),
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match token.and_then(|token| cache.current().authenticate(token).cloned()) {
-            Some(principal) => {
+        limiter.check(caller, Instant::now())
+    });
+    let sent_credentials = request.headers().contains_key(header::AUTHORIZATION);
+    let admitted = match (&limit, credentials) {
+        (Some(decision), _) if !decision.allowed => Err(decision.refusal()),
+        (_, credentials) => credentials,
+    };
+    let mut response = match admitted {
+        Err(refusal) => request.error_response(refusal).map_into_right_body(),
+        Ok(principal) => {
+            if let Some(principal) = principal {
                 request.extensions_mut().insert(principal);
             }
-            None => {
-                let refusal = ApiError::Unauthorized {
-                    detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
-                        .to_owned(),
-                    invalid_token: true,
-                };
-                return Ok(request.error_response(refusal).map_into_right_body());
-            }
+            next.call(request).await?.map_into_left_body()
         }
-    }
-    let mut response = next.call(request).await?;
-    if authenticated {
+    };
+    if sent_credentials {
         // What a key holder sees is theirs alone: no shared cache may keep it.
         response.headers_mut().insert(
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
         );
     }
-    Ok(response.map_into_left_body())
+    if let Some(decision) = limit {
+        decision.write_headers(response.headers_mut());
+    }
+    Ok(response)
 }
 
 /// Proof that the caller holds a key with the `write` scope. A handler that takes one refuses
 /// anonymous callers (401) and read keys (403) before it reads the body.
 #[derive(Debug)]
-pub(crate) struct WriteAccess(
-    #[expect(dead_code, reason = "kept for logs and per-key limits")] pub(crate) Principal,
-);
+pub(crate) struct WriteAccess(pub(crate) Principal);
 
 impl FromRequest for WriteAccess {
     type Error = ApiError;

@@ -1,13 +1,77 @@
 //! Reading JSON request bodies member by member, so that a 422 names every invalid field at once
 //! (a derive-based decoder stops at the first surprise).
 
-use actix_web::HttpRequest;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
 use books_domain::{BookField, BookPatch, InvalidBook, NewBook, PatchValue};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::dto::FieldViolation;
 use crate::error::ApiError;
+
+/// The largest request body accepted, unless an operation says otherwise.
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+/// How long a request body may go silent before the request is answered 408.
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request body may take to arrive in all, however steadily it trickles in.
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request body, read whole, of at most `LIMIT` bytes.
+///
+/// actix-web bounds the time to receive a request's head but not its body, so a client that
+/// declares a body and then sends it slowly, or never, would hold its connection and a worker's
+/// attention for as long as it likes. This reader answers 408 after [`BODY_IDLE_TIMEOUT`] of
+/// silence or [`BODY_TIMEOUT`] in all, and 413 as soon as the body is known to be too large.
+#[derive(Debug)]
+pub(crate) struct Body<const LIMIT: usize = BODY_LIMIT>(pub(crate) web::Bytes);
+
+impl<const LIMIT: usize> FromRequest for Body<LIMIT> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let too_large = || ApiError::PayloadTooLarge(LIMIT);
+            if declared.is_some_and(|length| length > LIMIT as u64) {
+                return Err(too_large());
+            }
+            let deadline = Instant::now() + BODY_TIMEOUT;
+            let mut body = web::BytesMut::new();
+            loop {
+                let wait =
+                    BODY_IDLE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+                let chunk = match actix_web::rt::time::timeout(wait, payload.next()).await {
+                    Err(_) => return Err(ApiError::RequestTimeout),
+                    Ok(None) => return Ok(Self(body.freeze())),
+                    Ok(Some(Err(PayloadError::Overflow))) => return Err(too_large()),
+                    Ok(Some(Err(_))) => {
+                        return Err(ApiError::BadRequest(
+                            "the request body could not be read to its end".to_owned(),
+                        ));
+                    }
+                    Ok(Some(Ok(chunk))) => chunk,
+                };
+                if body.len() + chunk.len() > LIMIT {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+        })
+    }
+}
 
 /// The media types a create or a replacement accepts.
 pub(crate) const JSON: &[&str] = &["application/json"];
@@ -45,15 +109,24 @@ impl JsonObject {
                 accepted.join(" or ")
             )));
         }
-        let value: Value = serde_json::from_slice(body).map_err(|error| {
-            ApiError::BadRequest(format!("the request body is not valid JSON: {error}"))
+        let top: TopLevel = serde_json::from_slice(body).map_err(|error| {
+            ApiError::BadRequest(format!(
+                "the request body is not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            ))
         })?;
-        match value {
-            Value::Object(members) => Ok(Self(members)),
-            _ => Err(ApiError::Unprocessable(vec![violation(
-                "",
-                "the request body must be a JSON object",
-            )])),
+        match top {
+            TopLevel::Object { members, repeated } if repeated.is_empty() => Ok(Self(members)),
+            TopLevel::Object { repeated, .. } => Err(ApiError::Unprocessable(
+                repeated
+                    .iter()
+                    .map(|name| violation(name, "is given more than once"))
+                    .collect(),
+            )),
+            TopLevel::Other => Err(ApiError::InvalidBody(
+                "the request body must be a JSON object".to_owned(),
+            )),
         }
     }
 
@@ -74,6 +147,78 @@ impl JsonObject {
         let [title, author, genre] = members.values.each_ref().map(Member::as_patch_value);
         let parsed = BookPatch::parse(title, author, genre);
         members.finish(parsed)
+    }
+}
+
+/// A JSON document as far as a body reader cares: an object with its members, and the names
+/// given more than once (which `serde_json::Value` would silently resolve to the last), or
+/// anything else.
+enum TopLevel {
+    Object {
+        members: Map<String, Value>,
+        repeated: Vec<String>,
+    },
+    Other,
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+        let mut members = Map::new();
+        let mut repeated: Vec<String> = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            if members.contains_key(&name) {
+                if !repeated.contains(&name) {
+                    repeated.push(name);
+                }
+            } else {
+                members.insert(name, value);
+            }
+        }
+        Ok(TopLevel::Object { members, repeated })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
     }
 }
 

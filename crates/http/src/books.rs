@@ -14,11 +14,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::WriteAccess;
-use crate::body::{JSON, JsonObject, MERGE_PATCH};
+use crate::body::{Body, JSON, JsonObject, MERGE_PATCH};
 use crate::cursor;
 use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::error::ApiError;
 use crate::etag::{IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match};
+use crate::params::Params;
 
 /// Where the v1 API lives.
 pub(crate) const BASE: &str = "/api/v1";
@@ -90,9 +91,11 @@ impl FromRequest for WriteTarget {
         ready(
             BookPath::from_request(request, payload)
                 .into_inner()
-                .map(|BookPath(id)| Self {
-                    id,
-                    check: if_match(request, id),
+                .and_then(|BookPath(id)| {
+                    Ok(Self {
+                        id,
+                        check: if_match(request, id)?,
+                    })
                 }),
         )
     }
@@ -126,7 +129,7 @@ fn book_response(mut response: actix_web::HttpResponseBuilder, book: &Book) -> H
 }
 
 /// The query parameters of a listing.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// Page size, 1 to 100.
@@ -160,16 +163,33 @@ fn bad_filter(name: &str, error: impl std::fmt::Display) -> ApiError {
 }
 
 impl ListParams {
+    /// Reads the query string; other parameters than these are ignored.
+    fn read(request: &HttpRequest) -> Result<Self, ApiError> {
+        let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+        let take = |name: &str| params.get(name).map(str::to_owned);
+        Ok(Self {
+            limit: take("limit"),
+            cursor: take("cursor"),
+            author: take("author"),
+            genre: take("genre"),
+            q: take("q"),
+            sort: take("sort"),
+        })
+    }
+
     fn into_query(self) -> Result<ListQuery, ApiError> {
-        let limit = match self.limit.as_deref() {
-            None => PageSize::default(),
-            Some(raw) => raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "limit must be an integer from 1 to {}",
-                    PageSize::MAX
-                ))
-            })?,
-        };
+        let limit = self
+            .limit
+            .as_deref()
+            .map(|raw| {
+                raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "limit must be an integer from 1 to {}",
+                        PageSize::MAX
+                    ))
+                })
+            })
+            .transpose()?;
         // Unlike the filters, a blank sort or limit is a mistake worth reporting.
         let sort = self
             .sort
@@ -198,7 +218,7 @@ impl ListParams {
             return Ok(ListQuery {
                 filter,
                 sort: sort.unwrap_or_default(),
-                limit,
+                limit: limit.unwrap_or_default(),
                 after: None,
             });
         };
@@ -228,7 +248,8 @@ impl ListParams {
         Ok(ListQuery {
             filter: continuation.filter,
             sort: continuation.sort,
-            limit,
+            // The cursor continues its query, page size included; a limit given beside it wins.
+            limit: limit.unwrap_or(continuation.limit),
             after: Some(continuation.after),
         })
     }
@@ -251,9 +272,9 @@ impl ListParams {
 )]
 pub(crate) async fn list_books(
     service: web::Data<BookService>,
-    params: web::Query<ListParams>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = params.into_inner().into_query()?;
+    let query = ListParams::read(&request)?.into_query()?;
     let page_query = query.clone();
     let page = blocking(&service, move |s| s.list_books(&page_query)).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
@@ -330,12 +351,13 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiE
     )
 )]
 pub(crate) async fn create_book(
-    _writer: WriteAccess,
+    WriteAccess(writer): WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&request)?;
+    // An idempotency key is the writer's own: another client's identical key is another request.
+    let key = idempotency_key(&request)?.map(|key| key.owned_by(writer.key));
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     let created = blocking(&service, move |s| match key {
         Some(key) => s.create_book_once(&key, &draft),
@@ -379,7 +401,7 @@ pub(crate) async fn get_book(
     BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
     let book = blocking(&service, move |s| s.get_book(id)).await?;
-    if if_none_match(&request, &book) {
+    if if_none_match(&request, &book)? {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&book)))
             .finish());
@@ -410,7 +432,7 @@ pub(crate) async fn replace_book(
     service: web::Data<BookService>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     let book = blocking(&service, move |s| s.replace_book(id, &replacement, &check)).await?;
@@ -443,7 +465,7 @@ pub(crate) async fn patch_book(
     service: web::Data<BookService>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
     let book = blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;

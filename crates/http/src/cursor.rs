@@ -8,7 +8,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use books_domain::{
-    Author, BookFilter, BookId, Genre, ListQuery, Position, SearchTerm, Sort, SortValue, Title,
+    Author, BookFilter, BookId, Genre, ListQuery, PageSize, Position, SearchTerm, Sort, SortValue,
+    Title,
 };
 use chrono::{DateTime, Datelike as _};
 use serde::{Deserialize, Serialize};
@@ -37,11 +38,15 @@ struct Token {
     m: Option<i64>,
     /// The id of the last book shown.
     i: i64,
+    /// The page size. (Cursors made before it was carried have none: the default then.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    l: Option<u64>,
 }
 
 /// What a cursor says: the query to continue and where.
 pub(crate) struct Continuation {
     pub(crate) sort: Sort,
+    pub(crate) limit: PageSize,
     pub(crate) filter: BookFilter,
     pub(crate) after: Position,
 }
@@ -71,6 +76,7 @@ pub(crate) fn encode(query: &ListQuery, position: &Position) -> String {
         t,
         m,
         i: position.id.get(),
+        l: Some(query.limit.get() as u64),
     };
     let mut bytes = serde_json::to_vec(&token).unwrap_or_default();
     let sum = checksum(&bytes);
@@ -113,8 +119,13 @@ pub(crate) fn decode(cursor: &str) -> Option<Continuation> {
         value,
         id: BookId::new(token.i)?,
     };
+    let limit = match token.l {
+        None => PageSize::default(),
+        Some(size) => PageSize::new(size)?,
+    };
     after.is_consistent().then_some(Continuation {
         sort,
+        limit,
         filter,
         after,
     })

@@ -44,14 +44,22 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: no such book.
     NotFound(String),
+    /// 408: the request body stalled or took too long.
+    RequestTimeout,
+    /// 405: the route exists, but not with this method (the caller adds `Allow`).
+    MethodNotAllowed(String),
     /// 409: a request with the same idempotency key is still in flight.
     Conflict(String),
     /// 412: an `If-Match` precondition failed.
     PreconditionFailed(String),
+    /// 413: the body is larger than the operation accepts (the limit in bytes).
+    PayloadTooLarge(usize),
     /// 415: the body is not of a media type the operation accepts.
     UnsupportedMediaType(String),
     /// 422: fields failed validation; each one is listed.
     Unprocessable(Vec<FieldViolation>),
+    /// 422: the body as a whole is not what the operation takes (not a JSON object, say).
+    InvalidBody(String),
     /// 429: the caller's rate limit is used up.
     TooManyRequests {
         /// What happened.
@@ -75,7 +83,17 @@ impl ApiError {
             | Self::NotFound(detail)
             | Self::Conflict(detail)
             | Self::PreconditionFailed(detail)
-            | Self::UnsupportedMediaType(detail) => detail.clone(),
+            | Self::UnsupportedMediaType(detail)
+            | Self::InvalidBody(detail) => detail.clone(),
+            Self::MethodNotAllowed(method) => format!("{method} is not allowed here"),
+            Self::RequestTimeout => format!(
+                "the request body did not arrive in time: it may pause for at most {} s and take {} s in all",
+                crate::body::BODY_IDLE_TIMEOUT.as_secs(),
+                crate::body::BODY_TIMEOUT.as_secs()
+            ),
+            Self::PayloadTooLarge(limit) => {
+                format!("the request body must be at most {}", bytes(*limit))
+            }
             Self::Unprocessable(errors) => errors
                 .iter()
                 .map(|e| format!("{} {}", e.field, e.message))
@@ -103,10 +121,13 @@ impl ResponseError for ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,6 +166,15 @@ impl ResponseError for ApiError {
             );
         }
         response
+    }
+}
+
+/// A size in the unit it is written in (64 KiB, 1 MiB).
+fn bytes(size: usize) -> String {
+    match size {
+        size if size % (1024 * 1024) == 0 => format!("{} MiB", size / (1024 * 1024)),
+        size if size % 1024 == 0 => format!("{} KiB", size / 1024),
+        size => format!("{size} bytes"),
     }
 }
 
@@ -199,27 +229,15 @@ pub(crate) fn render_problem<B>(
     let status = res.status();
     let detail = match status {
         StatusCode::NOT_FOUND => "there is nothing at this path".to_owned(),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = res
-                .headers()
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            format!(
-                "{} is not allowed here; allowed: {allowed}",
-                res.request().method()
-            )
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => "the request body must be at most 64 KiB".to_owned(),
-        // actix-web's own client-error messages name what was wrong with the request, nothing more.
-        status if status.is_client_error() => res.response().error().map_or_else(
-            || {
-                status
-                    .canonical_reason()
-                    .unwrap_or("bad request")
-                    .to_owned()
-            },
-            ToString::to_string,
+        StatusCode::METHOD_NOT_ALLOWED => format!("{} is not allowed here", res.request().method()),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_owned(),
+        // A framework's own wording may name its internals; the status's phrase says enough.
+        status if status.is_client_error() => format!(
+            "the request was refused: {}",
+            status
+                .canonical_reason()
+                .unwrap_or("client error")
+                .to_lowercase()
         ),
         _ => {
             if let Some(error) = res.response().error() {
@@ -241,9 +259,24 @@ pub(crate) fn render_problem<B>(
     for (name, value) in kept {
         response.headers_mut().insert(name, value);
     }
+    with_head_allowed(response.headers_mut());
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, response).map_into_right_body(),
     ))
+}
+
+/// HEAD is answered wherever GET is, so an `Allow` that names GET names HEAD too.
+fn with_head_allowed(headers: &mut header::HeaderMap) {
+    let Some(allowed) = headers.get(header::ALLOW).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let methods: Vec<&str> = allowed.split(',').map(str::trim).collect();
+    if methods.contains(&"GET") && !methods.contains(&"HEAD") {
+        let with_head = format!("{allowed}, HEAD");
+        if let Ok(value) = HeaderValue::from_str(&with_head) {
+            headers.insert(header::ALLOW, value);
+        }
+    }
 }
 
 impl From<StorageError> for ApiError {

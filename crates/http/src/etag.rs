@@ -7,23 +7,88 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
 use books_domain::{Book, BookId, Version, VersionCheck};
 
+use crate::error::ApiError;
+
 /// The ETag of `book`, quoted as the header carries it.
 pub(crate) fn etag(book: &Book) -> String {
     format!("\"{}-{}\"", book.id(), book.version())
 }
 
-/// The comma-separated members of every instance of a list header, trimmed.
-fn list_members(request: &HttpRequest, name: &HeaderName) -> Option<Vec<String>> {
+/// One member of a condition header.
+#[derive(Debug, PartialEq, Eq)]
+enum Member<'a> {
+    Any,
+    Tag { weak: bool, tag: &'a str },
+}
+
+/// The members of one header value, or `None` when it does not follow [`crate::rules::CONDITION`].
+/// (A tag may hold a comma, so the value is scanned rather than split.)
+fn members(value: &str) -> Option<Vec<Member<'_>>> {
+    let is_tag_char = |c: char| c == '\x21' || ('\x23'..='\x7E').contains(&c);
+    let mut members = Vec::new();
+    let mut rest = value;
+    loop {
+        if let Some(after) = rest.strip_prefix('*') {
+            members.push(Member::Any);
+            rest = after;
+        } else {
+            let (weak, quoted) = match rest.strip_prefix("W/") {
+                Some(after) => (true, after),
+                None => (false, rest),
+            };
+            let inner = quoted.strip_prefix('"')?;
+            let end = inner.find(|c: char| !is_tag_char(c))?;
+            inner[end..].starts_with('"').then_some(())?;
+            members.push(Member::Tag {
+                weak,
+                tag: &quoted[..end + 2],
+            });
+            rest = &inner[end + 1..];
+        }
+        rest = rest.trim_start_matches([' ', '\t']);
+        if rest.is_empty() {
+            return Some(members);
+        }
+        rest = rest.strip_prefix(',')?.trim_start_matches([' ', '\t']);
+    }
+}
+
+/// The members of every instance of a condition header; `None` when there is none.
+///
+/// # Errors
+///
+/// 400 when a value is empty or not `*` or a list of entity tags: a condition the server cannot
+/// read must not be taken for one that failed (412) or for none at all.
+fn condition<'a>(
+    request: &'a HttpRequest,
+    name: &HeaderName,
+) -> Result<Option<Vec<Member<'a>>>, ApiError> {
     let mut values = request.headers().get_all(name).peekable();
-    values.peek()?;
-    Some(
-        values
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(|member| member.trim().to_owned())
-            .filter(|member| !member.is_empty())
-            .collect(),
-    )
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "{} must be * or a comma-separated list of entity tags such as \"42-3\"",
+            header_name(name)
+        ))
+    };
+    let mut all = Vec::new();
+    for value in values {
+        let text = value.to_str().map_err(|_| invalid())?;
+        all.extend(members(text).ok_or_else(invalid)?);
+    }
+    let members = all;
+    let star_alone = members.len() == 1 || !members.contains(&Member::Any);
+    star_alone.then_some(Some(members)).ok_or_else(invalid)
+}
+
+fn header_name(name: &HeaderName) -> &'static str {
+    if *name == header::IF_MATCH {
+        "If-Match"
+    } else {
+        "If-None-Match"
+    }
 }
 
 /// The version an entity tag names for book `id`, if it is one of ours and about that book.
@@ -36,25 +101,40 @@ fn version_of(tag: &str, id: BookId) -> Option<Version> {
 
 /// What `If-Match` allows a write to book `id` to overwrite. Strong comparison: a weak tag
 /// (`W/"…"`) never matches, and neither does a tag that is not ours.
-pub(crate) fn if_match(request: &HttpRequest, id: BookId) -> VersionCheck {
-    match list_members(request, &header::IF_MATCH) {
+///
+/// # Errors
+///
+/// 400 when `If-Match` is not well formed.
+pub(crate) fn if_match(request: &HttpRequest, id: BookId) -> Result<VersionCheck, ApiError> {
+    Ok(match condition(request, &header::IF_MATCH)? {
         None => VersionCheck::Any,
-        Some(tags) if tags.iter().any(|tag| tag == "*") => VersionCheck::Any,
-        Some(tags) => {
-            VersionCheck::OneOf(tags.iter().filter_map(|tag| version_of(tag, id)).collect())
-        }
-    }
+        Some(members) if members.contains(&Member::Any) => VersionCheck::Any,
+        Some(members) => VersionCheck::OneOf(
+            members
+                .iter()
+                .filter_map(|member| match member {
+                    Member::Tag { weak: false, tag } => version_of(tag, id),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    })
 }
 
 /// True when `If-None-Match` matches `book`, so a GET can answer 304. Weak comparison.
-pub(crate) fn if_none_match(request: &HttpRequest, book: &Book) -> bool {
-    list_members(request, &header::IF_NONE_MATCH).is_some_and(|tags| {
-        tags.iter().any(|tag| {
-            tag == "*"
-                || version_of(tag.strip_prefix("W/").unwrap_or(tag), book.id())
-                    == Some(book.version())
-        })
-    })
+///
+/// # Errors
+///
+/// 400 when `If-None-Match` is not well formed.
+pub(crate) fn if_none_match(request: &HttpRequest, book: &Book) -> Result<bool, ApiError> {
+    Ok(
+        condition(request, &header::IF_NONE_MATCH)?.is_some_and(|members| {
+            members.iter().any(|member| match member {
+                Member::Any => true,
+                Member::Tag { tag, .. } => version_of(tag, book.id()) == Some(book.version()),
+            })
+        }),
+    )
 }
 
 /// The `If-Match` header, as the OpenAPI document describes it.
@@ -78,4 +158,30 @@ pub(crate) struct IfNoneMatchHeader {
     #[serde(rename = "If-None-Match")]
     #[param(nullable = false)]
     if_none_match: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_lists_are_read_as_the_pattern_describes() {
+        assert_eq!(members("*"), Some(vec![Member::Any]));
+        assert_eq!(
+            members(r#""1-2" ,W/"a,b""#),
+            Some(vec![
+                Member::Tag {
+                    weak: false,
+                    tag: r#""1-2""#
+                },
+                Member::Tag {
+                    weak: true,
+                    tag: r#""a,b""#
+                },
+            ])
+        );
+        for bad in ["", " ", "1-2", r#""1-2"#, r#""1-2","#, r#""a b""#, "W/*"] {
+            assert_eq!(members(bad), None, "{bad:?}");
+        }
+    }
 }

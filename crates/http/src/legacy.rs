@@ -5,18 +5,19 @@
 //! `request.values` did. The tutorial's bugs are fixed: a missing book is a 404 instead of a crash
 //! or a silent success, input is validated exactly as in v1, and ids are never reused.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, PageSize, PatchValue};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::WriteAccess;
+use crate::body::Body;
 use crate::books::{BookPath, WriteTarget, blocking};
+use crate::dto::FieldViolation;
 use crate::error::ApiError;
 use crate::etag::IfMatchHeader;
+use crate::params::{Params, shown};
 
 /// A book as the tutorial shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,72 +68,85 @@ pub struct LegacyCreated {
     pub book: LegacyBook,
 }
 
-/// The tutorial's fields, as query parameters or a form body.
-#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+/// The tutorial's fields to create a book, as a form body (or as query parameters, the
+/// tutorial's way, but not both).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 #[expect(
     dead_code,
-    reason = "documents parameters that `legacy_fields` reads from the query or the form"
+    reason = "documents the fields that `legacy_fields` reads from the form or the query"
+)]
+pub struct LegacyNewFields {
+    /// The title: 1 to 250 characters once trimmed.
+    title: String,
+    /// The author: 1 to 250 characters once trimmed.
+    author: String,
+    /// The genre: blank for none, else at most 250 characters once trimmed.
+    #[schema(nullable = false)]
+    genre: Option<String>,
+}
+
+/// The tutorial's fields to update a book, as a form body (or as query parameters, the
+/// tutorial's way, but not both). Each one given non-blank replaces the stored value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the fields that `legacy_fields` reads from the form or the query"
 )]
 pub struct LegacyFields {
-    /// The title (required to create).
-    #[param(nullable = false)]
+    /// A new title (1 to 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
     title: Option<String>,
-    /// The author (required to create).
-    #[param(nullable = false)]
+    /// A new author (1 to 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
     author: Option<String>,
-    /// The genre.
-    #[param(nullable = false)]
+    /// A new genre (at most 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
     genre: Option<String>,
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// The fields from the query string, overridden by a form body when there is one.
-fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<HashMap<String, String>, ApiError> {
-    let parse = |text: &str| {
-        web::Query::<HashMap<String, String>>::from_query(text)
-            .map(web::Query::into_inner)
-            .map_err(|error| ApiError::BadRequest(format!("the parameters are invalid: {error}")))
-    };
-    let mut fields = parse(request.query_string())?;
-    if !body.is_empty() {
-        let is_form = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case(FORM)
-            });
-        if !is_form {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the request body must be {FORM}"
-            )));
-        }
-        let text = std::str::from_utf8(body)
-            .map_err(|_| ApiError::BadRequest("the form is not UTF-8".to_owned()))?;
-        let form = parse(text)?;
-        if let Some(unknown) = form
-            .keys()
-            .find(|name| !["title", "author", "genre"].contains(&name.as_str()))
-        {
-            let name: String = unknown.chars().take(100).collect();
-            return Err(ApiError::Unprocessable(vec![crate::dto::FieldViolation {
-                field: name,
-                message: "is not a known field".to_owned(),
-            }]));
-        }
-        fields.extend(form);
+const FIELD_NAMES: [&str; 3] = ["title", "author", "genre"];
+
+/// The fields, from the query string or from a form body, never both: a client that sends both
+/// cannot tell which one counts, so the request is refused as ambiguous.
+fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<Params, ApiError> {
+    let query = Params::parse(request.query_string().as_bytes(), "query string")?;
+    if body.is_empty() {
+        return Ok(query);
     }
-    Ok(fields)
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(FORM)
+        });
+    if !is_form {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the request body must be {FORM}"
+        )));
+    }
+    let form = Params::parse(body, "form body")?;
+    if let Some(unknown) = form.names().find(|name| !FIELD_NAMES.contains(name)) {
+        return Err(ApiError::Unprocessable(vec![FieldViolation {
+            field: unknown.chars().take(100).collect(),
+            message: "is not a known field".to_owned(),
+        }]));
+    }
+    if let Some(twice) = query.names().find(|name| FIELD_NAMES.contains(name)) {
+        return Err(ApiError::BadRequest(format!(
+            "{} is given in the query string and a form body is sent too: send the fields one way",
+            shown(twice)
+        )));
+    }
+    Ok(form)
 }
 
 fn text_response(message: String) -> HttpResponse {
@@ -170,13 +184,15 @@ pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse
 }
 
 /// Create a book (tutorial route)
+///
+/// The fields come as a form, or as query parameters the way the tutorial sent them; a request
+/// that sends fields both ways is refused (400).
 #[utoipa::path(
     post,
     path = "/booksApi",
     operation_id = "legacyCreateBook",
     tag = "booksApi",
-    params(LegacyFields),
-    request_body(content = LegacyFields, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = LegacyNewFields, content_type = "application/x-www-form-urlencoded"),
     responses((status = 201, description = "The book was created", body = LegacyCreated,
         headers(("Location" = String, description = "The new book's URL")))),
 )]
@@ -184,11 +200,14 @@ pub(crate) async fn create(
     _writer: WriteAccess,
     service: web::Data<BookService>,
     request: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let fields = legacy_fields(&request, &body)?;
-    let field = |name: &str| fields.get(name).map(String::as_str);
-    let draft = NewBook::parse(field("title"), field("author"), field("genre"))?;
+    let draft = NewBook::parse(
+        fields.get("title"),
+        fields.get("author"),
+        fields.get("genre"),
+    )?;
     let book = blocking(&service, move |s| s.create_book(&draft)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/booksApi/{}", book.id())))
@@ -218,13 +237,15 @@ pub(crate) async fn get(
 
 /// Update a book (tutorial route)
 ///
-/// Each of title, author and genre given non-empty replaces the stored value; the others stay.
+/// Each of title, author and genre given non-blank replaces the stored value; the others stay.
+/// The fields come as a form, or as query parameters the way the tutorial sent them; a request
+/// that sends fields both ways is refused (400).
 #[utoipa::path(
     put,
     path = "/booksApi/{id}",
     operation_id = "legacyUpdateBook",
     tag = "booksApi",
-    params(("id" = i64, Path, description = "The book's id", minimum = 1), LegacyFields, IfMatchHeader),
+    params(("id" = i64, Path, description = "The book's id", minimum = 1), IfMatchHeader),
     request_body(content = LegacyFields, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`Updated a Book with id {id}`", body = String, content_type = "text/plain")),
 )]
@@ -233,7 +254,7 @@ pub(crate) async fn update(
     service: web::Data<BookService>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let fields = legacy_fields(&request, &body)?;
     let member = |name: &str| match fields.get(name).map(|v| v.trim()) {

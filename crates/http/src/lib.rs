@@ -18,7 +18,9 @@ mod etag;
 pub mod legacy;
 pub mod observe;
 pub mod openapi;
+mod params;
 mod probes;
 pub mod ratelimit;
+mod rules;
 
 pub use app::{Application, ServerSettings, Services};

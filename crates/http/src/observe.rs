@@ -16,7 +16,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpResponse, web};
 
 const SHARDS: usize = 16;
 /// Upper bounds of the latency buckets, in seconds.
@@ -247,7 +247,11 @@ pub(crate) async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&request);
-    let method = request.method().clone();
+    let method = if request.extensions().contains::<crate::app::HeadRequest>() {
+        Method::HEAD
+    } else {
+        request.method().clone()
+    };
     let path = request.path().to_owned();
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
     let mut response = next.call(request).await?;

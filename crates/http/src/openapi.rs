@@ -4,15 +4,15 @@
 //! on each handler: a handler lists only what is particular to it.
 
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem};
 use crate::error::PROBLEM_JSON;
-use crate::{books, legacy, probes};
+use crate::{books, legacy, probes, rules};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -95,8 +95,86 @@ fn retry_later(description: &str) -> Response {
 /// The name of the bearer scheme in the document.
 const BEARER: &str = "bearerAuth";
 
+/// The text fields of each body schema, and whether each is required text.
+const TEXT_FIELDS: [(&str, &[(&str, bool)]); 4] = [
+    (
+        "BookInput",
+        &[("title", true), ("author", true), ("genre", false)],
+    ),
+    (
+        "BookPatchInput",
+        &[("title", true), ("author", true), ("genre", false)],
+    ),
+    (
+        "LegacyNewFields",
+        &[("title", true), ("author", true), ("genre", false)],
+    ),
+    (
+        "LegacyFields",
+        &[("title", false), ("author", false), ("genre", false)],
+    ),
+];
+
+/// Sets a string schema's pattern. The pattern bounds the length once trimmed, which a length
+/// limit on the raw text cannot say (surrounding white space is allowed and trimmed).
+fn restrict(schema: &mut RefOr<Schema>, pattern: String) {
+    if let RefOr::T(Schema::Object(object)) = schema {
+        object.pattern = Some(pattern);
+        object.max_length = None;
+        object.min_length = None;
+    }
+}
+
+/// Writes every rule the service checks on strings into the document (see [`crate::rules`]).
+fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
+    if let Some(components) = openapi.components.as_mut() {
+        for (name, fields) in TEXT_FIELDS {
+            let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
+                continue;
+            };
+            for (field, required) in fields {
+                if let Some(schema) = object.properties.get_mut(*field) {
+                    let pattern = if *required {
+                        rules::required_text()
+                    } else {
+                        rules::optional_text()
+                    };
+                    restrict(schema, pattern);
+                }
+            }
+        }
+    }
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let RefOr::T(parameter) = parameter else {
+                    continue;
+                };
+                let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                    (ParameterIn::Query, "author" | "genre" | "q") => rules::optional_text(),
+                    (ParameterIn::Header, "If-Match" | "If-None-Match") => {
+                        rules::CONDITION.to_owned()
+                    }
+                    _ => continue,
+                };
+                if let Some(schema) = parameter.schema.as_mut() {
+                    restrict(schema, pattern);
+                }
+            }
+        }
+    }
+}
+
 impl Modify for SharedErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        state_the_rules(openapi);
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
@@ -125,10 +203,6 @@ impl Modify for SharedErrorResponses {
                     }
                     if legacy {
                         operation.deprecated = Some(utoipa::openapi::Deprecated::True);
-                        // The fields may come as query parameters instead of a form.
-                        if let Some(RefOr::T(body)) = &mut operation.request_body {
-                            body.required = Some(utoipa::openapi::Required::False);
-                        }
                     }
                 }
             }

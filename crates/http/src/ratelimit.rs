@@ -1,4 +1,5 @@
-//! Rate limiting: a token bucket per API key, or per client address for callers without one.
+//! Rate limiting: a token bucket per API key, or per client address for callers without a valid
+//! one. [`crate::auth::admit`] applies it to each request, before authentication.
 //!
 //! The buckets are spread over [`SHARDS`] independently locked maps, so two requests contend only
 //! when their callers hash to the same shard, and each holds the lock for a few arithmetic
@@ -10,12 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, web};
-use books_domain::Principal;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ApiError;
 
@@ -44,9 +40,12 @@ impl RateLimit {
     }
 }
 
+/// Whose budget a request spends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Caller {
+pub(crate) enum Caller {
+    /// The holder of a valid API key, by the key's name.
     Key(String),
+    /// Anyone else, by client address.
     Address(Option<IpAddr>),
 }
 
@@ -58,11 +57,33 @@ struct Bucket {
 
 /// The outcome of one request's check.
 #[derive(Debug, Clone, Copy)]
-struct Decision {
-    allowed: bool,
+pub(crate) struct Decision {
+    pub(crate) allowed: bool,
+    limit: u64,
     remaining: u64,
     /// Seconds until a token is available (when refused) or the bucket is full (when allowed).
     reset: u64,
+}
+
+impl Decision {
+    /// The 429 for a request that was not allowed.
+    pub(crate) fn refusal(&self) -> ApiError {
+        ApiError::TooManyRequests {
+            detail: format!("too many requests; retry in {} s", self.reset),
+            retry_after: self.reset,
+        }
+    }
+
+    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, for every answer.
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("ratelimit-limit", self.limit),
+            ("ratelimit-remaining", self.remaining),
+            ("ratelimit-reset", self.reset),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
+    }
 }
 
 /// The buckets of all callers.
@@ -83,7 +104,8 @@ impl RateLimiter {
         }
     }
 
-    fn check(&self, caller: Caller, now: Instant) -> Decision {
+    /// Spends one of `caller`'s tokens, if it has one.
+    pub(crate) fn check(&self, caller: Caller, now: Instant) -> Decision {
         let RateLimit { per_second, burst } = self.limit;
         let shard = &self.shards[(self.hasher.hash_one(&caller) as usize) % SHARDS];
         let mut buckets = shard
@@ -106,6 +128,7 @@ impl RateLimiter {
         let seconds_until = |tokens: f64| (tokens / per_second).ceil().max(0.0) as u64;
         Decision {
             allowed,
+            limit: burst as u64,
             remaining: bucket.tokens.floor().max(0.0) as u64,
             reset: if allowed {
                 seconds_until(burst - bucket.tokens)
@@ -114,55 +137,6 @@ impl RateLimiter {
             },
         }
     }
-
-    fn burst(&self) -> u64 {
-        self.limit.burst as u64
-    }
-}
-
-fn header(name: &'static str, value: u64) -> (HeaderName, HeaderValue) {
-    (HeaderName::from_static(name), HeaderValue::from(value))
-}
-
-/// Counts the request against its caller's bucket: 429 with `Retry-After` when it is empty.
-/// Every answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
-///
-/// # Errors
-///
-/// Those of the inner service.
-pub(crate) async fn limit_rate(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(limiter) = request.app_data::<web::Data<RateLimiter>>().cloned() else {
-        return next
-            .call(request)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    };
-    let caller = match request.extensions().get::<Principal>() {
-        Some(principal) => Caller::Key(principal.name.as_str().to_owned()),
-        None => Caller::Address(request.peer_addr().map(|address| address.ip())),
-    };
-    let decision = limiter.check(caller, Instant::now());
-    let headers = [
-        header("ratelimit-limit", limiter.burst()),
-        header("ratelimit-remaining", decision.remaining),
-        header("ratelimit-reset", decision.reset),
-    ];
-    let mut response = if decision.allowed {
-        next.call(request).await?.map_into_left_body()
-    } else {
-        let refusal = ApiError::TooManyRequests {
-            detail: format!("too many requests; retry in {} s", decision.reset),
-            retry_after: decision.reset,
-        };
-        request.error_response(refusal).map_into_right_body()
-    };
-    for (name, value) in headers {
-        response.headers_mut().insert(name, value);
-    }
-    Ok(response)
 }
 
 #[cfg(test)]

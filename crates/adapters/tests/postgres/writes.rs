@@ -121,15 +121,52 @@ fn a_patch_changes_only_what_it_names_and_null_genre_clears_it() {
 }
 
 #[test]
-fn an_empty_patch_is_a_new_version_with_the_same_fields() {
+fn a_patch_that_changes_nothing_leaves_the_book_exactly_as_it_was() {
     let store = Store::new();
     let book = BookBuilder::new("Dune").insert(&store);
-    let patched = store
+    let at_version_1 = VersionCheck::OneOf(vec![book.version()]);
+    let same_title = BookPatch::parse(
+        PatchValue::Set(" Dune "),
+        PatchValue::Keep,
+        PatchValue::Keep,
+    )
+    .unwrap();
+    for patch in [BookPatch::default(), same_title] {
+        let patched = store
+            .service
+            .patch_book(book.id(), &patch, &at_version_1)
+            .unwrap();
+        assert_eq!(patched, book, "version and updated_at are kept");
+    }
+    let replaced = store
         .service
-        .patch_book(book.id(), &BookPatch::default(), &VersionCheck::Any)
+        .replace_book(
+            book.id(),
+            &NewBook::parse(Some("Dune"), Some(book.author().as_str()), None).unwrap(),
+            &at_version_1,
+        )
         .unwrap();
-    assert_eq!(patched.title(), book.title());
-    assert_eq!(patched.version().get(), 2);
+    assert_eq!(replaced, book);
+}
+
+#[test]
+fn a_no_op_is_still_checked_against_if_match_and_existence() {
+    let store = Store::new();
+    let book = BookBuilder::new("Dune").insert(&store);
+    let stale = VersionCheck::OneOf(vec![Version::new(7).unwrap()]);
+    assert!(matches!(
+        store
+            .service
+            .patch_book(book.id(), &BookPatch::default(), &stale),
+        Err(WriteBookError::VersionMismatch { .. })
+    ));
+    let missing = BookId::new(book.id().get() + 100).unwrap();
+    assert!(matches!(
+        store
+            .service
+            .patch_book(missing, &BookPatch::default(), &VersionCheck::Any),
+        Err(WriteBookError::NotFound(_))
+    ));
 }
 
 #[test]

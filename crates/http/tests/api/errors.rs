@@ -230,12 +230,12 @@ async fn an_unknown_route_is_404_and_a_wrong_method_is_405_with_allow() {
     app.get("/api/v1/nothing").await.problem(404);
     let reply = app.request(Method::DELETE, BOOKS, &[], None).await;
     reply.problem(405);
-    assert_eq!(reply.header("allow"), Some("GET, POST"));
+    assert_eq!(reply.header("allow"), Some("GET, POST, HEAD"));
     let reply = app
         .request(Method::POST, &format!("{BOOKS}/1"), &[], None)
         .await;
     reply.problem(405);
-    assert_eq!(reply.header("allow"), Some("GET, PUT, PATCH, DELETE"));
+    assert_eq!(reply.header("allow"), Some("GET, PUT, PATCH, DELETE, HEAD"));
 }
 
 #[actix_web::test]

@@ -178,6 +178,28 @@ impl TestApp {
         }
     }
 
+    /// Sends exactly these headers, repeated and empty ones included, and no others.
+    pub(crate) async fn send_exact(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        for header in headers {
+            request = request.append_header(*header);
+        }
+        let mut response = request.send().await.expect("the server answers");
+        let body = response.body().await.expect("a body");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: body.to_vec(),
+        }
+    }
+
     pub(crate) async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, &[], None).await
     }

@@ -20,7 +20,12 @@ fn pair() -> (TestApp, TestApp) {
 async fn an_idempotency_key_used_on_one_instance_is_replayed_by_the_other() {
     let (a, b) = pair();
     let body = json!({"title": "Dune", "author": "Frank Herbert"});
-    let key = [("idempotency-key", "two-instances")];
+    // The same client (the same API key) retries through the other instance.
+    let bearer = format!("Bearer {}", a.write_key);
+    let key = [
+        ("idempotency-key", "two-instances"),
+        ("authorization", bearer.as_str()),
+    ];
     let first = a
         .send_json(Method::POST, "/api/v1/books", &body, &key)
         .await;

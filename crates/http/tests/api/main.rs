@@ -9,6 +9,7 @@ mod auth;
 mod books;
 mod cli;
 mod errors;
+mod hardening;
 mod helpers;
 mod instances;
 mod legacy;

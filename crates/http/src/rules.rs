@@ -1,0 +1,87 @@
+//! The input rules the service checks, written as the OpenAPI document states them, so that a
+//! generated client (or a fuzzer) can check a request before sending it and agree with the
+//! server about every string.
+//!
+//! The text rule is the domain's (`books_domain::Title::new` and its kin): white space around
+//! the text is trimmed, the rest must be 1 to 250 characters with no control character. The
+//! patterns spell that out with explicit classes, since `\s` means different things in
+//! ECMAScript, Python and Rust; white space is Unicode's `White_Space`, as Rust's `trim` uses,
+//! and a control character is Unicode's `Cc`, as `char::is_control` tests.
+
+/// White space, as `str::trim` removes it.
+const SPACE: &str = r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+/// A character that may stand first or last once the text is trimmed.
+const EDGE: &str = r"[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+/// A character that may stand inside the text.
+const INNER: &str = r"[^\x00-\x1F\x7F-\x9F]";
+
+/// A required text (title, author): 1 to 250 characters once trimmed, no control character.
+pub(crate) fn required_text() -> String {
+    format!("^{SPACE}*{EDGE}(?:{INNER}{{0,248}}{EDGE})?{SPACE}*$")
+}
+
+/// An optional text (genre, a filter): blank, meaning none, or as [`required_text`].
+pub(crate) fn optional_text() -> String {
+    format!("^{SPACE}*(?:{EDGE}(?:{INNER}{{0,248}}{EDGE})?{SPACE}*)?$")
+}
+
+/// `If-Match` and `If-None-Match` (RFC 9110, 13.1.1 and 13.1.2): `*`, or entity tags separated
+/// by commas, each optionally weak.
+pub(crate) const CONDITION: &str =
+    r#"^(\*|(W/)?"[\x21\x23-\x7E]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7E]*")*)$"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use books_domain::{Genre, Title};
+    use regex::Regex;
+
+    /// Strings near every edge of the rule: padding, control and space characters at each
+    /// position, lengths around 250.
+    fn samples() -> Vec<String> {
+        let pieces = [
+            "", " ", "\t", "\n", "\u{85}", "\u{a0}", "\u{3000}", "\u{feff}", "\u{0}", "\u{7}",
+            "\u{7f}", "\u{9f}", "a", "é", "✓", "🦀", "x y", "\u{200b}",
+        ];
+        let mut samples = Vec::new();
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    samples.push(format!("{a}{b}{c}"));
+                    samples.push(format!("{a}Dune{b}{c}"));
+                }
+            }
+        }
+        for n in [248, 249, 250, 251, 300] {
+            samples.push("a".repeat(n));
+            samples.push(format!("  {}  ", "é".repeat(n)));
+            samples.push(format!("a{}a", " ".repeat(n)));
+            samples.push(format!(" {}\u{1}", "b".repeat(n)));
+        }
+        samples
+    }
+
+    #[test]
+    fn the_required_text_pattern_accepts_exactly_what_a_title_accepts() {
+        let pattern = Regex::new(&required_text()).unwrap();
+        for sample in samples() {
+            assert_eq!(
+                pattern.is_match(&sample),
+                Title::new(&sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_optional_text_pattern_accepts_exactly_what_a_genre_accepts() {
+        let pattern = Regex::new(&optional_text()).unwrap();
+        for sample in samples() {
+            assert_eq!(
+                pattern.is_match(&sample),
+                Genre::optional(Some(&sample)).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+}
