@@ -24,6 +24,9 @@ use crate::openapi::document_json;
 use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::{legacy, probes};
 
+/// The most connections one worker serves at once.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 2048;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -137,10 +140,14 @@ impl Application {
         // pooled connections is enough: more only park on the pool's lock, and on a small machine
         // every parked and woken thread costs the CPU the database needs.
         .worker_max_blocking_threads(settings.blocking_threads_per_worker)
-        // A client gets 5 s to send its request head, and an idle connection is closed after
-        // 75 s (longer than most load balancers' idle timeout, so they close first).
+        // A client gets 5 s to send its request head (its body: see `body::Body`), and an idle
+        // connection is closed after 15 s: idle connections cost memory and file descriptors,
+        // and a client that holds thousands of them open must not be able to keep them. (Set a
+        // load balancer's idle timeout below 15 s, so that it closes first.)
         .client_request_timeout(Duration::from_secs(5))
-        .keep_alive(Duration::from_secs(75))
+        .keep_alive(Duration::from_secs(15))
+        // Past this many connections a worker stops accepting; the rest wait in the backlog.
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)
         .context("could not listen")?;
