@@ -71,7 +71,7 @@ const plan = {
   ],
   booksApi: [
     ["Create a book (tutorial route)", {
-      query: { title: "Emma", author: "Jane Austen", genre: "Romance" },
+      form: { title: "Emma", author: "Jane Austen", genre: "Romance" },
       test: `
         pm.test("201 in the tutorial's shape", () => {
           pm.response.to.have.status(201);
@@ -88,7 +88,7 @@ const plan = {
     }],
     ["Update a book (tutorial route)", {
       id: "{{legacyId}}",
-      query: { genre: "Classic" },
+      form: { genre: "Classic" },
       test: `pm.test("200 in text", () => { pm.response.to.have.status(200); pm.expect(pm.response.text()).to.match(/^Updated a Book with id \\d+$/); });`,
     }],
     ["Delete a book (tutorial route)", {
@@ -108,7 +108,8 @@ function prepare(item, settings) {
   for (const param of request.url.query ?? []) {
     const value = settings.query?.[param.key];
     param.disabled = value === undefined;
-    if (value !== undefined) param.value = value;
+    // The generator fills a parameter with a random sample of its pattern: keep the file stable.
+    param.value = value ?? "";
   }
   for (const variable of request.url.variable ?? []) {
     if (variable.key === "id") variable.value = settings.id ?? "{{bookId}}";
@@ -123,7 +124,10 @@ function prepare(item, settings) {
     if (settings.body) request.body.raw = JSON.stringify(settings.body, null, 2);
     // The generator sends merge patches as application/json, which the service also accepts.
   }
-  if (request.body?.mode === "urlencoded") request.body = {};
+  if (request.body?.mode === "urlencoded") {
+    const fields = Object.entries(settings.form ?? {}).map(([key, value]) => ({ key, value }));
+    request.body = fields.length > 0 ? { mode: "urlencoded", urlencoded: fields } : {};
+  }
   // Saved example responses repeat the document's examples with random sample values; the
   // document is where to read them.
   delete item.response;
