@@ -39,12 +39,10 @@ impl PostgresBookRepository {
         &self.pool
     }
 
+    /// Every checkout goes through [`checkout`], so that waiting requests are counted alike for
+    /// books and keys.
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
-        self.pool.get().map_err(|error| {
-            StorageError::Unavailable(
-                anyhow!(error).context("no database connection was free in time"),
-            )
-        })
+        checkout(&self.pool)
     }
 }
 

@@ -347,6 +347,50 @@ async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
 }
 
 #[actix_web::test]
+async fn db_pool_waiting_counts_book_requests_that_wait_for_a_connection() {
+    let database = TestDatabase::new();
+    let url = database.url().to_owned();
+    let pool = connect(
+        &url,
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let app = TestApp::spawn_on(pool, Some(database), None);
+    let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let locker = lock_row(url, id, Duration::from_millis(1500)).await;
+    let path = format!("/api/v1/books/{id}");
+    let body = json!({"genre": "SF"});
+    // The patch takes the pool's only connection and waits for the row lock; three reads of the
+    // book then wait for the connection. (The key cache's reload may wait too: one at most.)
+    let blocked = app.send_json(Method::PATCH, &path, &body, &[]);
+    let waiting = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let reads = futures_util::future::join_all((0..3).map(|_| app.get(&path)));
+        let probe = async {
+            actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+            let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("db_pool_waiting "))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+        };
+        futures_util::join!(reads, probe).1
+    };
+    let (patched, waiting) = futures_util::join!(blocked, waiting);
+    assert_eq!(patched.status, 200);
+    assert!(
+        waiting.is_some_and(|n| n >= 3),
+        "db_pool_waiting was {waiting:?}"
+    );
+    locker.join().unwrap();
+}
+
+#[actix_web::test]
 async fn after_a_quick_database_restart_each_stale_connection_fails_at_most_one_request() {
     let OwnCluster {
         app,
