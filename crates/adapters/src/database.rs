@@ -73,6 +73,17 @@ pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// Applies the pending migrations on `url`, then builds a pool for it: what a process that serves
+/// or administers the catalogue needs first.
+///
+/// # Errors
+///
+/// When the database cannot be reached or a migration fails.
+pub fn open_pool(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
+    run_migrations(url)?;
+    connect(url, options)
+}
+
 /// Waits until the database at `url` accepts a connection, trying once a second, for at most
 /// `patience`: a service started together with its database (a deployment, a compose file)
 /// should wait for it rather than fail.

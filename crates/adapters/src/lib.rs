@@ -22,7 +22,7 @@ pub mod testing;
 
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use database::{
-    PgPool, PoolOptions, connect, ensure_database, run_migrations, wait_for_database,
+    PgPool, PoolOptions, connect, ensure_database, open_pool, run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;
 pub use repository::{PostgresBookRepository, waiting_for_connection};

@@ -2,25 +2,30 @@
 //! document generated from them, Swagger UI, and the `books-api` binary that composes it all.
 //!
 //! The one decision to know: **handlers never block and never see the database**. Each handler
-//! turns the request into domain values, runs one use case through [`books::blocking`] (the
-//! blocking thread pool, because diesel is synchronous), and maps the outcome to a response.
-//! Every error becomes an RFC 9457 problem in one place, [`error`].
+//! turns the request into domain values, runs one use case through [`blocking`] (the blocking
+//! thread pool, because diesel is synchronous), and maps the outcome to a response. Every error
+//! becomes an RFC 9457 problem in one place, [`representation::problem`].
+//!
+//! The folders name the parts:
+//!
+//! | folder | what |
+//! |---|---|
+//! | [`routes`] | the route table and the handlers: v1 books, the tutorial's routes, the service endpoints |
+//! | [`middleware`] | what wraps every request: authentication and rate limits, observation, HEAD, CORS |
+//! | [`representation`] | bodies, how they are read and written, ETags, cursors, problems |
+//!
+//! [`openapi`] generates the document from the routes and bodies; [`server`] builds the server
+//! from them; [`cli`] reads the command line; `main.rs` composes it all.
 
-pub mod app;
-pub mod auth;
-mod body;
-pub mod books;
+mod blocking;
 pub mod cli;
-mod cursor;
-pub mod dto;
-pub mod error;
-mod etag;
-pub mod legacy;
-pub mod observe;
+pub mod middleware;
 pub mod openapi;
-mod params;
-mod probes;
-pub mod ratelimit;
-mod rules;
+pub mod representation;
+mod routes;
+pub mod server;
 
-pub use app::{Application, ServerSettings, Services};
+pub use middleware::observe::pool_probe;
+pub use middleware::ratelimit::RateLimit;
+pub use openapi::document_json;
+pub use server::{Application, ServerSettings, Services};

@@ -10,9 +10,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem};
-use crate::error::PROBLEM_JSON;
-use crate::{books, legacy, probes, rules};
+use crate::representation::bodies::{
+    BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem,
+};
+use crate::representation::problem::PROBLEM_JSON;
+use crate::representation::rules;
+use crate::routes::{books, legacy, service};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -40,8 +43,8 @@ use crate::{books, legacy, probes, rules};
         legacy::get,
         legacy::update,
         legacy::delete,
-        probes::healthz,
-        probes::readyz,
+        service::healthz,
+        service::readyz,
     ),
     components(schemas(BookResponse, BookPage, BookInput, BookPatchInput, Problem, FieldViolation)),
     tags(

@@ -193,8 +193,7 @@ async fn a_revoked_key_stops_working_within_seconds() {
 
 #[actix_web::test]
 async fn the_document_declares_the_bearer_scheme_on_every_write_and_on_no_read() {
-    let document: serde_json::Value =
-        serde_json::from_str(&books_http::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&books_http::document_json()).unwrap();
     assert_eq!(
         document["components"]["securitySchemes"]["bearerAuth"]["scheme"],
         "bearer"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::Method;
 use books_adapters::testing::TestDatabase;
 use books_domain::{KeyName, Scope};
-use books_http::ratelimit::RateLimit;
+use books_http::RateLimit;
 use serde_json::json;
 
 use crate::helpers::TestApp;

@@ -8,8 +8,8 @@ use actix_web::http::header::HeaderMap;
 use books_adapters::testing::TestDatabase;
 use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository};
 use books_domain::{BookService, KeyName, KeyService, Scope};
-use books_http::observe::pool_probe;
-use books_http::ratelimit::RateLimit;
+use books_http::RateLimit;
+use books_http::pool_probe;
 use books_http::{Application, ServerSettings, Services};
 use serde_json::Value;
 

@@ -177,8 +177,7 @@ async fn tutorial_routes_validate_like_v1_and_change_nothing_on_bad_input() {
 
 #[actix_web::test]
 async fn the_tutorial_routes_are_deprecated_in_the_document() {
-    let document: serde_json::Value =
-        serde_json::from_str(&books_http::openapi::document_json()).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&books_http::document_json()).unwrap();
     for (path, item) in document["paths"].as_object().unwrap() {
         for operation in item.as_object().unwrap().values() {
             assert_eq!(

@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use books_http::openapi::document_json;
+use books_http::document_json;
 use serde_json::Value;
 
 use crate::helpers::TestApp;

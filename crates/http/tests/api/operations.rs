@@ -7,7 +7,7 @@ use books_adapters::testing::TestDatabase;
 use books_adapters::{
     ClusterOptions, LocalCluster, PoolOptions, connect, ensure_database, run_migrations,
 };
-use books_http::ratelimit::RateLimit;
+use books_http::RateLimit;
 use serde_json::json;
 
 use crate::helpers::TestApp;

@@ -1,28 +1,23 @@
-//! The HTTP application: routes, middleware and the server around them.
+//! The HTTP server: the routes and middleware, the settings it runs with, and the background
+//! tasks that run beside it.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_cors::Cors;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, header};
-use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, Next, from_fn};
-use actix_web::{
-    App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, Resource, ResponseError as _,
-    Route, web,
-};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use books_domain::{BookService, KeyService};
-use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::auth::{KeyCache, admit};
-use crate::books::{self, BASE};
-use crate::error::{ApiError, render_problem};
-use crate::observe::{self, Metrics, PoolProbe, observe};
+use crate::blocking::blocking;
+use crate::middleware::auth::KeyCache;
+use crate::middleware::cors::cors;
+use crate::middleware::head::head_as_get;
+use crate::middleware::observe::{Metrics, PoolProbe};
+use crate::middleware::ratelimit::{RateLimit, RateLimiter};
 use crate::openapi::document_json;
-use crate::ratelimit::{RateLimit, RateLimiter};
-use crate::{legacy, probes};
+use crate::routes::configure;
 
 /// The most connections one worker serves at once.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 2048;
@@ -188,47 +183,13 @@ impl Application {
     }
 }
 
-/// Cross-origin access for the given origins (`*` for any), with the headers clients need to
-/// read: validators, paging links, limits and request ids.
-fn cors(origins: &[String]) -> Cors {
-    let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allowed_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::HeaderName::from_static("idempotency-key"),
-            header::HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([
-            header::ETAG,
-            header::LOCATION,
-            header::LINK,
-            header::RETRY_AFTER,
-            header::HeaderName::from_static("x-request-id"),
-            header::HeaderName::from_static("ratelimit-limit"),
-            header::HeaderName::from_static("ratelimit-remaining"),
-            header::HeaderName::from_static("ratelimit-reset"),
-        ])
-        .max_age(3600);
-    for origin in origins {
-        cors = if origin == "*" {
-            cors.allow_any_origin()
-        } else {
-            cors.allowed_origin(origin)
-        };
-    }
-    cors
-}
-
 /// Forgets expired idempotency keys once an hour, off the request path, on the blocking pool.
 /// With several instances each one purges; the deletes are idempotent, so that is harmless.
 async fn forget_expired_keys_periodically(service: BookService) {
     let mut interval = actix_web::rt::time::interval(Duration::from_secs(3600));
     loop {
         interval.tick().await;
-        match books::blocking(&service, BookService::forget_expired_keys).await {
+        match blocking(&service, BookService::forget_expired_keys).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "forgot expired idempotency keys"),
             Err(error) => {
@@ -236,115 +197,4 @@ async fn forget_expired_keys_periodically(service: BookService) {
             }
         }
     }
-}
-
-/// Everything the application serves, with its middleware. Needs `web::Data<BookService>` and
-/// `web::Data<String>` (the OpenAPI document) in the app data.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(
-        web::scope("")
-            .wrap(ErrorHandlers::new().default_handler(render_problem))
-            .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
-            .wrap(from_fn(observe))
-            .service(
-                web::scope(BASE)
-                    .wrap(from_fn(admit))
-                    .service(
-                        web::resource("/books")
-                            .route(web::get().to(books::list_books))
-                            .route(web::post().to(books::create_book)),
-                    )
-                    .service(
-                        web::resource("/books/{id}")
-                            .route(web::get().to(books::get_book))
-                            .route(web::put().to(books::replace_book))
-                            .route(web::patch().to(books::patch_book))
-                            .route(web::delete().to(books::delete_book)),
-                    ),
-            )
-            .service(
-                web::scope("/booksApi")
-                    .wrap(from_fn(admit))
-                    .service(
-                        web::resource("")
-                            .route(web::get().to(legacy::list))
-                            .route(web::post().to(legacy::create)),
-                    )
-                    .service(
-                        web::resource("/{id}")
-                            .route(web::get().to(legacy::get))
-                            .route(web::put().to(legacy::update))
-                            .route(web::delete().to(legacy::delete)),
-                    ),
-            )
-            .service(read_only(
-                "/api-docs/openapi.json",
-                web::get().to(openapi_document),
-            ))
-            .service(
-                SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")),
-            )
-            .service(read_only(
-                "/swagger-ui",
-                web::get().to(|| redirect("/swagger-ui/")),
-            ))
-            .service(read_only("/", web::get().to(|| redirect("/swagger-ui/"))))
-            .service(read_only("/healthz", web::get().to(probes::healthz)))
-            .service(read_only("/readyz", web::get().to(probes::readyz)))
-            .service(read_only("/metrics", web::get().to(observe::metrics)))
-            .default_service(web::to(not_found)),
-    );
-}
-
-/// A resource answering GET (and so HEAD) at `path`, and 405 with `Allow` to any other method.
-/// (Without its own default, a resource in a scope that has one answers 404 to other methods.)
-fn read_only(path: &str, get: Route) -> Resource {
-    web::resource(path)
-        .route(get)
-        .default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
-    let mut response = ApiError::MethodNotAllowed(request.method().to_string()).error_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-    response
-}
-
-/// A request marked as a HEAD that is routed as a GET.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HeadRequest;
-
-/// Answers HEAD wherever GET is answered, with the same status and headers (RFC 9110, 9.3.2):
-/// the request is routed as a GET, and actix-web sends no body in answer to a HEAD, whatever the
-/// handler produced.
-async fn head_as_get(
-    mut request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if request.method() == Method::HEAD {
-        request.head_mut().method = Method::GET;
-        request.extensions_mut().insert(HeadRequest);
-    }
-    next.call(request).await
-}
-
-async fn openapi_document(document: web::Data<String>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(document.get_ref().clone())
-}
-
-async fn redirect(to: &'static str) -> HttpResponse {
-    HttpResponse::Found()
-        .insert_header((header::LOCATION, to))
-        .finish()
-}
-
-async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "there is nothing at {}",
-        request.path().chars().take(200).collect::<String>()
-    )))
 }

@@ -7,7 +7,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
 use books_domain::{Book, BookId, Version, VersionCheck};
 
-use crate::error::ApiError;
+use crate::representation::problem::ApiError;
 
 /// The ETag of `book`, quoted as the header carries it.
 pub(crate) fn etag(book: &Book) -> String {
@@ -21,7 +21,7 @@ enum Member<'a> {
     Tag { weak: bool, tag: &'a str },
 }
 
-/// The members of one header value, or `None` when it does not follow [`crate::rules::CONDITION`].
+/// The members of one header value, or `None` when it does not follow [`crate::representation::rules::CONDITION`].
 /// (A tag may hold a comma, so the value is scanned rather than split.)
 fn members(value: &str) -> Option<Vec<Member<'_>>> {
     let is_tag_char = |c: char| c == '\x21' || ('\x23'..='\x7E').contains(&c);

@@ -1,5 +1,5 @@
 //! Rate limiting: a token bucket per API key, or per client address for callers without a valid
-//! one. [`crate::auth::admit`] applies it to each request, before authentication.
+//! one. [`crate::middleware::auth::admit`] applies it to each request, before authentication.
 //!
 //! The buckets are spread over [`SHARDS`] independently locked maps, so two requests contend only
 //! when their callers hash to the same shard, and each holds the lock for a few arithmetic
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::error::ApiError;
+use crate::representation::problem::ApiError;
 
 const SHARDS: usize = 32;
 /// Buckets idle this long are full again and can be forgotten.

@@ -13,8 +13,8 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::dto::FieldViolation;
-use crate::error::ApiError;
+use crate::representation::bodies::FieldViolation;
+use crate::representation::problem::ApiError;
 
 /// The largest request body accepted, unless an operation says otherwise.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -54,7 +54,13 @@ impl<const LIMIT: usize> FromRequest for Body<LIMIT> {
                 let wait =
                     BODY_IDLE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
                 let chunk = match actix_web::rt::time::timeout(wait, payload.next()).await {
-                    Err(_) => return Err(ApiError::RequestTimeout),
+                    Err(_) => {
+                        return Err(ApiError::RequestTimeout(format!(
+                            "the request body did not arrive in time: it may pause for at most {} s and take {} s in all",
+                            BODY_IDLE_TIMEOUT.as_secs(),
+                            BODY_TIMEOUT.as_secs()
+                        )));
+                    }
                     Ok(None) => return Ok(Self(body.freeze())),
                     Ok(Some(Err(PayloadError::Overflow))) => return Err(too_large()),
                     Ok(Some(Err(_))) => {

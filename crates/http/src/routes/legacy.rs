@@ -11,17 +11,18 @@ use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, PageSize, P
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::WriteAccess;
-use crate::body::Body;
-use crate::books::{BookPath, WriteTarget, blocking};
-use crate::dto::FieldViolation;
-use crate::error::ApiError;
-use crate::etag::IfMatchHeader;
-use crate::params::{Params, shown};
+use crate::blocking::blocking;
+use crate::middleware::auth::WriteAccess;
+use crate::representation::bodies::FieldViolation;
+use crate::representation::body::Body;
+use crate::representation::etag::IfMatchHeader;
+use crate::representation::params::{Params, shown};
+use crate::representation::problem::ApiError;
+use crate::routes::books::{BookPath, WriteTarget};
 
 /// A book as the tutorial shows it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacyBook {
+pub(crate) struct LegacyBook {
     /// The book's id.
     #[schema(format = Int64)]
     pub id: i64,
@@ -47,21 +48,21 @@ impl From<&Book> for LegacyBook {
 
 /// `GET /booksApi`: every book.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacyBookList {
+pub(crate) struct LegacyBookList {
     /// All books, by id.
     pub books: Vec<LegacyBook>,
 }
 
 /// `GET /booksApi/{id}`: one book, under the tutorial's (plural) name.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacyBookItem {
+pub(crate) struct LegacyBookItem {
     /// The book.
     pub books: LegacyBook,
 }
 
 /// `POST /booksApi`: the created book.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LegacyCreated {
+pub(crate) struct LegacyCreated {
     /// The book.
     #[serde(rename = "Book")]
     #[schema(rename = "Book")]
@@ -76,7 +77,7 @@ pub struct LegacyCreated {
     dead_code,
     reason = "documents the fields that `legacy_fields` reads from the form or the query"
 )]
-pub struct LegacyNewFields {
+pub(crate) struct LegacyNewFields {
     /// The title: 1 to 250 characters once trimmed.
     title: String,
     /// The author: 1 to 250 characters once trimmed.
@@ -94,7 +95,7 @@ pub struct LegacyNewFields {
     dead_code,
     reason = "documents the fields that `legacy_fields` reads from the form or the query"
 )]
-pub struct LegacyFields {
+pub(crate) struct LegacyFields {
     /// A new title (1 to 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
     title: Option<String>,

@@ -20,16 +20,16 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use books_domain::{KeyRing, KeyService, Principal, Scope};
 
-use crate::books::blocking_call;
-use crate::error::ApiError;
-use crate::ratelimit::{Caller, RateLimiter};
+use crate::blocking::blocking_call;
+use crate::middleware::ratelimit::{Caller, RateLimiter};
+use crate::representation::problem::ApiError;
 
 /// How often the keys are reloaded: the longest a revoked key keeps working.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// The active keys, shared by all workers.
 #[derive(Debug)]
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     ring: RwLock<KeyRing>,
     keys: KeyService,
 }
@@ -37,7 +37,7 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cache over `keys`, loaded once now (empty, with a warning, when the database is down:
     /// the refresh will load it).
-    pub fn load(keys: KeyService) -> Self {
+    pub(crate) fn load(keys: KeyService) -> Self {
         let ring = keys.ring().unwrap_or_else(|error| {
             tracing::warn!(error = %error, "could not load the API keys; writes are refused until they load");
             KeyRing::default()
@@ -57,7 +57,7 @@ impl KeyCache {
     }
 
     /// Reloads the keys from the database, off the async workers.
-    pub async fn refresh(&self) {
+    pub(crate) async fn refresh(&self) {
         let keys = self.keys.clone();
         match blocking_call(move || keys.ring()).await {
             Ok(ring) => {
@@ -71,7 +71,7 @@ impl KeyCache {
     }
 
     /// Reloads the keys every [`REFRESH_EVERY`], forever.
-    pub async fn refresh_periodically(cache: web::Data<Self>) {
+    pub(crate) async fn refresh_periodically(cache: web::Data<Self>) {
         let mut interval = actix_web::rt::time::interval(REFRESH_EVERY);
         loop {
             interval.tick().await;

@@ -16,7 +16,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, HttpResponse, web};
+use actix_web::{HttpMessage as _, web};
 
 const SHARDS: usize = 16;
 /// Upper bounds of the latency buckets, in seconds.
@@ -247,7 +247,10 @@ pub(crate) async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&request);
-    let method = if request.extensions().contains::<crate::app::HeadRequest>() {
+    let method = if request
+        .extensions()
+        .contains::<crate::middleware::head::HeadRequest>()
+    {
         Method::HEAD
     } else {
         request.method().clone()
@@ -284,11 +287,4 @@ pub(crate) async fn observe(
     tracing::info!(request_id, method = %method, path, status, ms = seconds * 1000.0, "request");
     response.headers_mut().insert(REQUEST_ID, id);
     Ok(response)
-}
-
-/// `GET /metrics`.
-pub(crate) async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
 }

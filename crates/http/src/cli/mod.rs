@@ -1,10 +1,18 @@
-//! The command line of the `books-api` binary, and the database it runs against.
+//! The command line of the `books-api` binary: its arguments, the database it runs against, the
+//! short commands (`migrate`, `keys`, `openapi`), and logging.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use books_adapters::{ClusterOptions, LocalCluster, ensure_database};
-use clap::{Args, Parser, Subcommand};
+use books_domain::Scope;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod commands;
+mod logging;
+
+pub use commands::{keys, migrate, print};
+pub use logging::init_logging;
 
 /// A REST service for a catalogue of books, on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -16,9 +24,36 @@ pub struct Cli {
     /// Settings for serving, when no command is given.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    Text,
+    /// For log collectors: one JSON object per line.
+    Json,
+}
+
+/// What an API key allows, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Reads only.
+    Read,
+    /// Reads and writes.
+    Write,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Read => Self::Read,
+            ScopeArg::Write => Self::Write,
+        }
+    }
 }
 
 /// The commands.
@@ -50,8 +85,8 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// What the key allows.
-        #[arg(long, default_value = "write", value_parser = ["read", "write"])]
-        scope: String,
+        #[arg(long, value_enum, default_value_t = ScopeArg::Write)]
+        scope: ScopeArg,
     },
     /// List the active keys (names and scopes; keys themselves are never stored).
     List,

@@ -6,7 +6,7 @@
 
 use percent_encoding::percent_decode;
 
-use crate::error::ApiError;
+use crate::representation::problem::ApiError;
 
 /// The parameters of one query string or form body, each name at most once, in order.
 #[derive(Debug, Default)]

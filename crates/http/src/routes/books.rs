@@ -13,54 +13,17 @@ use books_domain::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::WriteAccess;
-use crate::body::{Body, JSON, JsonObject, MERGE_PATCH};
-use crate::cursor;
-use crate::dto::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
-use crate::error::ApiError;
-use crate::etag::{IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match};
-use crate::params::Params;
-
-/// Where the v1 API lives.
-pub(crate) const BASE: &str = "/api/v1";
-
-/// The longest a handler waits for its database work before answering 503. Longer than any wait
-/// the service allows itself (a 2 s checkout plus a 5 s statement), so it fires only when
-/// something is badly wrong, and the client still gets an answer instead of a hung request.
-pub const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Runs a use case on the blocking thread pool: diesel blocks, and an async worker that blocks
-/// stalls every other request it serves.
-pub(crate) async fn blocking<T, E>(
-    service: &BookService,
-    call: impl FnOnce(&BookService) -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    E: Into<ApiError> + Send + 'static,
-{
-    let service = service.clone();
-    blocking_call(move || call(&service)).await
-}
-
-/// Runs any blocking call on the blocking thread pool; see [`blocking`].
-pub(crate) async fn blocking_call<T, E>(
-    call: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    E: Into<ApiError> + Send + 'static,
-{
-    match actix_web::rt::time::timeout(HANDLER_DEADLINE, web::block(call)).await {
-        Ok(Ok(result)) => result.map_err(Into::into),
-        Ok(Err(error)) => Err(ApiError::Unavailable(
-            anyhow::anyhow!(error).context("the blocking pool is gone"),
-        )),
-        Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
-            "the database work took longer than {HANDLER_DEADLINE:?}"
-        ))),
-    }
-}
+use crate::blocking::blocking;
+use crate::middleware::auth::WriteAccess;
+use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
+use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
+use crate::representation::cursor;
+use crate::representation::etag::{
+    IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match,
+};
+use crate::representation::params::Params;
+use crate::representation::problem::ApiError;
+use crate::routes::BASE;
 
 /// The book a request names in its path (`{id}`): a positive 64-bit integer in plain decimal
 /// digits, or the request is a 400.

@@ -20,7 +20,7 @@ use books_domain::{
     CreateBookError, GetBookError, InvalidBook, ListBooksError, StorageError, WriteBookError,
 };
 
-use crate::dto::{FieldViolation, Problem};
+use crate::representation::bodies::{FieldViolation, Problem};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -44,8 +44,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: no such book.
     NotFound(String),
-    /// 408: the request body stalled or took too long.
-    RequestTimeout,
+    /// 408: the request body stalled or took too long; what the limits are.
+    RequestTimeout(String),
     /// 405: the route exists, but not with this method (the caller adds `Allow`).
     MethodNotAllowed(String),
     /// 409: a request with the same idempotency key is still in flight.
@@ -86,11 +86,7 @@ impl ApiError {
             | Self::UnsupportedMediaType(detail)
             | Self::InvalidBody(detail) => detail.clone(),
             Self::MethodNotAllowed(method) => format!("{method} is not allowed here"),
-            Self::RequestTimeout => format!(
-                "the request body did not arrive in time: it may pause for at most {} s and take {} s in all",
-                crate::body::BODY_IDLE_TIMEOUT.as_secs(),
-                crate::body::BODY_TIMEOUT.as_secs()
-            ),
+            Self::RequestTimeout(detail) => detail.clone(),
             Self::PayloadTooLarge(limit) => {
                 format!("the request body must be at most {}", bytes(*limit))
             }
@@ -122,7 +118,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,

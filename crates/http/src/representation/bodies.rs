@@ -12,7 +12,7 @@ use utoipa::ToSchema;
     "id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3,
     "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"
 }))]
-pub struct BookResponse {
+pub(crate) struct BookResponse {
     /// Assigned by the server; positive and never reused.
     #[schema(minimum = 1, format = Int64)]
     pub id: i64,
@@ -48,7 +48,7 @@ impl From<&Book> for BookResponse {
 
 /// One page of books.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BookPage {
+pub(crate) struct BookPage {
     /// The books of this page, in the requested order.
     pub items: Vec<BookResponse>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -64,7 +64,7 @@ pub struct BookPage {
     dead_code,
     reason = "describes a body that is read member by member, so every invalid field can be reported"
 )]
-pub struct BookInput {
+pub(crate) struct BookInput {
     /// Required; 1 to 250 characters after trimming white space.
     #[schema(min_length = 1, max_length = 250)]
     title: String,
@@ -84,7 +84,7 @@ pub struct BookInput {
     dead_code,
     reason = "describes a body that is read member by member, so every invalid field can be reported"
 )]
-pub struct BookPatchInput {
+pub(crate) struct BookPatchInput {
     /// A new title, 1 to 250 characters after trimming. Null is refused.
     #[schema(min_length = 1, max_length = 250, nullable = false)]
     title: Option<String>,
@@ -98,7 +98,7 @@ pub struct BookPatchInput {
 
 /// An error, as RFC 9457 describes it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Always `about:blank`: the status says what kind of problem this is.
     #[serde(rename = "type")]
     #[schema(rename = "type")]

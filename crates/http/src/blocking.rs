@@ -1,0 +1,47 @@
+//! Running synchronous work (diesel) off the async workers.
+//!
+//! Every use case that touches the database goes through [`blocking`] or [`blocking_call`]: an
+//! async worker that blocks on a query stalls every other request it serves.
+
+use actix_web::web;
+use books_domain::BookService;
+
+use crate::representation::problem::ApiError;
+
+/// The longest a handler waits for its database work before answering 503. Longer than any wait
+/// the service allows itself (a 2 s checkout plus a 5 s statement), so it fires only when
+/// something is badly wrong, and the client still gets an answer instead of a hung request.
+pub(crate) const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs a use case on the blocking thread pool: diesel blocks, and an async worker that blocks
+/// stalls every other request it serves.
+pub(crate) async fn blocking<T, E>(
+    service: &BookService,
+    call: impl FnOnce(&BookService) -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    let service = service.clone();
+    blocking_call(move || call(&service)).await
+}
+
+/// Runs any blocking call on the blocking thread pool; see [`blocking`].
+pub(crate) async fn blocking_call<T, E>(
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match actix_web::rt::time::timeout(HANDLER_DEADLINE, web::block(call)).await {
+        Ok(Ok(result)) => result.map_err(Into::into),
+        Ok(Err(error)) => Err(ApiError::Unavailable(
+            anyhow::anyhow!(error).context("the blocking pool is gone"),
+        )),
+        Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            "the database work took longer than {HANDLER_DEADLINE:?}"
+        ))),
+    }
+}

@@ -1,0 +1,12 @@
+//! What every request passes through before and after its handler.
+//!
+//! In order, from the outside in: [`head`] (HEAD answered as GET), [`cors`] when configured,
+//! [`observe`] (request id, log line, metrics), the problem+json rendering of the framework's own
+//! errors, then for the API routes [`auth::admit`] (rate limit, then credentials; see
+//! [`ratelimit`]).
+
+pub(crate) mod auth;
+pub(crate) mod cors;
+pub(crate) mod head;
+pub mod observe;
+pub mod ratelimit;

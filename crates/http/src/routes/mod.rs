@@ -1,0 +1,86 @@
+//! What the service answers, and where: the route table, and one file of handlers per part of
+//! the API.
+//!
+//! - [`books`]: the v1 API under [`BASE`];
+//! - [`legacy`]: the original tutorial's `/booksApi` routes;
+//! - [`service`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
+//!
+//! Each handler reads the request into domain values (with the extractors and readers of
+//! [`crate::representation`]), runs one use case through [`crate::blocking`], and maps the
+//! outcome to a response; the rules live in the domain, the storage in the adapters.
+
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
+use actix_web::web;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::middleware::auth::admit;
+use crate::middleware::observe::observe;
+use crate::representation::problem::render_problem;
+
+pub(crate) mod books;
+pub(crate) mod legacy;
+pub(crate) mod service;
+
+use service::{not_found, openapi_document, read_only, redirect};
+
+/// Where the v1 API lives.
+pub(crate) const BASE: &str = "/api/v1";
+
+/// Everything the application serves, with its middleware. Needs `web::Data<BookService>` and
+/// `web::Data<String>` (the OpenAPI document) in the app data.
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::scope("")
+            .wrap(ErrorHandlers::new().default_handler(render_problem))
+            .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+            .wrap(from_fn(observe))
+            .service(
+                web::scope(BASE)
+                    .wrap(from_fn(admit))
+                    .service(
+                        web::resource("/books")
+                            .route(web::get().to(books::list_books))
+                            .route(web::post().to(books::create_book)),
+                    )
+                    .service(
+                        web::resource("/books/{id}")
+                            .route(web::get().to(books::get_book))
+                            .route(web::put().to(books::replace_book))
+                            .route(web::patch().to(books::patch_book))
+                            .route(web::delete().to(books::delete_book)),
+                    ),
+            )
+            .service(
+                web::scope("/booksApi")
+                    .wrap(from_fn(admit))
+                    .service(
+                        web::resource("")
+                            .route(web::get().to(legacy::list))
+                            .route(web::post().to(legacy::create)),
+                    )
+                    .service(
+                        web::resource("/{id}")
+                            .route(web::get().to(legacy::get))
+                            .route(web::put().to(legacy::update))
+                            .route(web::delete().to(legacy::delete)),
+                    ),
+            )
+            .service(read_only(
+                "/api-docs/openapi.json",
+                web::get().to(openapi_document),
+            ))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")),
+            )
+            .service(read_only(
+                "/swagger-ui",
+                web::get().to(|| redirect("/swagger-ui/")),
+            ))
+            .service(read_only("/", web::get().to(|| redirect("/swagger-ui/"))))
+            .service(read_only("/healthz", web::get().to(service::healthz)))
+            .service(read_only("/readyz", web::get().to(service::readyz)))
+            .service(read_only("/metrics", web::get().to(service::metrics)))
+            .default_service(web::to(not_found)),
+    );
+}

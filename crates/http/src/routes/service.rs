@@ -1,0 +1,82 @@
+//! The service's own endpoints: liveness and readiness for orchestrators and load balancers,
+//! metrics, the OpenAPI document, and the answers for paths and methods that do not exist.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError as _, Route, web};
+use books_domain::BookService;
+use serde_json::json;
+
+use crate::blocking::blocking;
+use crate::middleware::observe::Metrics;
+use crate::representation::problem::ApiError;
+
+/// Liveness
+///
+/// 200 while the process is up, whatever the database does.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "service",
+    responses((status = 200, description = "The process is up", body = serde_json::Value, example = json!({"status": "ok"}))),
+)]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness
+///
+/// 200 when the database answers, 503 when it does not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "service",
+    responses((status = 200, description = "The database answers", body = serde_json::Value, example = json!({"status": "ready"}))),
+)]
+pub(crate) async fn readyz(service: web::Data<BookService>) -> Result<HttpResponse, ApiError> {
+    blocking(&service, BookService::check_storage).await?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub(crate) async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}
+
+/// A resource answering GET (and so HEAD) at `path`, and 405 with `Allow` to any other method.
+/// (Without its own default, a resource in a scope that has one answers 404 to other methods.)
+pub(crate) fn read_only(path: &str, get: Route) -> Resource {
+    web::resource(path)
+        .route(get)
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed(request.method().to_string()).error_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+pub(crate) async fn openapi_document(document: web::Data<String>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.get_ref().clone())
+}
+
+pub(crate) async fn redirect(to: &'static str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+pub(crate) async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "there is nothing at {}",
+        request.path().chars().take(200).collect::<String>()
+    )))
+}
