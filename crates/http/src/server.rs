@@ -9,12 +9,13 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use books_domain::{BookService, KeyService};
+use tracing_actix_web::TracingLogger;
 
 use crate::blocking::blocking;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
-use crate::middleware::observe::{Metrics, PoolProbe};
+use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
 use crate::middleware::ratelimit::{RateLimit, RateLimiter};
 use crate::openapi::document_json;
 use crate::routes::configure;
@@ -128,6 +129,7 @@ impl Application {
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .configure(configure)
         })
         .workers(settings.workers)

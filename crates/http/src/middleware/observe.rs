@@ -1,14 +1,12 @@
-//! What operators see: one log line and a request id per request, and Prometheus metrics.
+//! What operators see: a tracing span and a request id per request, one log line per request,
+//! and Prometheus metrics.
 //!
-//! Series are kept in [`SHARDS`] independently locked maps keyed by method, route template and
-//! status, so recording never takes a global lock; the route template (`/api/v1/books/{id}`), not
-//! the path, keeps the number of series bounded whatever clients send.
+//! The span ([`RequestSpan`], through `tracing-actix-web`) carries the request id, so anything
+//! logged while the request is handled, deep in a use case included, can be matched to it. The
+//! metrics are kept by the `metrics` crate's Prometheus exporter, one registry per server; the
+//! route template (`/api/v1/books/{id}`, or `unmatched`), not the path, and a fixed set of methods
+//! keep the number of series bounded whatever clients send.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::hash::{BuildHasher as _, RandomState};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -16,14 +14,32 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, web};
+use actix_web::{Error, HttpMessage as _, web};
+use metrics::{Key, Label, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
 
-const SHARDS: usize = 16;
+use crate::middleware::head::HeadRequest;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const METADATA: Metadata<'static> = Metadata::new("books_http", metrics::Level::INFO, None);
+/// The methods that have series of their own; any other shares `TRACE`'s.
+const KNOWN_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// The pool's state: connections open, idle, and requests waiting for one.
 pub type PoolProbe = Box<dyn Fn() -> PoolState + Send + Sync>;
@@ -41,22 +57,11 @@ pub struct PoolState {
     pub waiting: u64,
 }
 
-/// Method, route template, status.
-type SeriesKey = (Method, String, u16);
-
-#[derive(Debug, Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
-}
-
-/// The service's counters.
+/// The service's metrics: a Prometheus registry of its own (so that several servers in one
+/// process, as in the tests, never mix their counts), and the pool's probe.
 pub struct Metrics {
-    hasher: RandomState,
-    shards: Vec<Mutex<HashMap<SeriesKey, Series>>>,
-    server_errors: AtomicU64,
-    unavailable: AtomicU64,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
     pool: Option<PoolProbe>,
 }
 
@@ -66,114 +71,106 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Each series the service exports, with its help text. The names are the service's contract
+/// with its dashboards: they do not change.
+const DESCRIPTIONS: [(&str, &str); 9] = [
+    (
+        "http_requests_total",
+        "Requests answered, by method, route template and status.",
+    ),
+    (
+        "http_request_duration_seconds",
+        "Time to answer, by method, route template and status.",
+    ),
+    (
+        "http_server_errors_total",
+        "Answers with a 5xx status other than 503.",
+    ),
+    (
+        "database_unavailable_total",
+        "Answers of 503 because the database was unreachable or busy.",
+    ),
+    (
+        "db_pool_max_connections",
+        "The most connections the pool opens.",
+    ),
+    (
+        "db_pool_waiting",
+        "Requests waiting for a database connection.",
+    ),
+    (
+        "db_pool_connections",
+        "Database connections open in the pool.",
+    ),
+    ("db_pool_idle_connections", "Open connections not in use."),
+    ("db_pool_busy_connections", "Open connections in use."),
+];
+
 impl Metrics {
     /// Empty metrics; `pool` reports the database pool when given.
     pub fn new(pool: Option<PoolProbe>) -> Self {
+        // The builder refuses only an empty bucket list.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("http_request_duration_seconds".to_owned()),
+                &BUCKETS,
+            )
+            .map_or_else(
+                |_| PrometheusBuilder::new().build_recorder(),
+                PrometheusBuilder::build_recorder,
+            );
+        for (name, help) in DESCRIPTIONS {
+            if name.starts_with("http_request_duration") {
+                recorder.describe_histogram(name.into(), None, help.into());
+            } else if name.starts_with("db_pool") {
+                recorder.describe_gauge(name.into(), None, help.into());
+            } else {
+                recorder.describe_counter(name.into(), None, help.into());
+            }
+        }
+        // Zero until something happens, rather than absent.
+        for name in ["http_server_errors_total", "database_unavailable_total"] {
+            recorder
+                .register_counter(&Key::from_static_name(name), &METADATA)
+                .absolute(0);
+        }
+        let handle = recorder.handle();
         Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            server_errors: AtomicU64::new(0),
-            unavailable: AtomicU64::new(0),
+            recorder,
+            handle,
             pool,
         }
     }
 
-    fn record(&self, method: Method, route: String, status: u16, seconds: f64) {
+    fn record(&self, method: &Method, route: String, status: u16, seconds: f64) {
+        let counter = |name: &'static str| {
+            self.recorder
+                .register_counter(&Key::from_static_name(name), &METADATA)
+                .increment(1);
+        };
         match status {
-            503 => {
-                self.unavailable.fetch_add(1, Ordering::Relaxed);
-            }
-            500..=599 => {
-                self.server_errors.fetch_add(1, Ordering::Relaxed);
-            }
+            503 => counter("database_unavailable_total"),
+            500..=599 => counter("http_server_errors_total"),
             _ => {}
         }
-        let key = (method, route, status);
-        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        let mut series = shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let series = series.entry(key).or_default();
-        series.count += 1;
-        series.sum += seconds;
-        for (bucket, bound) in series.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
+        let labels = vec![
+            Label::new("method", method.as_str().to_owned()),
+            Label::new("route", route),
+            Label::new("status", status.to_string()),
+        ];
+        self.recorder
+            .register_histogram(
+                &Key::from_parts("http_request_duration_seconds", labels.clone()),
+                &METADATA,
+            )
+            .record(seconds);
+        self.recorder
+            .register_counter(&Key::from_parts("http_requests_total", labels), &METADATA)
+            .increment(1);
     }
 
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the Prometheus text format, the pool's state read now.
     pub fn render(&self) -> String {
-        let mut all: Vec<(SeriesKey, Series)> = Vec::new();
-        for shard in &self.shards {
-            let shard = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            all.extend(shard.iter().map(|(k, s)| {
-                (
-                    k.clone(),
-                    Series {
-                        count: s.count,
-                        sum: s.sum,
-                        buckets: s.buckets,
-                    },
-                )
-            }));
-        }
-        all.sort_by(|a, b| (a.0.0.as_str(), &a.0.1, a.0.2).cmp(&(b.0.0.as_str(), &b.0.1, b.0.2)));
-        let mut out = String::new();
-        out.push_str(
-            "# HELP http_requests_total Requests answered, by method, route template and status.\n",
-        );
-        out.push_str("# TYPE http_requests_total counter\n");
-        for ((method, route, status), series) in &all {
-            let _ = writeln!(
-                out,
-                "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-                series.count
-            );
-        }
-        out.push_str("# HELP http_request_duration_seconds Time to answer, by method, route template and status.\n");
-        out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for ((method, route, status), series) in &all {
-            let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-            for (bound, count) in BUCKETS.iter().zip(series.buckets) {
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                series.count
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                series.sum
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                series.count
-            );
-        }
-        out.push_str("# HELP http_server_errors_total Answers with a 5xx status other than 503.\n");
-        out.push_str("# TYPE http_server_errors_total counter\n");
-        let _ = writeln!(
-            out,
-            "http_server_errors_total {}",
-            self.server_errors.load(Ordering::Relaxed)
-        );
-        out.push_str("# HELP database_unavailable_total Answers of 503 because the database was unreachable or busy.\n");
-        out.push_str("# TYPE database_unavailable_total counter\n");
-        let _ = writeln!(
-            out,
-            "database_unavailable_total {}",
-            self.unavailable.load(Ordering::Relaxed)
-        );
         if let Some(pool) = &self.pool {
             let PoolState {
                 max,
@@ -181,22 +178,23 @@ impl Metrics {
                 idle,
                 waiting,
             } = pool();
-            out.push_str("# HELP db_pool_max_connections The most connections the pool opens.\n# TYPE db_pool_max_connections gauge\n");
-            let _ = writeln!(out, "db_pool_max_connections {max}");
-            out.push_str("# HELP db_pool_waiting Requests waiting for a database connection.\n# TYPE db_pool_waiting gauge\n");
-            let _ = writeln!(out, "db_pool_waiting {waiting}");
-            out.push_str("# HELP db_pool_connections Database connections open in the pool.\n# TYPE db_pool_connections gauge\n");
-            let _ = writeln!(out, "db_pool_connections {open}");
-            out.push_str("# HELP db_pool_idle_connections Open connections not in use.\n# TYPE db_pool_idle_connections gauge\n");
-            let _ = writeln!(out, "db_pool_idle_connections {idle}");
-            out.push_str("# HELP db_pool_busy_connections Open connections in use.\n# TYPE db_pool_busy_connections gauge\n");
-            let _ = writeln!(
-                out,
-                "db_pool_busy_connections {}",
-                open.saturating_sub(idle)
-            );
+            let gauges = [
+                ("db_pool_max_connections", f64::from(max)),
+                ("db_pool_waiting", waiting as f64),
+                ("db_pool_connections", f64::from(open)),
+                ("db_pool_idle_connections", f64::from(idle)),
+                (
+                    "db_pool_busy_connections",
+                    f64::from(open.saturating_sub(idle)),
+                ),
+            ];
+            for (name, value) in gauges {
+                self.recorder
+                    .register_gauge(&Key::from_static_name(name), &METADATA)
+                    .set(value);
+            }
         }
-        out
+        self.handle.render()
     }
 }
 
@@ -213,30 +211,68 @@ pub fn pool_probe(pool: books_adapters::PgPool) -> PoolProbe {
     })
 }
 
-/// A request id from the client (1 to 128 visible ASCII characters), or a new one.
-fn request_id(request: &ServiceRequest) -> HeaderValue {
-    let given = request.headers().get(&REQUEST_ID).filter(|value| {
-        let bytes = value.as_bytes();
-        (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
-    });
-    if let Some(value) = given {
-        return value.clone();
+/// A request's id: the client's `X-Request-Id` (1 to 128 visible ASCII characters), or a new one.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(HeaderValue);
+
+impl RequestId {
+    fn of(request: &ServiceRequest) -> Self {
+        let given = request.headers().get(&REQUEST_ID).filter(|value| {
+            let bytes = value.as_bytes();
+            (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
+        });
+        if let Some(value) = given {
+            return Self(value.clone());
+        }
+        let mut bytes = [0_u8; 12];
+        // Without randomness a request id is still useful as long as it is unique enough to
+        // grep: fall back to the clock.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            bytes.copy_from_slice(&nanos.to_be_bytes()[4..]);
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unknown")))
     }
-    let mut bytes = [0_u8; 12];
-    // Without randomness a request id is still useful as long as it is unique enough to grep:
-    // fall back to the clock.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes.copy_from_slice(&nanos.to_be_bytes()[4..]);
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Gives the request an id (echoed in `X-Request-Id`), logs one line for it and records it.
+/// The span of each request, opened by `tracing_actix_web::TracingLogger` before anything else
+/// runs: it carries the request id, method and route template, and the status once known.
+#[derive(Debug)]
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let id = RequestId::of(request);
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.as_str(),
+            method = %request.method(),
+            route,
+            status = tracing::field::Empty,
+        );
+        request.extensions_mut().insert(id);
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        if let Ok(response) = outcome {
+            span.record("status", response.status().as_u16());
+        }
+    }
+}
+
+/// Echoes the request id in `X-Request-Id`, logs one line for the request and records it.
 ///
 /// # Errors
 ///
@@ -246,11 +282,12 @@ pub(crate) async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = request_id(&request);
-    let method = if request
+    let id = request
         .extensions()
-        .contains::<crate::middleware::head::HeadRequest>()
-    {
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(|| RequestId::of(&request));
+    let method = if request.extensions().contains::<HeadRequest>() {
         Method::HEAD
     } else {
         request.method().clone()
@@ -261,30 +298,20 @@ pub(crate) async fn observe(
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
     if let Some(metrics) = metrics {
-        // The template, not the path, so that the number of series stays bounded.
+        // The template, not the path, and known methods only: the number of series stays
+        // bounded whatever clients send.
         let route = response
             .request()
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_owned());
-        // Likewise, a client's invented methods share one series.
-        let known = [
-            Method::GET,
-            Method::HEAD,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ];
-        let series_method = if known.contains(&method) {
+        let series_method = if KNOWN_METHODS.contains(&method) {
             method.clone()
         } else {
             Method::TRACE
         };
-        metrics.record(series_method, route, status, seconds);
+        metrics.record(&series_method, route, status, seconds);
     }
-    let request_id = id.to_str().unwrap_or("");
-    tracing::info!(request_id, method = %method, path, status, ms = seconds * 1000.0, "request");
-    response.headers_mut().insert(REQUEST_ID, id);
+    tracing::info!(method = %method, path, status, ms = seconds * 1000.0, "request");
+    response.headers_mut().insert(REQUEST_ID, id.0);
     Ok(response)
 }

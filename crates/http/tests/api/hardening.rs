@@ -3,7 +3,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
@@ -12,7 +11,7 @@ use books_domain::{KeyName, Scope};
 use books_http::RateLimit;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Process, TestApp, free_port, serve, wait_ready};
 
 /// Sends `request` over a raw connection to `address` (`http://host:port`) and reads until the
 /// server closes it or `patience` runs out.
@@ -376,61 +375,6 @@ async fn a_cursor_carries_its_page_size_and_a_limit_beside_it_wins() {
         .await
         .json();
     assert_eq!(wider["items"].as_array().unwrap().len(), 3);
-}
-
-/// A `books-api` process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(env: &[(&str, &str)]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_books-api"));
-    command
-        .env_remove("DATABASE_URL")
-        .env_remove("DATA_DIR")
-        .env("RATE_LIMIT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    Process(command.spawn().expect("the binary starts"))
-}
-
-/// Waits until `GET /readyz` on `port` answers 200, for at most `patience`.
-fn wait_ready(port: u16, process: &mut Process, patience: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < patience {
-        if process.0.try_wait().unwrap().is_some() {
-            return false;
-        }
-        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-            let mut answer = String::new();
-            stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-                && answer.starts_with("HTTP/1.1 200")
-        });
-        if ready {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// The peak resident memory of a process, in bytes.

@@ -1,6 +1,9 @@
-use std::net::TcpListener;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
@@ -276,4 +279,64 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
     }
+}
+
+/// A `books-api` process, killed when dropped.
+pub(crate) struct Process(pub(crate) Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn serve(env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_books-api"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("DATA_DIR")
+        .env("RATE_LIMIT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, value) in env {
+        if *name == "STDERR" {
+            command.stderr(std::fs::File::create(value).expect("a log file"));
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Process(command.spawn().expect("the binary starts"))
+}
+
+/// Waits until `GET /readyz` on `port` answers 200, for at most `patience`.
+pub(crate) fn wait_ready(port: u16, process: &mut Process, patience: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if process.0.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+            let mut answer = String::new();
+            stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+        });
+        if ready {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }

@@ -10,7 +10,9 @@ use books_adapters::{
 use books_http::RateLimit;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use std::io::{Read as _, Write as _};
+
+use crate::helpers::{TestApp, free_port, serve, wait_ready};
 
 #[actix_web::test]
 async fn a_caller_past_its_burst_gets_429_with_retry_after_and_others_are_unaffected() {
@@ -427,4 +429,53 @@ async fn after_a_quick_database_restart_each_stale_connection_fails_at_most_one_
         .await
         .unwrap()
         .unwrap();
+}
+
+#[actix_web::test]
+async fn unknown_paths_and_methods_never_make_new_series() {
+    let app = TestApp::spawn().await;
+    for path in ["/nope-1", "/nope-2/deeper", "/api/v1/bookz"] {
+        assert_eq!(app.get(path).await.status, 404);
+    }
+    let made_up = Method::from_bytes(b"BREW").unwrap();
+    app.request(made_up, "/healthz", &[], None).await;
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(!text.contains("nope") && !text.contains("bookz") && !text.contains("BREW"));
+    assert!(
+        text.contains(r#"route="unmatched",status="404"} 3"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_log_line_of_a_request_carries_its_request_id() {
+    let database = TestDatabase::new();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("books-api-log-{}-{port}", std::process::id()));
+    let log_path = log.to_str().unwrap().to_owned();
+    let mut service = serve(&[
+        ("DATABASE_URL", database.url()),
+        ("BIND", &bind),
+        ("LOG_FORMAT", "json"),
+        ("STDERR", &log_path),
+    ]);
+    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /api/v1/books/424242 HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-me-42\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("x-request-id: trace-me-42"), "{answer}");
+    drop(service);
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let line = lines
+        .lines()
+        .find(|line| line.contains("/api/v1/books/424242"))
+        .unwrap_or_else(|| panic!("no log line for the request: {lines}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["span"]["request_id"], "trace-me-42", "{line}");
+    assert_eq!(event["span"]["route"], "/api/v1/books/{id}", "{line}");
 }
