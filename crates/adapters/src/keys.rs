@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use crate::errors::{Failure, classify};
 
 use crate::PgPool;
 use crate::repository::{checkout, storage_error};
@@ -82,7 +82,7 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
             .get_result(&mut conn);
         match row {
             Ok(row) => Ok(row.parts()?.1),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(error) if classify(&error) == Failure::UniqueViolation => {
                 Err(CreateKeyError::NameTaken(name.clone()))
             }
             Err(error) => Err(storage_error(&mut conn, error).into()),

@@ -15,6 +15,7 @@
 mod cluster;
 mod condition;
 mod database;
+mod errors;
 mod keys;
 mod repository;
 mod schema;

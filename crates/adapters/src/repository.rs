@@ -12,13 +12,14 @@ use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel::sql_types::Bool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::PgPool;
 use crate::condition::Condition;
+use crate::errors::{Failure, classify};
 use crate::condition::Part::{self, Sql};
 use crate::schema::{book, idempotency_key};
 
@@ -124,45 +125,21 @@ pub(crate) fn checkout(
     })
 }
 
-/// Turns a driver error on `conn` into the domain's words: a connection that is gone means the
-/// store is unavailable (retry later); anything else is unexpected.
+/// Turns a driver error on `conn` into the domain's words (see [`classify`]): a connection that
+/// is gone, or a server that is busy or restarting, means the store is unavailable (retry
+/// later); anything else is unexpected.
 ///
 /// A connection that is gone is also marked broken, so that the pool drops it instead of handing
 /// it out again. (The pool does not test connections on checkout: that would cost every request
 /// a round trip.)
 pub(crate) fn storage_error(conn: &mut PgConnection, error: DieselError) -> StorageError {
-    let lost = match &error {
-        DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        ) => true,
-        DieselError::DatabaseError(_, info) => {
-            ["terminating connection", "server closed the connection"]
-                .iter()
-                .any(|sign| info.message().contains(sign))
-        }
-        _ => false,
-    };
-    if lost {
-        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
-        return StorageError::Unavailable(anyhow!(error));
-    }
-    match error {
-        // The server is shutting down or restarting, or a statement ran out of time: the same
-        // request may well succeed a moment later.
-        DieselError::DatabaseError(_, ref info)
-            if [
-                "statement timeout",
-                "terminating connection",
-                "server closed the connection",
-                "the database system is",
-            ]
-            .iter()
-            .any(|sign| info.message().contains(sign)) =>
-        {
+    match classify(&error) {
+        Failure::ConnectionLost => {
+            AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
             StorageError::Unavailable(anyhow!(error))
         }
-        error => StorageError::Unknown(anyhow!(error)),
+        Failure::Transient | Failure::LockTimeout => StorageError::Unavailable(anyhow!(error)),
+        Failure::UniqueViolation | Failure::Other => StorageError::Unknown(anyhow!(error)),
     }
 }
 
@@ -407,9 +384,7 @@ impl BookRepository for PostgresBookRepository {
         });
         outcome.map_err(|error| match error {
             CreateOnceError::Refused(error) => error,
-            CreateOnceError::Database(DieselError::DatabaseError(_, info))
-                if info.message().contains("lock timeout") =>
-            {
+            CreateOnceError::Database(error) if classify(&error) == Failure::LockTimeout => {
                 CreateBookError::KeyInFlight
             }
             CreateOnceError::Database(error) => storage_error(&mut conn, error).into(),

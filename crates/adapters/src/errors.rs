@@ -1,0 +1,135 @@
+//! What a PostgreSQL error means to the service: the one place that reads driver errors.
+//!
+//! PostgreSQL names every error by its SQLSTATE. diesel 2.3 reads the SQLSTATE but hands on only
+//! a few classes of it, as [`DatabaseErrorKind`] (23505 as `UniqueViolation`, 40001 as
+//! `SerializationFailure`, …), and a lost connection, which libpq reports without any SQLSTATE,
+//! as `ClosedConnection` or `UnableToSendCommand`. For the other codes the service cares about it
+//! gives only the server's message, so [`SQLSTATES`] lists each code with the message PostgreSQL
+//! sends with it: the one list to extend, checked by a test against a real server.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// What an error means for the request that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The connection is gone (closed, reset, or ended by the server): drop it, retry later.
+    ConnectionLost,
+    /// The server is busy, starting or stopping, or a statement ran out of time: retry later.
+    Transient,
+    /// A lock was not granted within `lock_timeout` (55P03).
+    LockTimeout,
+    /// A unique constraint refused the row (23505).
+    UniqueViolation,
+    /// Anything else: a bug or a broken invariant, to be logged and investigated.
+    Other,
+}
+
+/// The SQLSTATEs the service tells apart beyond diesel's kinds, with the start of the message
+/// PostgreSQL (in its default language) sends with each, and what each means.
+pub(crate) const SQLSTATES: [(&str, &str, Failure); 7] = [
+    // lock_not_available
+    ("55P03", "canceling statement due to lock timeout", Failure::LockTimeout),
+    // query_canceled (statement_timeout)
+    ("57014", "canceling statement due to statement timeout", Failure::Transient),
+    // admin_shutdown
+    ("57P01", "terminating connection due to administrator command", Failure::ConnectionLost),
+    // crash_shutdown
+    ("57P02", "terminating connection because of crash of another server process", Failure::ConnectionLost),
+    // cannot_connect_now: starting up, shutting down, in recovery
+    ("57P03", "the database system is", Failure::Transient),
+    // idle_session_timeout and the like end the session
+    ("57P05", "terminating connection due to idle-session timeout", Failure::ConnectionLost),
+    // too_many_connections (class 53, insufficient resources)
+    ("53300", "sorry, too many clients already", Failure::Transient),
+];
+
+/// What libpq says, with no SQLSTATE, when the server went away mid-conversation (class 08 in
+/// spirit: connection exception).
+const CONNECTION_LOST: [&str; 2] = [
+    "server closed the connection unexpectedly",
+    "terminating connection",
+];
+
+/// Classifies `error`.
+pub(crate) fn classify(error: &DieselError) -> Failure {
+    let DieselError::DatabaseError(kind, info) = error else {
+        return Failure::Other;
+    };
+    match kind {
+        DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+            return Failure::ConnectionLost;
+        }
+        DatabaseErrorKind::UniqueViolation => return Failure::UniqueViolation,
+        DatabaseErrorKind::SerializationFailure => return Failure::Transient,
+        _ => {}
+    }
+    let message = info.message();
+    SQLSTATES
+        .iter()
+        .find(|(_, start, _)| message.starts_with(start))
+        .map(|(_, _, failure)| *failure)
+        .or_else(|| {
+            CONNECTION_LOST
+                .iter()
+                .any(|sign| message.contains(sign))
+                .then_some(Failure::ConnectionLost)
+        })
+        .unwrap_or(Failure::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    fn error_of(conn: &mut PgConnection, sql: &str) -> DieselError {
+        conn.batch_execute(sql).expect_err("the statement fails")
+    }
+
+    #[test]
+    fn real_server_errors_are_classified_by_their_sqlstate() {
+        let database = TestDatabase::new();
+        let mut conn = PgConnection::establish(database.url()).unwrap();
+        let mut other = PgConnection::establish(database.url()).unwrap();
+
+        conn.batch_execute("CREATE TABLE t (k int PRIMARY KEY); INSERT INTO t VALUES (1)")
+            .unwrap();
+        let duplicate = error_of(&mut conn, "INSERT INTO t VALUES (1)");
+        assert_eq!(classify(&duplicate), Failure::UniqueViolation);
+
+        let slow = error_of(
+            &mut conn,
+            "SET statement_timeout = 10; SELECT pg_sleep(1); RESET statement_timeout",
+        );
+        assert_eq!(classify(&slow), Failure::Transient, "{slow}");
+        conn.batch_execute("RESET statement_timeout").unwrap();
+
+        other
+            .batch_execute("BEGIN; SELECT * FROM t FOR UPDATE")
+            .unwrap();
+        let locked = error_of(
+            &mut conn,
+            "BEGIN; SET LOCAL lock_timeout = 10; SELECT * FROM t FOR UPDATE",
+        );
+        assert_eq!(classify(&locked), Failure::LockTimeout, "{locked}");
+        conn.batch_execute("ROLLBACK").unwrap();
+        other.batch_execute("ROLLBACK").unwrap();
+
+        let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+            "pg_backend_pid()",
+        ))
+        .get_result(&mut conn)
+        .unwrap();
+        other
+            .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+            .unwrap();
+        let ended = error_of(&mut conn, "SELECT 1");
+        assert_eq!(classify(&ended), Failure::ConnectionLost, "{ended}");
+
+        let bug = error_of(&mut other, "SELECT * FROM no_such_table");
+        assert_eq!(classify(&bug), Failure::Other);
+    }
+}
