@@ -150,6 +150,7 @@ pub(crate) fn quote_identifier(name: &str) -> String {
 
 /// `url` with its database name replaced by `database`. Works for URIs
 /// (`postgres://user@host:5432/db?sslmode=require`) and key/value strings (`host=… dbname=…`).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn with_database(url: &str, database: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest_start = scheme_end + 3;

@@ -3,8 +3,9 @@
 //! [`PostgresBookRepository`] implements the domain's [`books_domain::BookRepository`] port with
 //! diesel over an r2d2 pool. The migrations in the workspace's `migrations/` folder are embedded
 //! in the binary and applied by [`run_migrations`]. [`LocalCluster`] runs a PostgreSQL cluster of
-//! the service's own from the server programs installed on the machine, and [`testing`] gives
-//! each test a database of its own, cloned from a migrated template.
+//! the service's own from the server programs installed on the machine, and `testing` (behind the
+//! `testing` feature, for tests only) gives each test a database of its own, cloned from a
+//! migrated template.
 //!
 //! The one decision to know: **diesel is synchronous**. Every method here blocks the calling
 //! thread on the network, including the pool checkout; async callers must run them on a blocking
@@ -19,6 +20,7 @@ mod errors;
 mod keys;
 mod repository;
 mod schema;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use cluster::{ClusterOptions, LocalCluster};
