@@ -28,19 +28,43 @@ pub(crate) enum Failure {
 /// PostgreSQL (in its default language) sends with each, and what each means.
 pub(crate) const SQLSTATES: [(&str, &str, Failure); 7] = [
     // lock_not_available
-    ("55P03", "canceling statement due to lock timeout", Failure::LockTimeout),
+    (
+        "55P03",
+        "canceling statement due to lock timeout",
+        Failure::LockTimeout,
+    ),
     // query_canceled (statement_timeout)
-    ("57014", "canceling statement due to statement timeout", Failure::Transient),
+    (
+        "57014",
+        "canceling statement due to statement timeout",
+        Failure::Transient,
+    ),
     // admin_shutdown
-    ("57P01", "terminating connection due to administrator command", Failure::ConnectionLost),
+    (
+        "57P01",
+        "terminating connection due to administrator command",
+        Failure::ConnectionLost,
+    ),
     // crash_shutdown
-    ("57P02", "terminating connection because of crash of another server process", Failure::ConnectionLost),
+    (
+        "57P02",
+        "terminating connection because of crash of another server process",
+        Failure::ConnectionLost,
+    ),
     // cannot_connect_now: starting up, shutting down, in recovery
     ("57P03", "the database system is", Failure::Transient),
     // idle_session_timeout and the like end the session
-    ("57P05", "terminating connection due to idle-session timeout", Failure::ConnectionLost),
+    (
+        "57P05",
+        "terminating connection due to idle-session timeout",
+        Failure::ConnectionLost,
+    ),
     // too_many_connections (class 53, insufficient resources)
-    ("53300", "sorry, too many clients already", Failure::Transient),
+    (
+        "53300",
+        "sorry, too many clients already",
+        Failure::Transient,
+    ),
 ];
 
 /// What libpq says, with no SQLSTATE, when the server went away mid-conversation (class 08 in

@@ -1,5 +1,6 @@
 //! API keys on PostgreSQL.
 
+use crate::errors::{Failure, classify};
 use anyhow::anyhow;
 use books_domain::{
     ApiKey, ApiKeyRepository, CreateKeyError, KeyDigest, KeyName, Principal, RevokeKeyError, Scope,
@@ -9,7 +10,6 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use crate::errors::{Failure, classify};
 
 use crate::PgPool;
 use crate::repository::{checkout, storage_error};

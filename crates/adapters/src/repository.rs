@@ -3,8 +3,8 @@
 use anyhow::{Context, anyhow};
 use books_domain::{
     Author, Book, BookId, BookPatch, BookRepository, CreateBookError, Created, Genre, GetBookError,
-    IdempotencyKey, ListBooksError, ListQuery, NewBook, SortKey, SortValue, StorageError, Title,
-    Version, VersionCheck, WriteBookError,
+    IdempotencyKey, ListBooksError, ListQuery, NewBook, StorageError, Title, Version, VersionCheck,
+    WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -18,9 +18,8 @@ use diesel::sql_types::Bool;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::PgPool;
-use crate::condition::Condition;
+use crate::condition::{Order, after, filter_conditions};
 use crate::errors::{Failure, classify};
-use crate::condition::Part::{self, Sql};
 use crate::schema::{book, idempotency_key};
 
 /// Stores books in the `book` table. Cloning shares the pool.
@@ -278,14 +277,6 @@ fn insert_book(conn: &mut PgConnection, new: &NewBook) -> Result<BookRow, Diesel
         .get_result(conn)
 }
 
-fn like_pattern(term: &str) -> String {
-    let escaped = term
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = idempotency_key, check_for_backend(Pg))]
 struct KeyRow {
@@ -420,83 +411,16 @@ impl BookRepository for PostgresBookRepository {
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
         let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
-        let filter = &query.filter;
-        if let Some(author) = &filter.author {
-            let value = Part::Text(author.as_str().to_owned());
-            select = select.filter(Condition(vec![
-                Sql("lower(author) = lower("),
-                value,
-                Sql(")"),
-            ]));
+        for condition in filter_conditions(&query.filter) {
+            select = select.filter(condition);
         }
-        if let Some(genre) = &filter.genre {
-            let value = Part::Text(genre.as_str().to_owned());
-            select = select.filter(Condition(vec![
-                Sql("lower(genre) = lower("),
-                value,
-                Sql(")"),
-            ]));
+        if let Some(position) = &query.after {
+            select = select.filter(after(position, query.sort.descending));
         }
-        if let Some(term) = &filter.search {
-            let pattern = like_pattern(term.as_str());
-            select = select.filter(Condition(vec![
-                Sql("(title ILIKE "),
-                Part::Text(pattern.clone()),
-                Sql(" OR author ILIKE "),
-                Part::Text(pattern),
-                Sql(")"),
-            ]));
-        }
-        let descending = query.sort.descending;
-        if let Some(after) = &query.after {
-            // A row comparison, so that PostgreSQL walks the (key, id) index from the position.
-            let id = Part::BigInt(after.id.get());
-            let condition = match (&after.value, descending) {
-                (SortValue::Id, false) => vec![Sql("id > "), id],
-                (SortValue::Id, true) => vec![Sql("id < "), id],
-                (SortValue::Text(text), _) => {
-                    let open = match (after.key == SortKey::Author, descending) {
-                        (false, false) => "(title, id) > (",
-                        (false, true) => "(title, id) < (",
-                        (true, false) => "(author, id) > (",
-                        (true, true) => "(author, id) < (",
-                    };
-                    vec![Sql(open), Part::Text(text.clone()), Sql(", "), id, Sql(")")]
-                }
-                (SortValue::Time(time), false) => {
-                    vec![
-                        Sql("(created_at, id) > ("),
-                        Part::Time(*time),
-                        Sql(", "),
-                        id,
-                        Sql(")"),
-                    ]
-                }
-                (SortValue::Time(time), true) => {
-                    vec![
-                        Sql("(created_at, id) < ("),
-                        Part::Time(*time),
-                        Sql(", "),
-                        id,
-                        Sql(")"),
-                    ]
-                }
-            };
-            select = select.filter(Condition(condition));
-        }
-        select = match (query.sort.key, descending) {
-            (SortKey::Id, false) => select.order(book::id.asc()),
-            (SortKey::Id, true) => select.order(book::id.desc()),
-            (SortKey::Title, false) => select.order((book::title.asc(), book::id.asc())),
-            (SortKey::Title, true) => select.order((book::title.desc(), book::id.desc())),
-            (SortKey::Author, false) => select.order((book::author.asc(), book::id.asc())),
-            (SortKey::Author, true) => select.order((book::author.desc(), book::id.desc())),
-            (SortKey::CreatedAt, false) => select.order((book::created_at.asc(), book::id.asc())),
-            (SortKey::CreatedAt, true) => select.order((book::created_at.desc(), book::id.desc())),
-        };
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         let mut conn = self.conn()?;
         let rows = select
+            .order(Order(query.sort))
             .limit(limit)
             .load(&mut conn)
             .map_err(|error| storage_error(&mut conn, error))?;
