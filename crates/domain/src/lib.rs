@@ -42,7 +42,8 @@ pub use keys::{
     KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
 };
 pub use listing::{
-    BookFilter, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey, SortValue,
+    BookFilter, CursorConflict, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey,
+    SortValue,
 };
 pub use memory::InMemoryBookRepository;
 pub use ports::{BookRepository, VersionCheck};

@@ -204,6 +204,24 @@ impl Position {
     }
 }
 
+/// A page was asked for that continues a listing (from its cursor) with another sort or filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a cursor continues its own listing: another sort or filter cannot be given with it")]
+pub struct CursorConflict;
+
+impl BookFilter {
+    /// True when each condition given here is also `other`'s: a request that repeats its
+    /// cursor's filters (or gives none) agrees with it; one that changes them does not.
+    pub fn agrees_with(&self, other: &Self) -> bool {
+        fn same<T: PartialEq>(mine: Option<&T>, theirs: Option<&T>) -> bool {
+            mine.is_none_or(|mine| Some(mine) == theirs)
+        }
+        same(self.author.as_ref(), other.author.as_ref())
+            && same(self.genre.as_ref(), other.genre.as_ref())
+            && same(self.search.as_ref(), other.search.as_ref())
+    }
+}
+
 /// One listing request: which books, in what order, how many, and after which position.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
@@ -219,6 +237,40 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The next page of `continued` (a listing and its position, as a cursor carries them) for a
+    /// request that may repeat the listing's sort and filters but not change them, and whose
+    /// page size, when it gives one, wins over the listing's.
+    ///
+    /// ```
+    /// use books_domain::{Author, BookFilter, ListQuery, PageSize, Sort};
+    /// let by_herbert = BookFilter { author: Some(Author::new("Frank Herbert")?), ..BookFilter::default() };
+    /// let continued = ListQuery { filter: by_herbert.clone(), ..ListQuery::default() };
+    /// let next = ListQuery::resume(continued.clone(), None, &by_herbert, PageSize::new(5))?;
+    /// assert_eq!((next.filter, next.limit.get()), (by_herbert, 5));
+    /// let other = BookFilter { author: Some(Author::new("Le Guin")?), ..BookFilter::default() };
+    /// assert!(ListQuery::resume(continued, None, &other, None).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CursorConflict`] when `sort` or `filter` differs from the listing's.
+    pub fn resume(
+        continued: Self,
+        sort: Option<Sort>,
+        filter: &BookFilter,
+        limit: Option<PageSize>,
+    ) -> Result<Self, CursorConflict> {
+        if sort.is_some_and(|sort| sort != continued.sort) || !filter.agrees_with(&continued.filter)
+        {
+            return Err(CursorConflict);
+        }
+        Ok(Self {
+            limit: limit.unwrap_or(continued.limit),
+            ..continued
+        })
+    }
+
     /// Compares two books in this query's order (the sort key, then the id).
     pub fn compare(&self, a: &Book, b: &Book) -> Ordering {
         let key = self.sort.key;

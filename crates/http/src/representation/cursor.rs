@@ -43,14 +43,6 @@ struct Token {
     l: Option<u64>,
 }
 
-/// What a cursor says: the query to continue and where.
-pub(crate) struct Continuation {
-    pub(crate) sort: Sort,
-    pub(crate) limit: PageSize,
-    pub(crate) filter: BookFilter,
-    pub(crate) after: Position,
-}
-
 fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     // FNV-1a: stable across builds and versions, which a cursor handed out yesterday needs.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -84,8 +76,9 @@ pub(crate) fn encode(query: &ListQuery, position: &Position) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Reads a cursor; `None` when it is not one we made.
-pub(crate) fn decode(cursor: &str) -> Option<Continuation> {
+/// Reads a cursor: the listing it continues, with its position and page size; `None` when it is
+/// not one we made.
+pub(crate) fn decode(cursor: &str) -> Option<ListQuery> {
     if cursor.len() > MAX_CURSOR_LEN {
         return None;
     }
@@ -123,11 +116,11 @@ pub(crate) fn decode(cursor: &str) -> Option<Continuation> {
         None => PageSize::default(),
         Some(size) => PageSize::new(size)?,
     };
-    after.is_consistent().then_some(Continuation {
+    after.is_consistent().then_some(ListQuery {
+        filter,
         sort,
         limit,
-        filter,
-        after,
+        after: Some(after),
     })
 }
 
@@ -164,7 +157,8 @@ mod tests {
         let continuation = decode(&cursor).expect("our own cursor");
         assert_eq!(continuation.sort, query().sort);
         assert_eq!(continuation.filter, query().filter);
-        assert_eq!(continuation.after, position());
+        assert_eq!(continuation.after, Some(position()));
+        assert_eq!(continuation.limit, query().limit);
     }
 
     #[test]

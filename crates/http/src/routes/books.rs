@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
     Author, Book, BookFilter, BookId, BookService, Created, Genre, IdempotencyKey, ListQuery,
-    PageSize, SearchTerm, Sort, VersionCheck,
+    PageSize, SearchTerm, Sort, TextError, VersionCheck,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -116,13 +116,9 @@ pub(crate) struct ListParams {
     sort: Option<String>,
 }
 
-/// A blank parameter counts as not given, as HTML forms send them.
+/// A blank parameter counts as not given.
 fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-fn bad_filter(name: &str, error: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("{name} {error}"))
 }
 
 impl ListParams {
@@ -140,42 +136,16 @@ impl ListParams {
         })
     }
 
+    /// The listing asked for: a new one, or the continuation of a cursor's (paging policy is
+    /// the domain's: [`ListQuery::resume`]).
     fn into_query(self) -> Result<ListQuery, ApiError> {
-        let limit = self
-            .limit
-            .as_deref()
-            .map(|raw| {
-                raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "limit must be an integer from 1 to {}",
-                        PageSize::MAX
-                    ))
-                })
-            })
-            .transpose()?;
+        let limit = self.limit.as_deref().map(page_size).transpose()?;
         // Unlike the filters, a blank sort or limit is a mistake worth reporting.
-        let sort = self
-            .sort
-            .as_deref()
-            .map(|raw| {
-                Sort::parse(raw).ok_or_else(|| {
-                    ApiError::BadRequest("sort must be one of id, title, author, created_at, optionally prefixed with -".to_owned())
-                })
-            })
-            .transpose()?;
+        let sort = self.sort.as_deref().map(sort).transpose()?;
         let filter = BookFilter {
-            author: given(self.author.as_ref())
-                .map(Author::new)
-                .transpose()
-                .map_err(|e| bad_filter("author", e))?,
-            genre: given(self.genre.as_ref())
-                .map(Genre::new)
-                .transpose()
-                .map_err(|e| bad_filter("genre", e))?,
-            search: given(self.q.as_ref())
-                .map(SearchTerm::new)
-                .transpose()
-                .map_err(|e| bad_filter("q", e))?,
+            author: text_filter("author", self.author.as_ref(), Author::new)?,
+            genre: text_filter("genre", self.genre.as_ref(), Genre::new)?,
+            search: text_filter("q", self.q.as_ref(), SearchTerm::new)?,
         };
         let Some(raw_cursor) = given(self.cursor.as_ref()) else {
             return Ok(ListQuery {
@@ -185,37 +155,45 @@ impl ListParams {
                 after: None,
             });
         };
-        let continuation = cursor::decode(raw_cursor).ok_or_else(|| {
+        let continued = cursor::decode(raw_cursor).ok_or_else(|| {
             ApiError::BadRequest(
                 "cursor is not one this service made; start again without it".to_owned(),
             )
         })?;
-        let conflicts = sort.is_some_and(|s| s != continuation.sort)
-            || filter
-                .author
-                .as_ref()
-                .is_some_and(|a| Some(a) != continuation.filter.author.as_ref())
-            || filter
-                .genre
-                .as_ref()
-                .is_some_and(|g| Some(g) != continuation.filter.genre.as_ref())
-            || filter
-                .search
-                .as_ref()
-                .is_some_and(|q| Some(q) != continuation.filter.search.as_ref());
-        if conflicts {
-            return Err(ApiError::BadRequest(
-                "cursor continues a listing with other sort or filters; leave them out or start again".to_owned(),
-            ));
-        }
-        Ok(ListQuery {
-            filter: continuation.filter,
-            sort: continuation.sort,
-            // The cursor continues its query, page size included; a limit given beside it wins.
-            limit: limit.unwrap_or(continuation.limit),
-            after: Some(continuation.after),
+        ListQuery::resume(continued, sort, &filter, limit).map_err(|conflict| {
+            ApiError::BadRequest(format!("{conflict}; leave them out or start again"))
         })
     }
+}
+
+fn page_size(raw: &str) -> Result<PageSize, ApiError> {
+    raw.parse().ok().and_then(PageSize::new).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "limit must be an integer from 1 to {}",
+            PageSize::MAX
+        ))
+    })
+}
+
+fn sort(raw: &str) -> Result<Sort, ApiError> {
+    Sort::parse(raw).ok_or_else(|| {
+        ApiError::BadRequest(
+            "sort must be one of id, title, author, created_at, optionally prefixed with -"
+                .to_owned(),
+        )
+    })
+}
+
+/// A text filter: a blank one counts as not given, as HTML forms send them.
+fn text_filter<T>(
+    name: &str,
+    raw: Option<&String>,
+    parse: fn(&str) -> Result<T, TextError>,
+) -> Result<Option<T>, ApiError> {
+    given(raw)
+        .map(parse)
+        .transpose()
+        .map_err(|error| ApiError::BadRequest(format!("{name} {error}")))
 }
 
 /// List books

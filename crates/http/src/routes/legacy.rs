@@ -7,7 +7,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, PageSize, PatchValue};
+use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, Page, PageSize, PatchValue};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -165,23 +165,75 @@ fn text_response(message: String) -> HttpResponse {
     responses((status = 200, description = "Every book", body = LegacyBookList)),
 )]
 pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse, ApiError> {
-    let books = blocking(&service, |s| {
-        let mut query = ListQuery {
-            limit: PageSize::new(u64::from(PageSize::MAX)).unwrap_or_default(),
-            ..ListQuery::default()
-        };
-        let mut books = Vec::new();
-        loop {
-            let page = s.list_books(&query)?;
-            books.extend(page.items.iter().map(LegacyBook::from));
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return Ok::<_, books_domain::ListBooksError>(books),
+    let query = ListQuery {
+        limit: PageSize::new(u64::from(PageSize::MAX)).unwrap_or_default(),
+        ..ListQuery::default()
+    };
+    // The first page is read before the answer starts, so that a database that is down is a 503
+    // here as anywhere else; the rest follow page by page as the client reads.
+    let first = {
+        let query = query.clone();
+        blocking(&service, move |s| s.list_books(&query)).await?
+    };
+    let pages = Pages {
+        service: service.get_ref().clone(),
+        query,
+        page: Some(first),
+        opened: false,
+        any_book: false,
+    };
+    let body = futures_util::stream::unfold(pages, Pages::next_chunk);
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
+}
+
+/// Every book as one JSON document, `{"books": [...]}`, written a page at a time so that the
+/// whole catalogue is never in memory at once.
+struct Pages {
+    service: BookService,
+    query: ListQuery,
+    /// The page to write next; `None` once the document is closed.
+    page: Option<Page>,
+    opened: bool,
+    any_book: bool,
+}
+
+impl Pages {
+    async fn next_chunk(mut self) -> Option<(Result<web::Bytes, std::io::Error>, Self)> {
+        let page = self.page.take()?;
+        let mut chunk = Vec::new();
+        if !self.opened {
+            chunk.extend_from_slice(br#"{"books":["#);
+            self.opened = true;
+        }
+        for book in &page.items {
+            if self.any_book {
+                chunk.push(b',');
+            }
+            self.any_book = true;
+            if let Err(error) = serde_json::to_writer(&mut chunk, &LegacyBook::from(book)) {
+                return Some((Err(std::io::Error::other(error)), self));
             }
         }
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(LegacyBookList { books }))
+        match page.next {
+            None => chunk.extend_from_slice(b"]}"),
+            Some(next) => {
+                self.query.after = Some(next);
+                let query = self.query.clone();
+                match blocking(&self.service, move |s| s.list_books(&query)).await {
+                    Ok(page) => self.page = Some(page),
+                    // The status is sent: all that is left is to cut the answer short, which
+                    // the client sees as an incomplete body, never as a complete list.
+                    Err(error) => {
+                        tracing::warn!(error = %error, "the book list was cut short");
+                        return Some((Err(std::io::Error::other(error.to_string())), self));
+                    }
+                }
+            }
+        }
+        Some((Ok(web::Bytes::from(chunk)), self))
+    }
 }
 
 /// Create a book (tutorial route)

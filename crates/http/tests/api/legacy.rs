@@ -188,3 +188,21 @@ async fn the_tutorial_routes_are_deprecated_in_the_document() {
         }
     }
 }
+
+#[actix_web::test]
+async fn the_tutorial_list_streams_every_book_across_pages_in_id_order() {
+    let app = TestApp::spawn().await;
+    for i in 0..230 {
+        app.create(json!({"title": format!("Book {i}"), "author": "A"}))
+            .await;
+    }
+    let reply = app.get("/booksApi").await;
+    assert_eq!(reply.status, 200);
+    // Streamed a page at a time, so its length is not known in advance.
+    assert_eq!(reply.header("content-length"), None);
+    let books = reply.json()["books"].as_array().unwrap().clone();
+    assert_eq!(books.len(), 230);
+    let ids: Vec<i64> = books.iter().map(|b| b["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(books[229]["title"], "Book 229");
+}
