@@ -5,7 +5,7 @@
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -135,6 +135,8 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
             let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
                 continue;
             };
+            // The readers refuse members they do not know (422): say so.
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
             for (field, required) in fields {
                 if let Some(schema) = object.properties.get_mut(*field) {
                     let pattern = if *required {

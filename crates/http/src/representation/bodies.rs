@@ -1,9 +1,9 @@
 //! The bodies the API sends and receives. They are the HTTP contract, kept apart from the domain
 //! types so that either can change without the other noticing.
 
-use books_domain::{Book, FieldError};
+use books_domain::{Book, BookPatch, FieldError, InvalidBook, NewBook, PatchValue};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 /// A book in the catalogue.
@@ -57,43 +57,69 @@ pub(crate) struct BookPage {
 }
 
 /// The body of a create (`POST`) or a full replacement (`PUT`).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+//
+// It is read member by member (`body::JsonObject`), so that a 422 names every invalid field at
+// once: a member that is missing, null or not a string is `None` here and reported there. The
+// document adds `additionalProperties: false` (`openapi::state_the_rules`): unknown members are
+// refused.
+#[derive(Debug, ToSchema)]
 #[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]
-#[expect(
-    dead_code,
-    reason = "describes a body that is read member by member, so every invalid field can be reported"
-)]
 pub(crate) struct BookInput {
     /// Required; 1 to 250 characters after trimming white space.
-    #[schema(min_length = 1, max_length = 250)]
-    title: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 250)]
+    pub(crate) title: Option<String>,
     /// Required; 1 to 250 characters after trimming white space.
-    #[schema(min_length = 1, max_length = 250)]
-    author: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 250)]
+    pub(crate) author: Option<String>,
     /// Optional; at most 250 characters after trimming; blank or null means no genre.
     #[schema(max_length = 250)]
-    genre: Option<String>,
+    pub(crate) genre: Option<String>,
+}
+
+impl BookInput {
+    /// The new book (or replacement) it asks for, checked by the domain.
+    pub(crate) fn to_new_book(&self) -> Result<NewBook, InvalidBook> {
+        NewBook::parse(
+            self.title.as_deref(),
+            self.author.as_deref(),
+            self.genre.as_deref(),
+        )
+    }
 }
 
 /// A JSON merge patch (RFC 7396) of a book: members left out are kept.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+//
+// Read member by member, like `BookInput`: each member is left out (kept), null, or a string.
+#[derive(Debug, ToSchema)]
 #[schema(example = json!({"genre": null}))]
-#[expect(
-    dead_code,
-    reason = "describes a body that is read member by member, so every invalid field can be reported"
-)]
 pub(crate) struct BookPatchInput {
     /// A new title, 1 to 250 characters after trimming. Null is refused.
-    #[schema(min_length = 1, max_length = 250, nullable = false)]
-    title: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 250, nullable = false)]
+    pub(crate) title: PatchValue<String>,
     /// A new author, 1 to 250 characters after trimming. Null is refused.
-    #[schema(min_length = 1, max_length = 250, nullable = false)]
-    author: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 250, nullable = false)]
+    pub(crate) author: PatchValue<String>,
     /// A new genre, at most 250 characters after trimming; null or blank clears it.
-    #[schema(max_length = 250)]
-    genre: Option<String>,
+    #[schema(value_type = Option<String>, max_length = 250)]
+    pub(crate) genre: PatchValue<String>,
+}
+
+impl BookPatchInput {
+    /// The patch it asks for, checked by the domain.
+    pub(crate) fn to_patch(&self) -> Result<BookPatch, InvalidBook> {
+        fn borrowed(value: &PatchValue<String>) -> PatchValue<&str> {
+            match value {
+                PatchValue::Keep => PatchValue::Keep,
+                PatchValue::Clear => PatchValue::Clear,
+                PatchValue::Set(text) => PatchValue::Set(text),
+            }
+        }
+        BookPatch::parse(
+            borrowed(&self.title),
+            borrowed(&self.author),
+            borrowed(&self.genre),
+        )
+    }
 }
 
 /// An error, as RFC 9457 describes it.

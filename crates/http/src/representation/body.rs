@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::representation::bodies::FieldViolation;
+use crate::representation::bodies::{BookInput, BookPatchInput, FieldViolation};
 use crate::representation::problem::ApiError;
 
 /// The largest request body accepted, unless an operation says otherwise.
@@ -139,20 +139,25 @@ impl JsonObject {
     /// Reads a new book (or a full replacement): title and author required, genre optional.
     pub(crate) fn into_new_book(self) -> Result<NewBook, ApiError> {
         let members = Members::take(self.0);
-        let [title, author, genre] = members
-            .values
-            .each_ref()
-            .map(|m| m.as_patch_value().into_option());
-        let parsed = NewBook::parse(title, author, genre);
-        members.finish(parsed)
+        let [title, author, genre] = members.values.each_ref().map(Member::text);
+        let input = BookInput {
+            title,
+            author,
+            genre,
+        };
+        members.finish(input.to_new_book())
     }
 
     /// Reads a merge patch: members left out are kept, `null` clears (where that is allowed).
     pub(crate) fn into_patch(self) -> Result<BookPatch, ApiError> {
         let members = Members::take(self.0);
-        let [title, author, genre] = members.values.each_ref().map(Member::as_patch_value);
-        let parsed = BookPatch::parse(title, author, genre);
-        members.finish(parsed)
+        let [title, author, genre] = members.values.each_ref().map(Member::patch_value);
+        let input = BookPatchInput {
+            title,
+            author,
+            genre,
+        };
+        members.finish(input.to_patch())
     }
 }
 
@@ -240,25 +245,21 @@ enum Member {
 }
 
 impl Member {
-    fn as_patch_value(&self) -> PatchValue<&str> {
+    /// As a field of a create or replacement: outside merge patches, null means the same as
+    /// leaving the member out.
+    fn text(&self) -> Option<String> {
+        match self {
+            Self::Text(text) => Some(text.clone()),
+            Self::Absent | Self::Null | Self::WrongType => None,
+        }
+    }
+
+    /// As a member of a merge patch.
+    fn patch_value(&self) -> PatchValue<String> {
         match self {
             Self::Absent | Self::WrongType => PatchValue::Keep,
             Self::Null => PatchValue::Clear,
-            Self::Text(text) => PatchValue::Set(text),
-        }
-    }
-}
-
-trait IntoOption<'a> {
-    fn into_option(self) -> Option<&'a str>;
-}
-
-impl<'a> IntoOption<'a> for PatchValue<&'a str> {
-    /// Outside merge patches, null means the same as leaving the member out.
-    fn into_option(self) -> Option<&'a str> {
-        match self {
-            PatchValue::Set(text) => Some(text),
-            PatchValue::Keep | PatchValue::Clear => None,
+            Self::Text(text) => PatchValue::Set(text.clone()),
         }
     }
 }

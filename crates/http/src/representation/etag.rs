@@ -3,9 +3,13 @@
 //! A book's ETag is strong and made of its id and version, so it changes exactly when the book
 //! changes and a client can send it back in `If-Match` to write only over what it has read.
 
-use actix_web::HttpRequest;
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderName};
+use actix_web::{FromRequest, HttpRequest};
 use books_domain::{Book, BookId, Version, VersionCheck};
+use utoipa::IntoParams;
 
 use crate::representation::problem::ApiError;
 
@@ -16,14 +20,14 @@ pub(crate) fn etag(book: &Book) -> String {
 
 /// One member of a condition header.
 #[derive(Debug, PartialEq, Eq)]
-enum Member<'a> {
+enum Member {
     Any,
-    Tag { weak: bool, tag: &'a str },
+    Tag { weak: bool, tag: String },
 }
 
 /// The members of one header value, or `None` when it does not follow [`crate::representation::rules::CONDITION`].
 /// (A tag may hold a comma, so the value is scanned rather than split.)
-fn members(value: &str) -> Option<Vec<Member<'_>>> {
+fn members(value: &str) -> Option<Vec<Member>> {
     let is_tag_char = |c: char| c == '\x21' || ('\x23'..='\x7E').contains(&c);
     let mut members = Vec::new();
     let mut rest = value;
@@ -41,7 +45,7 @@ fn members(value: &str) -> Option<Vec<Member<'_>>> {
             inner[end..].starts_with('"').then_some(())?;
             members.push(Member::Tag {
                 weak,
-                tag: &quoted[..end + 2],
+                tag: quoted[..end + 2].to_owned(),
             });
             rest = &inner[end + 1..];
         }
@@ -59,10 +63,7 @@ fn members(value: &str) -> Option<Vec<Member<'_>>> {
 ///
 /// 400 when a value is empty or not `*` or a list of entity tags: a condition the server cannot
 /// read must not be taken for one that failed (412) or for none at all.
-fn condition<'a>(
-    request: &'a HttpRequest,
-    name: &HeaderName,
-) -> Result<Option<Vec<Member<'a>>>, ApiError> {
+fn condition(request: &HttpRequest, name: &HeaderName) -> Result<Option<Vec<Member>>, ApiError> {
     let mut values = request.headers().get_all(name).peekable();
     if values.peek().is_none() {
         return Ok(None);
@@ -99,65 +100,78 @@ fn version_of(tag: &str, id: BookId) -> Option<Version> {
     Version::new(version.parse().ok()?)
 }
 
-/// What `If-Match` allows a write to book `id` to overwrite. Strong comparison: a weak tag
-/// (`W/"…"`) never matches, and neither does a tag that is not ours.
-///
-/// # Errors
-///
-/// 400 when `If-Match` is not well formed.
-pub(crate) fn if_match(request: &HttpRequest, id: BookId) -> Result<VersionCheck, ApiError> {
-    Ok(match condition(request, &header::IF_MATCH)? {
-        None => VersionCheck::Any,
-        Some(members) if members.contains(&Member::Any) => VersionCheck::Any,
-        Some(members) => VersionCheck::OneOf(
-            members
-                .iter()
-                .filter_map(|member| match member {
-                    Member::Tag { weak: false, tag } => version_of(tag, id),
-                    _ => None,
-                })
-                .collect(),
-        ),
-    })
+/// The `If-Match` header, read: the type the document describes is the one the request is
+/// read into.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct IfMatchHeader {
+    /// Write only while the book still has one of these ETags (comma-separated), or `*` for
+    /// any; otherwise 412 and nothing changes.
+    #[param(rename = "If-Match", value_type = Option<String>, nullable = false)]
+    if_match: Option<Vec<Member>>,
 }
 
-/// True when `If-None-Match` matches `book`, so a GET can answer 304. Weak comparison.
-///
-/// # Errors
-///
-/// 400 when `If-None-Match` is not well formed.
-pub(crate) fn if_none_match(request: &HttpRequest, book: &Book) -> Result<bool, ApiError> {
-    Ok(
-        condition(request, &header::IF_NONE_MATCH)?.is_some_and(|members| {
+impl IfMatchHeader {
+    /// Reads `If-Match`.
+    ///
+    /// # Errors
+    ///
+    /// 400 when it is not well formed.
+    pub(crate) fn read(request: &HttpRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            if_match: condition(request, &header::IF_MATCH)?,
+        })
+    }
+
+    /// What it allows a write to book `id` to overwrite. Strong comparison: a weak tag
+    /// (`W/"…"`) never matches, and neither does a tag that is not ours.
+    pub(crate) fn check(&self, id: BookId) -> VersionCheck {
+        match &self.if_match {
+            None => VersionCheck::Any,
+            Some(members) if members.contains(&Member::Any) => VersionCheck::Any,
+            Some(members) => VersionCheck::OneOf(
+                members
+                    .iter()
+                    .filter_map(|member| match member {
+                        Member::Tag { weak: false, tag } => version_of(tag, id),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The `If-None-Match` header, read.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct IfNoneMatchHeader {
+    /// ETags of copies the client holds; when one matches, the answer is 304 with no body.
+    #[param(rename = "If-None-Match", value_type = Option<String>, nullable = false)]
+    if_none_match: Option<Vec<Member>>,
+}
+
+impl FromRequest for IfNoneMatchHeader {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            condition(request, &header::IF_NONE_MATCH).map(|if_none_match| Self { if_none_match }),
+        )
+    }
+}
+
+impl IfNoneMatchHeader {
+    /// True when it matches `book`, so that a GET can answer 304. Weak comparison.
+    pub(crate) fn matches(&self, book: &Book) -> bool {
+        self.if_none_match.as_ref().is_some_and(|members| {
             members.iter().any(|member| match member {
                 Member::Any => true,
                 Member::Tag { tag, .. } => version_of(tag, book.id()) == Some(book.version()),
             })
-        }),
-    )
-}
-
-/// The `If-Match` header, as the OpenAPI document describes it.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "documents a header that `if_match` reads")]
-pub(crate) struct IfMatchHeader {
-    /// Write only while the book still has one of these ETags (comma-separated), or `*` for
-    /// any; otherwise 412 and nothing changes.
-    #[serde(rename = "If-Match")]
-    #[param(nullable = false)]
-    if_match: Option<String>,
-}
-
-/// The `If-None-Match` header, as the OpenAPI document describes it.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "documents a header that `if_none_match` reads")]
-pub(crate) struct IfNoneMatchHeader {
-    /// ETags of copies the client holds; when one matches, the answer is 304 with no body.
-    #[serde(rename = "If-None-Match")]
-    #[param(nullable = false)]
-    if_none_match: Option<String>,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,11 +186,11 @@ mod tests {
             Some(vec![
                 Member::Tag {
                     weak: false,
-                    tag: r#""1-2""#
+                    tag: r#""1-2""#.to_owned()
                 },
                 Member::Tag {
                     weak: true,
-                    tag: r#""a,b""#
+                    tag: r#""a,b""#.to_owned()
                 },
             ])
         );

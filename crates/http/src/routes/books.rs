@@ -10,7 +10,6 @@ use books_domain::{
     Author, Book, BookFilter, BookId, BookService, Created, Genre, IdempotencyKey, ListQuery,
     PageSize, SearchTerm, Sort, TextError, VersionCheck,
 };
-use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
@@ -18,9 +17,7 @@ use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
 use crate::representation::cursor;
-use crate::representation::etag::{
-    IfMatchHeader, IfNoneMatchHeader, etag, if_match, if_none_match,
-};
+use crate::representation::etag::{IfMatchHeader, IfNoneMatchHeader, etag};
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::routes::BASE;
@@ -57,7 +54,7 @@ impl FromRequest for WriteTarget {
                 .and_then(|BookPath(id)| {
                     Ok(Self {
                         id,
-                        check: if_match(request, id)?,
+                        check: IfMatchHeader::read(request)?.check(id),
                     })
                 }),
         )
@@ -235,39 +232,46 @@ pub(crate) async fn list_books(
     }))
 }
 
-/// The `Idempotency-Key` header, as the OpenAPI document describes it.
-#[derive(Deserialize, IntoParams)]
+/// The `Idempotency-Key` header, read: the type the document describes is the one the request
+/// is read into.
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "documents a header that `idempotency_key` reads")]
 pub(crate) struct IdempotencyKeyHeader {
     /// 1 to 255 visible ASCII characters naming this create. A retry with the same key and body
     /// returns the first response (same book, 201) and creates nothing; the same key with another
-    /// body is refused (422). Keys are remembered for at least 24 hours.
-    #[serde(rename = "Idempotency-Key")]
+    /// body is refused (422). Keys are remembered for at least 24 hours, and belong to the API
+    /// key that sent them.
     #[param(
+        rename = "Idempotency-Key",
+        value_type = Option<String>,
         nullable = false,
         min_length = 1,
         max_length = 255,
         pattern = "^[\\x21-\\x7E]+$"
     )]
-    idempotency_key: Option<String>,
+    key: Option<IdempotencyKey>,
 }
 
-fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
-    let mut values = request.headers().get_all("idempotency-key");
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    let invalid = |reason: &str| ApiError::BadRequest(format!("Idempotency-Key {reason}"));
-    if values.next().is_some() {
-        return Err(invalid("must be given once"));
+impl FromRequest for IdempotencyKeyHeader {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let invalid = |reason: &str| ApiError::BadRequest(format!("Idempotency-Key {reason}"));
+        let mut values = request.headers().get_all("idempotency-key");
+        let key = match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(invalid("must be given once")),
+            (Some(value), None) => value
+                .to_str()
+                .map_err(|_| invalid("must be visible ASCII"))
+                .and_then(|text| {
+                    IdempotencyKey::new(text).map_err(|e| ApiError::BadRequest(e.to_string()))
+                })
+                .map(Some),
+        };
+        ready(key.map(|key| Self { key }))
     }
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("must be visible ASCII"))?;
-    IdempotencyKey::new(text)
-        .map(Some)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Create a book
@@ -294,11 +298,12 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiE
 pub(crate) async fn create_book(
     WriteAccess(writer): WriteAccess,
     service: web::Data<BookService>,
+    IdempotencyKeyHeader { key }: IdempotencyKeyHeader,
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     // An idempotency key is the writer's own: another client's identical key is another request.
-    let key = idempotency_key(&request)?.map(|key| key.owned_by(writer.key));
+    let key = key.map(|key| key.owned_by(writer.key));
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     let created = blocking(&service, move |s| match key {
         Some(key) => s.create_book_once(&key, &draft),
@@ -338,11 +343,11 @@ pub(crate) async fn create_book(
 )]
 pub(crate) async fn get_book(
     service: web::Data<BookService>,
-    request: HttpRequest,
     BookPath(id): BookPath,
+    cached: IfNoneMatchHeader,
 ) -> Result<HttpResponse, ApiError> {
     let book = blocking(&service, move |s| s.get_book(id)).await?;
-    if if_none_match(&request, &book)? {
+    if cached.matches(&book) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&book)))
             .finish());

@@ -7,8 +7,10 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use books_domain::{Book, BookPatch, BookService, ListQuery, NewBook, Page, PageSize, PatchValue};
-use serde::{Deserialize, Serialize};
+use books_domain::{
+    Book, BookPatch, BookService, InvalidBook, ListQuery, NewBook, Page, PageSize, PatchValue,
+};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::blocking::blocking;
@@ -71,30 +73,45 @@ pub(crate) struct LegacyCreated {
 
 /// The tutorial's fields to create a book, as a form body (or as query parameters, the
 /// tutorial's way, but not both).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents the fields that `legacy_fields` reads from the form or the query"
-)]
+//
+// Read from the parameters (`legacy_fields`); the document adds `additionalProperties: false`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"title": "Emma", "author": "Jane Austen", "genre": "Romance"}))]
 pub(crate) struct LegacyNewFields {
     /// The title: 1 to 250 characters once trimmed.
-    title: String,
+    #[schema(value_type = String, required = true)]
+    title: Option<String>,
     /// The author: 1 to 250 characters once trimmed.
-    author: String,
+    #[schema(value_type = String, required = true)]
+    author: Option<String>,
     /// The genre: blank for none, else at most 250 characters once trimmed.
     #[schema(nullable = false)]
     genre: Option<String>,
 }
 
+impl LegacyNewFields {
+    fn read(params: &Params) -> Self {
+        let field = |name: &str| params.get(name).map(str::to_owned);
+        Self {
+            title: field("title"),
+            author: field("author"),
+            genre: field("genre"),
+        }
+    }
+
+    fn to_new_book(&self) -> Result<NewBook, InvalidBook> {
+        NewBook::parse(
+            self.title.as_deref(),
+            self.author.as_deref(),
+            self.genre.as_deref(),
+        )
+    }
+}
+
 /// The tutorial's fields to update a book, as a form body (or as query parameters, the
 /// tutorial's way, but not both). Each one given non-blank replaces the stored value.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents the fields that `legacy_fields` reads from the form or the query"
-)]
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"genre": "Classic"}))]
 pub(crate) struct LegacyFields {
     /// A new title (1 to 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
@@ -105,6 +122,35 @@ pub(crate) struct LegacyFields {
     /// A new genre (at most 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
     genre: Option<String>,
+}
+
+impl LegacyFields {
+    fn read(params: &Params) -> Self {
+        // Blank is the tutorial's "leave it as it is".
+        let field = |name: &str| {
+            params
+                .get(name)
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            title: field("title"),
+            author: field("author"),
+            genre: field("genre"),
+        }
+    }
+
+    fn to_patch(&self) -> Result<BookPatch, InvalidBook> {
+        fn member(value: &Option<String>) -> PatchValue<&str> {
+            value.as_deref().map_or(PatchValue::Keep, PatchValue::Set)
+        }
+        BookPatch::parse(
+            member(&self.title),
+            member(&self.author),
+            member(&self.genre),
+        )
+    }
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -255,12 +301,7 @@ pub(crate) async fn create(
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let fields = legacy_fields(&request, &body)?;
-    let draft = NewBook::parse(
-        fields.get("title"),
-        fields.get("author"),
-        fields.get("genre"),
-    )?;
+    let draft = LegacyNewFields::read(&legacy_fields(&request, &body)?).to_new_book()?;
     let book = blocking(&service, move |s| s.create_book(&draft)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/booksApi/{}", book.id())))
@@ -309,12 +350,7 @@ pub(crate) async fn update(
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let fields = legacy_fields(&request, &body)?;
-    let member = |name: &str| match fields.get(name).map(|v| v.trim()) {
-        Some(value) if !value.is_empty() => PatchValue::Set(value),
-        _ => PatchValue::Keep,
-    };
-    let patch: BookPatch = BookPatch::parse(member("title"), member("author"), member("genre"))?;
+    let patch = LegacyFields::read(&legacy_fields(&request, &body)?).to_patch()?;
     blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
     Ok(text_response(format!("Updated a Book with id {id}")))
 }
