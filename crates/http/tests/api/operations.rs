@@ -312,8 +312,8 @@ async fn lock_row(url: String, id: i64, hold: Duration) -> std::thread::JoinHand
     locker
 }
 
-#[actix_web::test]
-async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
+/// A server whose pool has a single connection, its database's URL, and the id of a book in it.
+async fn one_connection_and_one_book() -> (TestApp, String, i64) {
     let database = TestDatabase::new();
     let url = database.url().to_owned();
     let pool = connect(
@@ -328,6 +328,12 @@ async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
     let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
         .as_i64()
         .unwrap();
+    (app, url, id)
+}
+
+#[actix_web::test]
+async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
+    let (app, url, id) = one_connection_and_one_book().await;
     let locker = lock_row(url, id, Duration::from_millis(3500)).await;
     let path = format!("/api/v1/books/{id}");
     let body = json!({"genre": "SF"});
@@ -350,20 +356,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after_instead_of_hanging() {
 
 #[actix_web::test]
 async fn db_pool_waiting_counts_book_requests_that_wait_for_a_connection() {
-    let database = TestDatabase::new();
-    let url = database.url().to_owned();
-    let pool = connect(
-        &url,
-        &PoolOptions {
-            max_size: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let app = TestApp::spawn_on(pool, Some(database), None);
-    let id = app.create(json!({"title": "Dune", "author": "F"})).await["id"]
-        .as_i64()
-        .unwrap();
+    let (app, url, id) = one_connection_and_one_book().await;
     let locker = lock_row(url, id, Duration::from_millis(1500)).await;
     let path = format!("/api/v1/books/{id}");
     let body = json!({"genre": "SF"});
