@@ -113,3 +113,21 @@ fn without_a_database_url_migrate_runs_a_cluster_of_its_own_keeps_it_and_stops_i
     }
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_stops_the_start_with_a_clear_message() {
+    let output = books_api(&["openapi"], &[("RUST_LOG", "books_http=loud")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUST_LOG") && stderr.contains("not a log filter"), "{stderr}");
+}
+
+#[test]
+fn log_formats_and_key_scopes_are_checked_by_the_command_line() {
+    let format = books_api(&["openapi"], &[("LOG_FORMAT", "xml")]);
+    assert!(!format.status.success());
+    assert!(String::from_utf8_lossy(&format.stderr).contains("possible values: text, json"));
+    let scope = books_api(&["keys", "create", "--name", "x", "--scope", "admin"], &[]);
+    assert!(!scope.status.success());
+    assert!(String::from_utf8_lossy(&scope.stderr).contains("possible values: read, write"));
+}
