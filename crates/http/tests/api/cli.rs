@@ -119,7 +119,10 @@ fn a_log_filter_that_does_not_parse_stops_the_start_with_a_clear_message() {
     let output = books_api(&["openapi"], &[("RUST_LOG", "books_http=loud")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("RUST_LOG") && stderr.contains("not a log filter"), "{stderr}");
+    assert!(
+        stderr.contains("RUST_LOG") && stderr.contains("not a log filter"),
+        "{stderr}"
+    );
 }
 
 #[test]
