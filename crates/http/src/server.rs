@@ -75,6 +75,7 @@ pub struct Application {
     server: Server,
     service: BookService,
     key_cache: web::Data<KeyCache>,
+    limiter: Option<web::Data<RateLimiter>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -114,6 +115,7 @@ impl Application {
             .rate_limit
             .map(|limit| web::Data::new(RateLimiter::new(limit)));
         let document = web::Data::new(document_json());
+        let limiter_for_tasks = limiter.clone();
         let mut server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
@@ -156,6 +158,7 @@ impl Application {
             server: server.run(),
             service,
             key_cache,
+            limiter: limiter_for_tasks,
         })
     }
 
@@ -178,10 +181,26 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purge = actix_web::rt::spawn(forget_expired_keys_periodically(self.service));
         let refresh = actix_web::rt::spawn(KeyCache::refresh_periodically(self.key_cache));
+        let forget = self
+            .limiter
+            .map(|limiter| actix_web::rt::spawn(forget_idle_callers_periodically(limiter)));
         let outcome = self.server.await;
         purge.abort();
         refresh.abort();
+        if let Some(forget) = forget {
+            forget.abort();
+        }
         outcome
+    }
+}
+
+/// Forgets callers whose rate limit is full again, once a minute, so that the limiter's memory
+/// follows the callers of the last minute, not every address ever seen.
+async fn forget_idle_callers_periodically(limiter: web::Data<RateLimiter>) {
+    let mut interval = actix_web::rt::time::interval(Duration::from_secs(60));
+    loop {
+        interval.tick().await;
+        limiter.forget_idle_callers();
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::future::{Ready, ready};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -132,7 +132,7 @@ pub(crate) async fn admit(
             Ok(Some(principal)) => Caller::Key(principal.name.as_str().to_owned()),
             _ => Caller::Address(request.peer_addr().map(|address| address.ip())),
         };
-        limiter.check(caller, Instant::now())
+        limiter.check(&caller)
     });
     let sent_credentials = request.headers().contains_key(header::AUTHORIZATION);
     let admitted = match (&limit, credentials) {

@@ -1,42 +1,47 @@
-//! Rate limiting: a token bucket per API key, or per client address for callers without a valid
-//! one. [`crate::middleware::auth::admit`] applies it to each request, before authentication.
+//! Rate limiting: GCRA (a token bucket's exact equivalent) per API key, or per client address for
+//! callers without a valid one. [`crate::middleware::auth::admit`] applies it to each request,
+//! before authentication.
 //!
-//! The buckets are spread over [`SHARDS`] independently locked maps, so two requests contend only
-//! when their callers hash to the same shard, and each holds the lock for a few arithmetic
-//! operations: there is no global lock on the hot path. Limits are per instance.
+//! The limiter is `governor`'s keyed limiter: a concurrent map of one timestamp per caller, with
+//! no global lock on the hot path. Limits are per instance.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::representation::problem::ApiError;
 
-const SHARDS: usize = 32;
-/// Buckets idle this long are full again and can be forgotten.
-const IDLE: Duration = Duration::from_secs(300);
-/// A shard is swept of idle buckets when it grows past this many.
-const SWEEP_AT: usize = 4096;
-
 /// A sustained rate with a burst allowance.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Requests per second, sustained.
-    pub per_second: f64,
+    pub per_second: u32,
     /// Requests that may come at once after a quiet spell.
-    pub burst: f64,
+    pub burst: u32,
 }
 
 impl RateLimit {
     /// `per_second` sustained with bursts of twice that; `None` for 0 (no limiting).
     pub fn per_second(per_second: u32) -> Option<Self> {
         (per_second > 0).then(|| Self {
-            per_second: f64::from(per_second),
-            burst: 2.0 * f64::from(per_second),
+            per_second,
+            burst: per_second.saturating_mul(2),
         })
+    }
+
+    /// The time between two requests at the sustained rate.
+    fn interval(self) -> Duration {
+        Duration::from_secs(1) / self.per_second.max(1)
+    }
+
+    /// Whole seconds, rounded up, for the headers.
+    fn seconds(duration: Duration) -> u64 {
+        duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
     }
 }
 
@@ -49,19 +54,13 @@ pub(crate) enum Caller {
     Address(Option<IpAddr>),
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
 /// The outcome of one request's check.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Decision {
     pub(crate) allowed: bool,
     limit: u64,
     remaining: u64,
-    /// Seconds until a token is available (when refused) or the bucket is full (when allowed).
+    /// Seconds until a request is allowed (when refused) or the budget is full (when allowed).
     reset: u64,
 }
 
@@ -86,56 +85,57 @@ impl Decision {
     }
 }
 
-/// The buckets of all callers.
+type Keyed = DefaultKeyedRateLimiter<Caller, StateInformationMiddleware>;
+
+/// The budgets of all callers.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    hasher: RandomState,
-    shards: Vec<Mutex<HashMap<Caller, Bucket>>>,
+    keyed: Keyed,
+    clock: DefaultClock,
 }
 
 impl RateLimiter {
     /// A limiter applying `limit` to each caller.
     pub fn new(limit: RateLimit) -> Self {
+        let burst = NonZeroU32::new(limit.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(limit.interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
         Self {
             limit,
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            keyed: governor::RateLimiter::keyed(quota).with_middleware(),
+            clock: DefaultClock::default(),
         }
     }
 
-    /// Spends one of `caller`'s tokens, if it has one.
-    pub(crate) fn check(&self, caller: Caller, now: Instant) -> Decision {
-        let RateLimit { per_second, burst } = self.limit;
-        let shard = &self.shards[(self.hasher.hash_one(&caller) as usize) % SHARDS];
-        let mut buckets = shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > SWEEP_AT {
-            buckets.retain(|_, bucket| now.duration_since(bucket.updated) < IDLE);
-        }
-        let bucket = buckets.entry(caller).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
-        bucket.updated = now;
-        let allowed = bucket.tokens >= 1.0;
-        if allowed {
-            bucket.tokens -= 1.0;
-        }
-        let seconds_until = |tokens: f64| (tokens / per_second).ceil().max(0.0) as u64;
-        Decision {
-            allowed,
-            limit: burst as u64,
-            remaining: bucket.tokens.floor().max(0.0) as u64,
-            reset: if allowed {
-                seconds_until(burst - bucket.tokens)
-            } else {
-                seconds_until(1.0 - bucket.tokens).max(1)
+    /// Spends one of `caller`'s requests, if it has one left.
+    pub(crate) fn check(&self, caller: &Caller) -> Decision {
+        let limit = u64::from(self.limit.burst);
+        match self.keyed.check_key(caller) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let empty = self.limit.burst.saturating_sub(remaining);
+                Decision {
+                    allowed: true,
+                    limit,
+                    remaining: u64::from(remaining),
+                    reset: RateLimit::seconds(self.limit.interval() * empty),
+                }
+            }
+            Err(not_until) => Decision {
+                allowed: false,
+                limit,
+                remaining: 0,
+                reset: RateLimit::seconds(not_until.wait_time_from(self.clock.now())).max(1),
             },
         }
+    }
+
+    /// Forgets callers whose budget is full again: the map holds only recent callers.
+    pub(crate) fn forget_idle_callers(&self) {
+        self.keyed.retain_recent();
+        self.keyed.shrink_to_fit();
     }
 }
 
@@ -146,34 +146,28 @@ mod tests {
     #[test]
     fn a_burst_is_allowed_then_requests_are_refused_until_tokens_return() {
         let limiter = RateLimiter::new(RateLimit {
-            per_second: 10.0,
-            burst: 3.0,
+            per_second: 10,
+            burst: 3,
         });
-        let start = Instant::now();
-        let caller = || Caller::Key("k".into());
-        let allowed: Vec<bool> = (0..4)
-            .map(|_| limiter.check(caller(), start).allowed)
-            .collect();
+        let caller = Caller::Key("k".into());
+        let allowed: Vec<bool> = (0..4).map(|_| limiter.check(&caller).allowed).collect();
         assert_eq!(allowed, [true, true, true, false]);
-        assert_eq!(limiter.check(caller(), start).reset, 1);
-        assert!(
-            limiter
-                .check(caller(), start + Duration::from_millis(150))
-                .allowed
-        );
+        assert_eq!(limiter.check(&caller).reset, 1);
+        // A request is allowed again after a tenth of a second.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(limiter.check(&caller).allowed);
     }
 
     #[test]
     fn callers_have_buckets_of_their_own() {
         let limiter = RateLimiter::new(RateLimit {
-            per_second: 1.0,
-            burst: 1.0,
+            per_second: 1,
+            burst: 1,
         });
-        let now = Instant::now();
-        assert!(limiter.check(Caller::Key("a".into()), now).allowed);
-        assert!(!limiter.check(Caller::Key("a".into()), now).allowed);
-        assert!(limiter.check(Caller::Key("b".into()), now).allowed);
-        assert!(limiter.check(Caller::Address(None), now).allowed);
+        assert!(limiter.check(&Caller::Key("a".into())).allowed);
+        assert!(!limiter.check(&Caller::Key("a".into())).allowed);
+        assert!(limiter.check(&Caller::Key("b".into())).allowed);
+        assert!(limiter.check(&Caller::Address(None)).allowed);
     }
 
     #[test]
@@ -182,8 +176,8 @@ mod tests {
         assert_eq!(
             RateLimit::per_second(100),
             Some(RateLimit {
-                per_second: 100.0,
-                burst: 200.0
+                per_second: 100,
+                burst: 200
             })
         );
     }

@@ -32,8 +32,8 @@ async fn raw_exchange(address: &str, request: Vec<u8>, patience: Duration) -> St
 #[actix_web::test]
 async fn a_flood_of_invalid_keys_is_throttled_like_any_other_traffic() {
     let app = TestApp::spawn_with(Some(RateLimit {
-        per_second: 1.0,
-        burst: 5.0,
+        per_second: 1,
+        burst: 5,
     }))
     .await;
     let mut statuses = Vec::new();

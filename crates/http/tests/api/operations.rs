@@ -17,8 +17,8 @@ use crate::helpers::{TestApp, free_port, serve, wait_ready};
 #[actix_web::test]
 async fn a_caller_past_its_burst_gets_429_with_retry_after_and_others_are_unaffected() {
     let app = TestApp::spawn_with(Some(RateLimit {
-        per_second: 0.5,
-        burst: 3.0,
+        per_second: 1,
+        burst: 3,
     }))
     .await;
     let mut statuses = Vec::new();
