@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use diesel::connection::CacheSize;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -21,8 +22,15 @@ pub struct PoolOptions {
     pub max_size: u32,
     /// How long a request waits for a free connection before it is answered 503.
     pub checkout_timeout: Duration,
-    /// How long one statement may run before PostgreSQL cancels it.
+    /// How long one statement may run before PostgreSQL cancels it (set on each connection's
+    /// session; see `prepared_statements`).
     pub statement_timeout: Duration,
+    /// Prepare and cache statements on each connection (fast). Off for a pooler in transaction
+    /// mode (PgBouncer before 1.21), where a prepared statement or a session setting lands on
+    /// whichever server connection the pooler picked: then every statement is sent unprepared in
+    /// one round trip, and nothing is set on the session (give the role a `statement_timeout`
+    /// instead: `docs/scaling.md`).
+    pub prepared_statements: bool,
 }
 
 impl Default for PoolOptions {
@@ -31,18 +39,25 @@ impl Default for PoolOptions {
             max_size: 16,
             checkout_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
+            prepared_statements: true,
         }
     }
 }
 
-/// Sets the session defaults on each new connection, once, so no request pays for it.
+/// Sets up each new connection, once, so no request pays for it.
 #[derive(Debug)]
 struct SessionSettings {
     statement_timeout_ms: u128,
+    prepared_statements: bool,
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        if !self.prepared_statements {
+            // Behind a transaction pooler a session is not ours: prepare nothing, set nothing.
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            return Ok(());
+        }
         conn.batch_execute(&format!(
             "SET statement_timeout = {}; SET TIME ZONE 'UTC'",
             self.statement_timeout_ms
@@ -68,6 +83,7 @@ pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
         .test_on_check_out(false)
         .connection_customizer(Box::new(SessionSettings {
             statement_timeout_ms: options.statement_timeout.as_millis(),
+            prepared_statements: options.prepared_statements,
         }))
         .build_unchecked(ConnectionManager::new(url));
     Ok(pool)
@@ -80,7 +96,7 @@ pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
 ///
 /// When the database cannot be reached or a migration fails.
 pub fn open_pool(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
-    run_migrations(url)?;
+    run_migrations(url, options.prepared_statements)?;
     connect(url, options)
 }
 
@@ -105,13 +121,17 @@ pub fn wait_for_database(url: &str, patience: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Applies the pending migrations and returns the names of those applied.
+/// Applies the pending migrations and returns the names of those applied; without
+/// `prepared_statements`, as for a transaction pooler (see [`PoolOptions`]).
 ///
 /// # Errors
 ///
 /// When the database cannot be reached or a migration fails.
-pub fn run_migrations(url: &str) -> anyhow::Result<Vec<String>> {
+pub fn run_migrations(url: &str, prepared_statements: bool) -> anyhow::Result<Vec<String>> {
     let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
+    if !prepared_statements {
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+    }
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map_err(|error| anyhow!(error))

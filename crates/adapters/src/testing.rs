@@ -68,7 +68,7 @@ fn start_server() -> anyhow::Result<Server> {
     drop_leftovers(&mut admin)?;
     let template = format!("{PREFIX}{pid}_template");
     admin.batch_execute(&format!("CREATE DATABASE {}", quote_identifier(&template)))?;
-    run_migrations(&with_database(&admin_url, &template))?;
+    run_migrations(&with_database(&admin_url, &template), true)?;
     // A throwaway cluster goes with everything in it; on a shared server the template is dropped
     // at exit with psql where it is installed, and otherwise by the next run (drop_leftovers).
     let drop_template_at_exit = match &cluster {

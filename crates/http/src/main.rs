@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use books_adapters::{
-    PoolOptions, PostgresApiKeyRepository, PostgresBookRepository, open_pool, wait_for_database,
+    PostgresApiKeyRepository, PostgresBookRepository, open_pool, wait_for_database,
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
-use books_http::cli::{Cli, Command, ServeArgs, init_logging, keys, migrate, print};
+use books_http::cli::{Cli, Command, Database, ServeArgs, init_logging, keys, migrate, print};
 use books_http::{Application, RateLimit, ServerSettings, Services, document_json, pool_probe};
 use clap::Parser;
 
@@ -40,22 +40,16 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let database = args.database.open()?;
-    let embedded = database.cluster.is_some();
-    let served = serve_on(args, &database.url, embedded);
+    let served = serve_on(args, &database);
     // The cluster stops whether serving ended well or not.
     let closed = database.close();
     served.and(closed)
 }
 
-fn serve_on(args: &ServeArgs, database_url: &str, embedded: bool) -> anyhow::Result<()> {
-    wait_for_database(database_url, Duration::from_secs(args.startup_wait))?;
-    let pool = open_pool(
-        database_url,
-        &PoolOptions {
-            max_size: args.pool_size(),
-            ..PoolOptions::default()
-        },
-    )?;
+fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
+    let embedded = database.cluster.is_some();
+    wait_for_database(&database.url, Duration::from_secs(args.startup_wait))?;
+    let pool = open_pool(&database.url, &database.pool_options(args.pool_size()))?;
     let service = BookService::new(PostgresBookRepository::new(pool.clone()));
     let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
     if embedded && keys.list()?.is_empty() {

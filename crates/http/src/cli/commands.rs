@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use books_adapters::{PoolOptions, PostgresApiKeyRepository, open_pool, run_migrations};
+use books_adapters::{PostgresApiKeyRepository, open_pool, run_migrations};
 use books_domain::{KeyName, KeyService, Scope};
 
 use super::{DatabaseArgs, KeysCommand};
@@ -22,7 +22,7 @@ pub fn print(text: &str) -> anyhow::Result<()> {
 /// When the database cannot be opened or a migration fails.
 pub fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
     let database = args.open_briefly()?;
-    let applied = run_migrations(&database.url);
+    let applied = run_migrations(&database.url, database.prepared_statements);
     let closed = database.close();
     let applied = applied?;
     tracing::info!(count = applied.len(), migrations = ?applied, "migrations applied");
@@ -36,11 +36,7 @@ pub fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
 /// When the database cannot be opened, or the command is refused (a name taken, no such key).
 pub fn keys(command: &KeysCommand, args: &DatabaseArgs) -> anyhow::Result<()> {
     let database = args.open_briefly()?;
-    let pool_options = PoolOptions {
-        max_size: 2,
-        ..PoolOptions::default()
-    };
-    let outcome = open_pool(&database.url, &pool_options).and_then(|pool| {
+    let outcome = open_pool(&database.url, &database.pool_options(2)).and_then(|pool| {
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
         match command {
             KeysCommand::Create { name, scope } => {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use books_adapters::{ClusterOptions, LocalCluster, ensure_database};
+use books_adapters::{ClusterOptions, LocalCluster, PoolOptions, ensure_database};
 use books_domain::Scope;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -137,6 +137,17 @@ pub struct DatabaseArgs {
     /// Where the service's own cluster lives when no database URL is given.
     #[arg(long, env = "DATA_DIR", default_value = ".data/postgres")]
     pub data_dir: PathBuf,
+    /// Prepare and cache SQL statements on each connection. Set false behind a pooler in
+    /// transaction mode (PgBouncer before 1.21): statements are then sent unprepared, and no
+    /// session setting is made (give the database role a statement_timeout instead).
+    #[arg(
+        long,
+        env = "DB_PREPARED_STATEMENTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub db_prepared_statements: bool,
 }
 
 /// The database the service uses, and the cluster it runs itself, if any.
@@ -146,6 +157,19 @@ pub struct Database {
     pub url: String,
     /// The embedded cluster, when no URL was given.
     pub cluster: Option<LocalCluster>,
+    /// Whether statements may be prepared (see [`DatabaseArgs::db_prepared_statements`]).
+    pub prepared_statements: bool,
+}
+
+impl Database {
+    /// Pool settings for this database, with at most `max_size` connections.
+    pub fn pool_options(&self, max_size: u32) -> PoolOptions {
+        PoolOptions {
+            max_size,
+            prepared_statements: self.prepared_statements,
+            ..PoolOptions::default()
+        }
+    }
 }
 
 impl ServeArgs {
@@ -187,6 +211,7 @@ impl DatabaseArgs {
             return Ok(Database {
                 url: url.to_owned(),
                 cluster: None,
+                prepared_statements: self.db_prepared_statements,
             });
         }
         let cluster = LocalCluster::start(&self.data_dir, options).context(
@@ -197,6 +222,7 @@ impl DatabaseArgs {
         Ok(Database {
             url: cluster.connection_url("books"),
             cluster: Some(cluster),
+            prepared_statements: self.db_prepared_statements,
         })
     }
 }

@@ -123,7 +123,7 @@ impl OwnCluster {
         let cluster = LocalCluster::start(&root, &options).unwrap();
         ensure_database(&cluster.connection_url("postgres"), "books").unwrap();
         let url = cluster.connection_url("books");
-        run_migrations(&url).unwrap();
+        run_migrations(&url, true).unwrap();
         let pool = connect(
             &url,
             &PoolOptions {
