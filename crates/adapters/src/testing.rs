@@ -136,6 +136,19 @@ impl TestDatabase {
     ///
     /// When no server can be had: a test cannot run without one.
     pub fn new() -> Self {
+        Self::create(Some(&server().template))
+    }
+
+    /// Creates a database with no tables at all, for tests of the migrations themselves.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestDatabase::new`].
+    pub fn unmigrated() -> Self {
+        Self::create(None)
+    }
+
+    fn create(template: Option<&str>) -> Self {
         let server = server();
         let name = format!(
             "{PREFIX}{}_{}",
@@ -145,7 +158,7 @@ impl TestDatabase {
         let create = format!(
             "CREATE DATABASE {} TEMPLATE {}",
             quote_identifier(&name),
-            quote_identifier(&server.template)
+            quote_identifier(template.unwrap_or("template0"))
         );
         if let Err(error) = server.execute(&create) {
             panic!("could not create the test database {name}: {error:#}");
@@ -157,6 +170,11 @@ impl TestDatabase {
     /// The connection string of this database.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The database's name on its server.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A small pool on this database.

@@ -10,7 +10,7 @@ use books_domain::{KeyService, Scope};
 use crate::openapi::committed;
 
 /// Runs the binary with `args` and the environment given (and no inherited DATABASE_URL).
-fn books_api(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn books_api(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_books-api"));
     command
         .args(args)

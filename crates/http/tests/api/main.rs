@@ -16,4 +16,6 @@ mod legacy;
 mod listing;
 mod openapi;
 mod operations;
+mod scaling;
 mod service;
+mod topology;

@@ -1,0 +1,179 @@
+//! The engines operators run beside the service, started for a test from the programs Debian
+//! packages (pgbouncer for now), on loopback ports of their own, in a folder of
+//! their own, and stopped (folder removed) when the value is dropped, whatever the test did.
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::free_port;
+
+/// A program started for a test, with its folder.
+pub(crate) struct Program {
+    name: &'static str,
+    child: Child,
+    folder: PathBuf,
+}
+
+impl Program {
+    /// The program's log so far, for a failure message.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.folder.join("log")).unwrap_or_default()
+    }
+
+    /// Stops it now (SIGKILL), as an outage would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The path of a packaged program, or a failure that says what to install.
+fn program(path: &str, package: &str) -> PathBuf {
+    let found = [
+        path,
+        &format!(
+            "/usr/bin/{}",
+            Path::new(path).file_name().unwrap().to_string_lossy()
+        ),
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|candidate| candidate.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{path} is missing: install the Debian package {package} (apt-get install {package})"
+        )
+    })
+}
+
+/// A folder for a program, writable by the user it runs as (`postgres` when we are root:
+/// pgbouncer refuses to run as root, and the others need not).
+fn folder(name: &str) -> PathBuf {
+    let folder = std::env::temp_dir().join(format!(
+        "books-api-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    folder
+}
+
+fn start(name: &'static str, folder: PathBuf, binary: &Path, args: &[&str]) -> Program {
+    let mut command = if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
+    };
+    let log = std::fs::File::create(folder.join("log")).unwrap();
+    std::fs::set_permissions(folder.join("log"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let child = command
+        .args(args)
+        .current_dir(&folder)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|error| panic!("could not start {name}: {error}"));
+    Program {
+        name,
+        child,
+        folder,
+    }
+}
+
+/// Waits until `port` on loopback accepts connections.
+fn wait_for_port(program: &mut Program, port: u16) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(status)) = program.child.try_wait() {
+            panic!("{} exited ({status}): {}", program.name, program.log());
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} did not listen on {port}: {}",
+        program.name,
+        program.log()
+    );
+}
+
+/// Where a libpq connection string points: its `host` (a socket folder or an address) and port.
+pub(crate) fn server_of(url: &str) -> (String, u16) {
+    let value = |key: &str| {
+        url.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+    };
+    if let Some(rest) = url.split_once("://").map(|(_, rest)| rest) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let (host, port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
+        return (host.to_owned(), port.parse().unwrap_or(5432));
+    }
+    (
+        value("host").unwrap_or_else(|| "localhost".to_owned()),
+        value("port").and_then(|p| p.parse().ok()).unwrap_or(5432),
+    )
+}
+
+/// PgBouncer in transaction pooling mode in front of the PostgreSQL server of `backend_url`.
+pub(crate) struct PgBouncer {
+    pub(crate) port: u16,
+    _program: Program,
+}
+
+impl PgBouncer {
+    pub(crate) fn start(backend_url: &str) -> Self {
+        let binary = program("/usr/sbin/pgbouncer", "pgbouncer");
+        let (host, backend_port) = server_of(backend_url);
+        let port = free_port();
+        let folder = folder("pgbouncer");
+        let config = format!(
+            "[databases]\n* = host={host} port={backend_port} user=postgres\n\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = any\npool_mode = transaction\ndefault_pool_size = 4\n\
+             max_client_conn = 500\nignore_startup_parameters = extra_float_digits\n\
+             pidfile = {}/pgbouncer.pid\n",
+            folder.display()
+        );
+        std::fs::write(folder.join("pgbouncer.ini"), config).unwrap();
+        let ini = folder.join("pgbouncer.ini");
+        let mut program = start("pgbouncer", folder, &binary, &[ini.to_str().unwrap()]);
+        wait_for_port(&mut program, port);
+        Self {
+            port,
+            _program: program,
+        }
+    }
+
+    /// A connection string for `database` through PgBouncer.
+    pub(crate) fn url(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={database}",
+            self.port
+        )
+    }
+}
