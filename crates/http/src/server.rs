@@ -17,6 +17,7 @@ use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
 use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
 use crate::middleware::ratelimit::{RateLimit, RateLimiter};
+use crate::middleware::shared_limit::SharedBudgets;
 use crate::openapi::document_json;
 use crate::routes::configure;
 
@@ -36,6 +37,8 @@ pub struct ServerSettings {
     pub blocking_threads_per_worker: usize,
     /// Requests per caller, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// A Redis through which every instance shares one budget per caller (`redis://…`).
+    pub rate_limit_redis_url: Option<String>,
     /// Origins allowed to call from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
 }
@@ -48,6 +51,7 @@ impl Default for ServerSettings {
             handle_signals: true,
             blocking_threads_per_worker: 8,
             rate_limit: RateLimit::per_second(100),
+            rate_limit_redis_url: None,
             cors_origins: Vec::new(),
         }
     }
@@ -109,11 +113,30 @@ impl Application {
         let data = web::Data::new(service.clone());
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
-        let metrics = web::Data::new(Metrics::new(pool_probe));
+        let limiter = match settings.rate_limit {
+            None => None,
+            Some(limit) => {
+                let limiter = RateLimiter::new(limit);
+                Some(web::Data::new(match &settings.rate_limit_redis_url {
+                    Some(url) => limiter.sharing(SharedBudgets::new(url)?),
+                    None => limiter,
+                }))
+            }
+        };
+        let mut metrics = Metrics::new(pool_probe);
+        if let Some(limiter) = limiter.clone().filter(|l| l.shared().is_some()) {
+            metrics = metrics.with_gauge(
+                "rate_limit_shared",
+                "1 while rate limits are shared through Redis, 0 while each instance limits on its own.",
+                Box::new(move || {
+                    f64::from(u8::from(
+                        limiter.shared().is_some_and(SharedBudgets::is_reachable),
+                    ))
+                }),
+            );
+        }
+        let metrics = web::Data::new(metrics);
         let cors_origins = settings.cors_origins.clone();
-        let limiter = settings
-            .rate_limit
-            .map(|limit| web::Data::new(RateLimiter::new(limit)));
         let document = web::Data::new(document_json());
         let limiter_for_tasks = limiter.clone();
         let mut server = HttpServer::new(move || {

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// many are allowed. 0 turns limiting off.
     #[arg(long, env = "RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,
+    /// A Redis (`redis://host:port/`) through which all instances share one rate-limit budget
+    /// per caller. While it cannot be reached, each instance limits on its own.
+    #[arg(long, env = "RATE_LIMIT_REDIS_URL", hide_env_values = true)]
+    pub rate_limit_redis_url: Option<String>,
     /// Origins allowed to call the API from a browser, comma-separated (`*` for any). CORS is
     /// off when empty.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]

@@ -127,13 +127,16 @@ pub(crate) async fn admit(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let credentials = read_credentials(&request);
-    let limit = request.app_data::<web::Data<RateLimiter>>().map(|limiter| {
-        let caller = match &credentials {
-            Ok(Some(principal)) => Caller::Key(principal.name.as_str().to_owned()),
-            _ => Caller::Address(request.peer_addr().map(|address| address.ip())),
-        };
-        limiter.check(&caller)
-    });
+    let limit = match request.app_data::<web::Data<RateLimiter>>().cloned() {
+        None => None,
+        Some(limiter) => {
+            let caller = match &credentials {
+                Ok(Some(principal)) => Caller::Key(principal.name.as_str().to_owned()),
+                _ => Caller::Address(request.peer_addr().map(|address| address.ip())),
+            };
+            Some(limiter.check(&caller).await)
+        }
+    };
     let sent_credentials = request.headers().contains_key(header::AUTHORIZATION);
     let admitted = match (&limit, credentials) {
         (Some(decision), _) if !decision.allowed => Err(decision.refusal()),

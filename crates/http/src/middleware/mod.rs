@@ -3,10 +3,11 @@
 //! In order, from the outside in: [`head`] (HEAD answered as GET), [`cors`] when configured,
 //! [`observe`] (request id, log line, metrics), the problem+json rendering of the framework's own
 //! errors, then for the API routes [`auth::admit`] (rate limit, then credentials; see
-//! [`ratelimit`]).
+//! [`ratelimit`], and [`shared_limit`] for one budget across instances).
 
 pub(crate) mod auth;
 pub(crate) mod cors;
 pub(crate) mod head;
 pub mod observe;
 pub mod ratelimit;
+pub mod shared_limit;

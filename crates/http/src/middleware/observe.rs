@@ -63,7 +63,11 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pool: Option<PoolProbe>,
+    gauges: Vec<(&'static str, Gauge)>,
 }
+
+/// A gauge read when `/metrics` is asked for.
+pub type Gauge = Box<dyn Fn() -> f64 + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,7 +143,16 @@ impl Metrics {
             recorder,
             handle,
             pool,
+            gauges: Vec::new(),
         }
+    }
+
+    /// Reports `read()` as the gauge `name` at each scrape.
+    #[must_use]
+    pub fn with_gauge(mut self, name: &'static str, help: &'static str, read: Gauge) -> Self {
+        self.recorder.describe_gauge(name.into(), None, help.into());
+        self.gauges.push((name, read));
+        self
     }
 
     fn record(&self, method: &Method, route: String, status: u16, seconds: f64) {
@@ -193,6 +206,11 @@ impl Metrics {
                     .register_gauge(&Key::from_static_name(name), &METADATA)
                     .set(value);
             }
+        }
+        for (name, read) in &self.gauges {
+            self.recorder
+                .register_gauge(&Key::from_static_name(name), &METADATA)
+                .set(read());
         }
         self.handle.render()
     }

@@ -14,6 +14,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::middleware::shared_limit::SharedBudgets;
 use crate::representation::problem::ApiError;
 
 /// A sustained rate with a burst allowance.
@@ -35,7 +36,7 @@ impl RateLimit {
     }
 
     /// The time between two requests at the sustained rate.
-    fn interval(self) -> Duration {
+    pub(crate) fn interval(self) -> Duration {
         Duration::from_secs(1) / self.per_second.max(1)
     }
 
@@ -65,6 +66,15 @@ pub(crate) struct Decision {
 }
 
 impl Decision {
+    pub(crate) fn new(allowed: bool, limit: u64, remaining: u64, reset: u64) -> Self {
+        Self {
+            allowed,
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
     /// The 429 for a request that was not allowed.
     pub(crate) fn refusal(&self) -> ApiError {
         ApiError::TooManyRequests {
@@ -87,12 +97,14 @@ impl Decision {
 
 type Keyed = DefaultKeyedRateLimiter<Caller, StateInformationMiddleware>;
 
-/// The budgets of all callers.
+/// The budgets of all callers: this instance's own, and those shared through Redis when
+/// configured (the instance's own then stand in whenever Redis cannot answer).
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
     keyed: Keyed,
     clock: DefaultClock,
+    shared: Option<SharedBudgets>,
 }
 
 impl RateLimiter {
@@ -106,11 +118,37 @@ impl RateLimiter {
             limit,
             keyed: governor::RateLimiter::keyed(quota).with_middleware(),
             clock: DefaultClock::default(),
+            shared: None,
         }
     }
 
-    /// Spends one of `caller`'s requests, if it has one left.
-    pub(crate) fn check(&self, caller: &Caller) -> Decision {
+    /// The same limits, shared with every instance that uses `budgets`.
+    #[must_use]
+    pub fn sharing(self, budgets: SharedBudgets) -> Self {
+        Self {
+            shared: Some(budgets),
+            ..self
+        }
+    }
+
+    /// The shared budgets, when configured.
+    pub fn shared(&self) -> Option<&SharedBudgets> {
+        self.shared.as_ref()
+    }
+
+    /// Spends one of `caller`'s requests, from the shared budget when there is one and it
+    /// answers, else from this instance's.
+    pub(crate) async fn check(&self, caller: &Caller) -> Decision {
+        if let Some(shared) = &self.shared
+            && let Some(decision) = shared.check(caller, self.limit).await
+        {
+            return decision;
+        }
+        self.check_locally(caller)
+    }
+
+    /// Spends one of `caller`'s requests from this instance's budget.
+    pub(crate) fn check_locally(&self, caller: &Caller) -> Decision {
         let limit = u64::from(self.limit.burst);
         match self.keyed.check_key(caller) {
             Ok(state) => {
@@ -150,12 +188,14 @@ mod tests {
             burst: 3,
         });
         let caller = Caller::Key("k".into());
-        let allowed: Vec<bool> = (0..4).map(|_| limiter.check(&caller).allowed).collect();
+        let allowed: Vec<bool> = (0..4)
+            .map(|_| limiter.check_locally(&caller).allowed)
+            .collect();
         assert_eq!(allowed, [true, true, true, false]);
-        assert_eq!(limiter.check(&caller).reset, 1);
+        assert_eq!(limiter.check_locally(&caller).reset, 1);
         // A request is allowed again after a tenth of a second.
         std::thread::sleep(Duration::from_millis(150));
-        assert!(limiter.check(&caller).allowed);
+        assert!(limiter.check_locally(&caller).allowed);
     }
 
     #[test]
@@ -164,10 +204,10 @@ mod tests {
             per_second: 1,
             burst: 1,
         });
-        assert!(limiter.check(&Caller::Key("a".into())).allowed);
-        assert!(!limiter.check(&Caller::Key("a".into())).allowed);
-        assert!(limiter.check(&Caller::Key("b".into())).allowed);
-        assert!(limiter.check(&Caller::Address(None)).allowed);
+        assert!(limiter.check_locally(&Caller::Key("a".into())).allowed);
+        assert!(!limiter.check_locally(&Caller::Key("a".into())).allowed);
+        assert!(limiter.check_locally(&Caller::Key("b".into())).allowed);
+        assert!(limiter.check_locally(&Caller::Address(None)).allowed);
     }
 
     #[test]

@@ -91,6 +91,16 @@ impl TestApp {
         database: Option<TestDatabase>,
         rate_limit: Option<RateLimit>,
     ) -> Self {
+        Self::spawn_sharing(pool, database, rate_limit, None)
+    }
+
+    /// A server on `pool` whose rate limits are shared through the Redis at `redis_url`.
+    pub(crate) fn spawn_sharing(
+        pool: PgPool,
+        database: Option<TestDatabase>,
+        rate_limit: Option<RateLimit>,
+        redis_url: Option<String>,
+    ) -> Self {
         let service = BookService::new(PostgresBookRepository::new(pool.clone()));
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
         let probe = pool_probe(pool);
@@ -115,6 +125,7 @@ impl TestApp {
             handle_signals: false,
             blocking_threads_per_worker: 8,
             rate_limit,
+            rate_limit_redis_url: redis_url,
             cors_origins: vec!["https://books.example".to_owned()],
         };
         let services = Services {

@@ -7,7 +7,9 @@ use serde_json::json;
 
 use crate::cli::books_api;
 use crate::helpers::TestApp;
-use crate::topology::PgBouncer;
+use books_http::RateLimit;
+
+use crate::topology::{PgBouncer, Redis};
 
 #[actix_web::test]
 async fn behind_pgbouncer_in_transaction_mode_migrations_keys_and_every_endpoint_work() {
@@ -102,4 +104,78 @@ async fn behind_pgbouncer_in_transaction_mode_migrations_keys_and_every_endpoint
     let deleted = app.request(Method::DELETE, &path, &[], None).await;
     assert_eq!(deleted.status, 204);
     assert_eq!(app.get(&path).await.status, 404);
+}
+
+async fn rate_limit_shared(app: &TestApp) -> Option<String> {
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("rate_limit_shared "))
+        .map(str::to_owned)
+}
+
+#[actix_web::test]
+async fn two_instances_sharing_a_redis_spend_one_budget_and_fall_back_when_it_is_gone() {
+    let database = TestDatabase::new();
+    let mut redis = Redis::start();
+    let limit = Some(RateLimit {
+        per_second: 1,
+        burst: 4,
+    });
+    let a = TestApp::spawn_sharing(database.pool(), None, limit, Some(redis.url()));
+    let b = TestApp::spawn_sharing(database.pool(), None, limit, Some(redis.url()));
+    let anonymous = [("authorization", "")];
+    let mut allowed = 0;
+    for i in 0..12 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let reply = app
+            .request(Method::GET, "/api/v1/books", &anonymous, None)
+            .await;
+        allowed += usize::from(reply.status == 200);
+    }
+    // One budget of 4 (plus at most one refilled in the time the requests took), not 4 each.
+    assert!((4..=5).contains(&allowed), "{allowed} allowed");
+    assert_eq!(rate_limit_shared(&a).await.as_deref(), Some("1"));
+
+    // Redis goes away: requests are limited by each instance on its own, never failed.
+    let port = redis.port;
+    redis.program.kill();
+    let reply = a.request(Method::GET, "/api/v1/books", &[], None).await;
+    assert_eq!(
+        reply.status, 200,
+        "a request never fails because Redis is down"
+    );
+    assert_eq!(rate_limit_shared(&a).await.as_deref(), Some("0"));
+
+    // Back on the same port: shared again once the back-off has passed.
+    let _redis = Redis::start_on(port);
+    let mut shared = false;
+    for _ in 0..30 {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        a.request(Method::GET, "/api/v1/books", &[], None).await;
+        if rate_limit_shared(&a).await.as_deref() == Some("1") {
+            shared = true;
+            break;
+        }
+    }
+    assert!(
+        shared,
+        "the limits were not shared again after Redis came back"
+    );
+    drop(database);
+}
+
+#[test]
+fn a_redis_url_that_is_not_one_stops_the_start_naming_the_setting() {
+    let database = TestDatabase::new();
+    let output = books_api(
+        &[],
+        &[
+            ("DATABASE_URL", database.url()),
+            ("BIND", "127.0.0.1:0"),
+            ("RATE_LIMIT_REDIS_URL", "http://not-redis"),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RATE_LIMIT_REDIS_URL"), "{stderr}");
 }

@@ -1,5 +1,5 @@
 //! The engines operators run beside the service, started for a test from the programs Debian
-//! packages (pgbouncer for now), on loopback ports of their own, in a folder of
+//! packages (pgbouncer, redis-server, haproxy), on loopback ports of their own, in a folder of
 //! their own, and stopped (folder removed) when the value is dropped, whatever the test did.
 
 use std::net::TcpStream;
@@ -76,14 +76,26 @@ fn folder(name: &str) -> PathBuf {
     folder
 }
 
+/// The uid and gid of `postgres`, from /etc/passwd.
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let fields: Vec<&str> = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"postgres"))
+        .expect("a postgres user (the PostgreSQL server package makes one)");
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
 fn start(name: &'static str, folder: PathBuf, binary: &Path, args: &[&str]) -> Program {
-    let mut command = if running_as_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(binary);
-        command
-    } else {
-        Command::new(binary)
-    };
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(binary);
+    if running_as_root() {
+        // The program itself runs as postgres (not a wrapper such as runuser, whose death
+        // would leave the program running), so that killing the child stops it.
+        let (uid, gid) = postgres_ids();
+        command.uid(uid).gid(gid);
+    }
     let log = std::fs::File::create(folder.join("log")).unwrap();
     std::fs::set_permissions(folder.join("log"), std::fs::Permissions::from_mode(0o666)).unwrap();
     let child = command
@@ -175,5 +187,47 @@ impl PgBouncer {
             "host=127.0.0.1 port={} user=postgres dbname={database}",
             self.port
         )
+    }
+}
+/// A Redis server of the test's own (no persistence), on a loopback port.
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    pub(crate) program: Program,
+}
+
+impl Redis {
+    pub(crate) fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On `port`: to bring a stopped one back where the service expects it.
+    pub(crate) fn start_on(port: u16) -> Self {
+        let binary = program("/usr/bin/redis-server", "redis-server");
+        let folder = folder("redis");
+        let port_text = port.to_string();
+        let dir = folder.to_str().unwrap().to_owned();
+        let mut program = start(
+            "redis-server",
+            folder,
+            &binary,
+            &[
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port_text,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir,
+            ],
+        );
+        wait_for_port(&mut program, port);
+        Self { port, program }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 }
