@@ -18,6 +18,7 @@ mod condition;
 mod database;
 mod errors;
 mod keys;
+mod replicas;
 mod repository;
 mod schema;
 #[cfg(any(test, feature = "testing"))]
@@ -28,4 +29,5 @@ pub use database::{
     PgPool, PoolOptions, connect, ensure_database, open_pool, run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;
+pub use replicas::{ReplicaState, Replicas};
 pub use repository::{PostgresBookRepository, waiting_for_connection};

@@ -17,21 +17,54 @@ use diesel::sql_types::Bool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use crate::PgPool;
 use crate::condition::{Order, after, filter_conditions};
 use crate::errors::{Failure, classify};
+use crate::replicas::Replicas;
 use crate::schema::{book, idempotency_key};
 
 /// Stores books in the `book` table. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub struct PostgresBookRepository {
     pool: PgPool,
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl PostgresBookRepository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            replicas: None,
+        }
+    }
+
+    /// The same repository, reading from `replicas` while one is in use (see [`Replicas`]).
+    #[must_use]
+    pub fn reading_from(self, replicas: Arc<Replicas>) -> Self {
+        Self {
+            replicas: Some(replicas),
+            ..self
+        }
+    }
+
+    /// Runs `read` on a replica in use, or else (none is, or the read failed there) on the
+    /// primary: a replica's trouble never fails a read the primary can answer.
+    fn read<T>(
+        &self,
+        read: impl Fn(&mut PgConnection) -> Result<T, DieselError>,
+    ) -> Result<T, StorageError> {
+        if let Some(value) = self
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.read(&read))
+        {
+            return Ok(value);
+        }
+        let mut conn = self.conn()?;
+        read(&mut conn).map_err(|error| storage_error(&mut conn, error))
     }
 
     /// The pool, for health checks and metrics.
@@ -399,31 +432,28 @@ impl BookRepository for PostgresBookRepository {
     }
 
     fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
-        let mut conn = self.conn()?;
-        let row = book::table
-            .find(id.get())
-            .select(BookRow::as_select())
-            .first(&mut conn)
-            .optional()
-            .map_err(|error| storage_error(&mut conn, error))?;
+        let row = self.read(|conn| {
+            book::table
+                .find(id.get())
+                .select(BookRow::as_select())
+                .first(conn)
+                .optional()
+        })?;
         Ok(row.ok_or(GetBookError::NotFound(id))?.try_into()?)
     }
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
-        let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
-        for condition in filter_conditions(&query.filter) {
-            select = select.filter(condition);
-        }
-        if let Some(position) = &query.after {
-            select = select.filter(after(position, query.sort.descending));
-        }
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let mut conn = self.conn()?;
-        let rows = select
-            .order(Order(query.sort))
-            .limit(limit)
-            .load(&mut conn)
-            .map_err(|error| storage_error(&mut conn, error))?;
+        let rows = self.read(|conn| {
+            let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
+            for condition in filter_conditions(&query.filter) {
+                select = select.filter(condition);
+            }
+            if let Some(position) = &query.after {
+                select = select.filter(after(position, query.sort.descending));
+            }
+            select.order(Order(query.sort)).limit(limit).load(conn)
+        })?;
         Ok(rows
             .into_iter()
             .map(Book::try_from)

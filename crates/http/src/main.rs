@@ -4,11 +4,12 @@
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use books_adapters::{
-    PostgresApiKeyRepository, PostgresBookRepository, open_pool, wait_for_database,
+    PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool, wait_for_database,
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::cli::{Cli, Command, Database, ServeArgs, init_logging, keys, migrate, print};
@@ -50,7 +51,26 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     let embedded = database.cluster.is_some();
     wait_for_database(&database.url, Duration::from_secs(args.startup_wait))?;
     let pool = open_pool(&database.url, &database.pool_options(args.pool_size()))?;
-    let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+    let replica_urls: Vec<String> = args
+        .replica_urls
+        .iter()
+        .filter(|url| !url.trim().is_empty())
+        .cloned()
+        .collect();
+    let replicas = if replica_urls.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Replicas::new(
+            &replica_urls,
+            &database.pool_options(args.pool_size()),
+            Duration::from_secs_f64(args.replica_max_lag),
+        )?))
+    };
+    let mut books = PostgresBookRepository::new(pool.clone());
+    if let Some(replicas) = &replicas {
+        books = books.reading_from(replicas.clone());
+    }
+    let service = BookService::new(books);
     let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
     if embedded && keys.list()?.is_empty() {
         // A newcomer on the embedded default can try writes in Swagger UI at once.
@@ -90,6 +110,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         books: service,
         keys,
         pool_probe: Some(pool_probe),
+        replicas,
     };
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(listener, services, &settings)?;

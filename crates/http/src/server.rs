@@ -2,16 +2,18 @@
 //! tasks that run beside it.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use books_adapters::{ReplicaState, Replicas};
 use books_domain::{BookService, KeyService};
 use tracing_actix_web::TracingLogger;
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, blocking_call};
 use crate::middleware::auth::KeyCache;
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
@@ -19,6 +21,7 @@ use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
 use crate::middleware::ratelimit::{RateLimit, RateLimiter};
 use crate::middleware::shared_limit::SharedBudgets;
 use crate::openapi::document_json;
+use crate::representation::problem::ApiError;
 use crate::routes::configure;
 
 /// The most connections one worker serves at once.
@@ -65,6 +68,9 @@ pub struct Services {
     pub keys: KeyService,
     /// The database pool's state, for `/metrics`.
     pub pool_probe: Option<PoolProbe>,
+    /// The read replicas the book repository uses, if any: checked in the background, and
+    /// reported in `/metrics` and `/readyz`.
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 impl std::fmt::Debug for Services {
@@ -80,6 +86,7 @@ pub struct Application {
     service: BookService,
     key_cache: web::Data<KeyCache>,
     limiter: Option<web::Data<RateLimiter>>,
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -105,6 +112,7 @@ impl Application {
             books: service,
             keys,
             pool_probe,
+            replicas,
         } = services;
         let port = listener
             .local_addr()
@@ -135,7 +143,28 @@ impl Application {
                 }),
             );
         }
+        for state in replicas.iter().flat_map(|replicas| replicas.states()) {
+            let labels = vec![("replica", state.name.clone())];
+            let (in_use, lag) = (replicas.clone(), replicas.clone());
+            let name = state.name.clone();
+            metrics = metrics
+                .with_labeled_gauge(
+                    "replica_in_use",
+                    "1 while reads go to the replica, 0 while it is left out (down, or lagging too far).",
+                    labels.clone(),
+                    Box::new(move || replica_state(in_use.as_deref(), &name, |s| f64::from(u8::from(s.in_use)))),
+                );
+            let name = state.name.clone();
+            metrics = metrics.with_labeled_gauge(
+                "replica_lag_seconds",
+                "How far the replica's replay was behind the primary at the last check.",
+                labels,
+                Box::new(move || replica_state(lag.as_deref(), &name, |s| s.lag_seconds)),
+            );
+        }
         let metrics = web::Data::new(metrics);
+        let replicas_for_tasks = replicas.clone();
+        let replicas = web::Data::from(Arc::new(replicas));
         let cors_origins = settings.cors_origins.clone();
         let document = web::Data::new(document_json());
         let limiter_for_tasks = limiter.clone();
@@ -143,6 +172,7 @@ impl Application {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(key_cache_for_workers.clone())
+                .app_data(replicas.clone())
                 .app_data(metrics.clone())
                 .app_data(document.clone());
             let app = match &limiter {
@@ -182,6 +212,7 @@ impl Application {
             service,
             key_cache,
             limiter: limiter_for_tasks,
+            replicas: replicas_for_tasks,
         })
     }
 
@@ -207,14 +238,44 @@ impl Application {
         let forget = self
             .limiter
             .map(|limiter| actix_web::rt::spawn(forget_idle_callers_periodically(limiter)));
+        let watch = self
+            .replicas
+            .map(|replicas| actix_web::rt::spawn(check_replicas_periodically(replicas)));
         let outcome = self.server.await;
         purge.abort();
         refresh.abort();
-        if let Some(forget) = forget {
-            forget.abort();
+        for task in [forget, watch].into_iter().flatten() {
+            task.abort();
         }
         outcome
     }
+}
+
+/// How often the replicas' health and lag are checked.
+const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks the replicas every [`REPLICA_CHECK_EVERY`], on the blocking pool.
+async fn check_replicas_periodically(replicas: Arc<Replicas>) {
+    let mut interval = actix_web::rt::time::interval(REPLICA_CHECK_EVERY);
+    loop {
+        interval.tick().await;
+        let replicas = replicas.clone();
+        let checked = blocking_call(move || {
+            replicas.check();
+            Ok::<_, ApiError>(())
+        })
+        .await;
+        if let Err(error) = checked {
+            tracing::warn!(error = %error, "could not check the replicas");
+        }
+    }
+}
+
+/// One number of the state of the replica `name`.
+fn replica_state(replicas: Option<&Replicas>, name: &str, read: fn(&ReplicaState) -> f64) -> f64 {
+    replicas
+        .and_then(|replicas| replicas.states().into_iter().find(|s| s.name == name))
+        .map_or(0.0, |state| read(&state))
 }
 
 /// Forgets callers whose rate limit is full again, once a minute, so that the limiter's memory

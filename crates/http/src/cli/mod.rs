@@ -123,12 +123,31 @@ pub struct ServeArgs {
     /// The most database connections open at once [default: four per core].
     #[arg(long, env = "DB_POOL_SIZE")]
     pub pool_size: Option<u32>,
+    /// A read replica (a PostgreSQL streaming standby): reads go to the replicas in use, writes
+    /// to the primary. Repeat the flag, or comma-separate the variable, for several.
+    #[arg(
+        long = "replica-url",
+        env = "REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub replica_urls: Vec<String>,
+    /// The most a replica's replay may lag behind the primary, in seconds, for reads to go to it.
+    #[arg(long, env = "REPLICA_MAX_LAG", default_value_t = 5.0, value_parser = non_negative_seconds)]
+    pub replica_max_lag: f64,
     /// Seconds to wait at start for the database to accept connections.
     #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
     pub startup_wait: u64,
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+fn non_negative_seconds(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .ok_or_else(|| format!("{raw:?} is not a number of seconds (0 or more)"))
 }
 
 /// Which database to use.

@@ -63,7 +63,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pool: Option<PoolProbe>,
-    gauges: Vec<(&'static str, Gauge)>,
+    gauges: Vec<(Key, Gauge)>,
 }
 
 /// A gauge read when `/metrics` is asked for.
@@ -149,9 +149,25 @@ impl Metrics {
 
     /// Reports `read()` as the gauge `name` at each scrape.
     #[must_use]
-    pub fn with_gauge(mut self, name: &'static str, help: &'static str, read: Gauge) -> Self {
+    pub fn with_gauge(self, name: &'static str, help: &'static str, read: Gauge) -> Self {
+        self.with_labeled_gauge(name, help, Vec::new(), read)
+    }
+
+    /// Reports `read()` as the gauge `name` with `labels` at each scrape.
+    #[must_use]
+    pub fn with_labeled_gauge(
+        mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: Vec<(&'static str, String)>,
+        read: Gauge,
+    ) -> Self {
         self.recorder.describe_gauge(name.into(), None, help.into());
-        self.gauges.push((name, read));
+        let labels: Vec<Label> = labels
+            .into_iter()
+            .map(|(label, value)| Label::new(label, value))
+            .collect();
+        self.gauges.push((Key::from_parts(name, labels), read));
         self
     }
 
@@ -207,10 +223,8 @@ impl Metrics {
                     .set(value);
             }
         }
-        for (name, read) in &self.gauges {
-            self.recorder
-                .register_gauge(&Key::from_static_name(name), &METADATA)
-                .set(read());
+        for (key, read) in &self.gauges {
+            self.recorder.register_gauge(key, &METADATA).set(read());
         }
         self.handle.render()
     }

@@ -3,6 +3,9 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError as _, Route, web};
+use std::sync::Arc;
+
+use books_adapters::Replicas;
 use books_domain::BookService;
 use serde_json::json;
 
@@ -26,7 +29,9 @@ pub(crate) async fn healthz() -> HttpResponse {
 
 /// Readiness
 ///
-/// 200 when the database answers, 503 when it does not.
+/// 200 when the database (the primary) answers, 503 when it does not. With read replicas, the
+/// body also says which are in use, which answer, and how far each lags (a replica that is down
+/// never makes the service unready: the primary answers its reads).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -34,9 +39,27 @@ pub(crate) async fn healthz() -> HttpResponse {
     tag = "service",
     responses((status = 200, description = "The database answers", body = serde_json::Value, example = json!({"status": "ready"}))),
 )]
-pub(crate) async fn readyz(service: web::Data<BookService>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(
+    service: web::Data<BookService>,
+    replicas: web::Data<Option<Arc<Replicas>>>,
+) -> Result<HttpResponse, ApiError> {
     blocking(&service, BookService::check_storage).await?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    let mut body = json!({"status": "ready"});
+    if let Some(replicas) = replicas.as_ref() {
+        body["replicas"] = replicas
+            .states()
+            .iter()
+            .map(|state| {
+                json!({
+                    "replica": state.name,
+                    "in_use": state.in_use,
+                    "reachable": state.reachable,
+                    "lag_seconds": state.lag_seconds,
+                })
+            })
+            .collect();
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `GET /metrics`: the Prometheus text format.

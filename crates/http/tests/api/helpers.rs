@@ -1,6 +1,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
 use books_adapters::testing::TestDatabase;
-use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository};
+use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository, Replicas};
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::RateLimit;
 use books_http::pool_probe;
@@ -91,17 +92,23 @@ impl TestApp {
         database: Option<TestDatabase>,
         rate_limit: Option<RateLimit>,
     ) -> Self {
-        Self::spawn_sharing(pool, database, rate_limit, None)
+        Self::spawn_configured(pool, database, rate_limit, None, None)
     }
 
-    /// A server on `pool` whose rate limits are shared through the Redis at `redis_url`.
-    pub(crate) fn spawn_sharing(
+    /// A server on `pool` whose rate limits are shared through the Redis at `redis_url`, and
+    /// whose reads go to `replicas`, when given.
+    pub(crate) fn spawn_configured(
         pool: PgPool,
         database: Option<TestDatabase>,
         rate_limit: Option<RateLimit>,
         redis_url: Option<String>,
+        replicas: Option<Arc<Replicas>>,
     ) -> Self {
-        let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+        let mut books = PostgresBookRepository::new(pool.clone());
+        if let Some(replicas) = &replicas {
+            books = books.reading_from(replicas.clone());
+        }
+        let service = BookService::new(books);
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
         let probe = pool_probe(pool);
         let create = |name: &str, scope| {
@@ -132,6 +139,7 @@ impl TestApp {
             books: service,
             keys: keys.clone(),
             pool_probe: Some(probe),
+            replicas,
         };
         let app = Application::build(listener, services, &settings).expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());

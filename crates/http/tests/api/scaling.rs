@@ -9,7 +9,7 @@ use crate::cli::books_api;
 use crate::helpers::TestApp;
 use books_http::RateLimit;
 
-use crate::topology::{PgBouncer, Redis};
+use crate::topology::{PgBouncer, Redis, Streaming, query_text};
 
 #[actix_web::test]
 async fn behind_pgbouncer_in_transaction_mode_migrations_keys_and_every_endpoint_work() {
@@ -121,8 +121,8 @@ async fn two_instances_sharing_a_redis_spend_one_budget_and_fall_back_when_it_is
         per_second: 1,
         burst: 4,
     });
-    let a = TestApp::spawn_sharing(database.pool(), None, limit, Some(redis.url()));
-    let b = TestApp::spawn_sharing(database.pool(), None, limit, Some(redis.url()));
+    let a = TestApp::spawn_configured(database.pool(), None, limit, Some(redis.url()), None);
+    let b = TestApp::spawn_configured(database.pool(), None, limit, Some(redis.url()), None);
     let anonymous = [("authorization", "")];
     let mut allowed = 0;
     for i in 0..12 {
@@ -178,4 +178,210 @@ fn a_redis_url_that_is_not_one_stops_the_start_naming_the_setting() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("RATE_LIMIT_REDIS_URL"), "{stderr}");
+}
+
+/// The index scans of `book` the server at `url` has counted (on a standby: its own reads).
+fn book_reads(url: &str) -> i64 {
+    query_text(
+        url,
+        "SELECT coalesce(sum(idx_scan), 0)::text AS value FROM pg_stat_user_tables WHERE relname = 'book'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// A server publishes a session's statistics when one of its transactions ends at least a second
+/// after the last publication: wait, then read again on every pooled connection.
+async fn publish_statistics(app: &TestApp, path: &str) {
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(1100)).await;
+    futures_util::future::join_all((0..8).map(|_| app.get(path))).await;
+}
+
+async fn replica_metric(app: &TestApp, name: &str) -> Option<String> {
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    let prefix = format!("{name}{{replica=\"0\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+}
+
+async fn wait_for_metric(app: &TestApp, name: &str, value: &str) -> bool {
+    for _ in 0..60 {
+        if replica_metric(app, name).await.as_deref() == Some(value) {
+            return true;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[actix_web::test]
+async fn reads_go_to_a_replica_in_use_and_to_the_primary_when_it_lags_or_is_down() {
+    let mut topology = actix_web::web::block(Streaming::start).await.unwrap();
+    let primary_url = topology.primary_url();
+    let replica_url = topology.replica_url();
+    books_adapters::run_migrations(&primary_url, true).unwrap();
+    let options = PoolOptions {
+        max_size: 4,
+        ..PoolOptions::default()
+    };
+    let replicas = std::sync::Arc::new(
+        books_adapters::Replicas::new(
+            std::slice::from_ref(&replica_url),
+            &options,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap(),
+    );
+    let pool = connect(&primary_url, &options).unwrap();
+    let app = TestApp::spawn_configured(pool, None, None, None, Some(replicas));
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "1").await,
+        "the replica never came into use"
+    );
+
+    // In use: reads are served by the replica (its own statistics say so).
+    let book = app
+        .create(json!({"title": "Replicated", "author": "A"}))
+        .await;
+    let path = format!("/api/v1/books/{}", book["id"]);
+    let url = replica_url.clone();
+    let before = actix_web::web::block(move || book_reads(&url))
+        .await
+        .unwrap();
+    let mut found = 0;
+    for _ in 0..40 {
+        if app.get(&path).await.status == 200 {
+            found += 1;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(found > 30, "{found} of 40 reads found the book");
+    publish_statistics(&app, &path).await;
+    let url = replica_url.clone();
+    let after = actix_web::web::block(move || book_reads(&url))
+        .await
+        .unwrap();
+    assert!(
+        after - before >= 30,
+        "the replica served {} reads",
+        after - before
+    );
+    let ready = app.get("/readyz").await.json();
+    assert_eq!(ready["replicas"][0]["in_use"], true, "{ready}");
+
+    // A service that trusts the replica however far behind it is, to show where reads go: with
+    // replay paused, a book just written is not found through it.
+    let trusting = TestApp::spawn_configured(
+        connect(&primary_url, &options).unwrap(),
+        None,
+        None,
+        None,
+        Some(std::sync::Arc::new(
+            books_adapters::Replicas::new(
+                std::slice::from_ref(&replica_url),
+                &options,
+                std::time::Duration::from_secs(3600),
+            )
+            .unwrap(),
+        )),
+    );
+    assert!(wait_for_metric(&trusting, "replica_in_use", "1").await);
+
+    // Lagging past the maximum: left out, and the primary answers with what the replica lacks.
+    let url = replica_url.clone();
+    actix_web::web::block(move || query_text(&url, "SELECT pg_wal_replay_pause()::text AS value"))
+        .await
+        .unwrap();
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    let fresh = app.create(json!({"title": "Fresh", "author": "A"})).await;
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "0").await,
+        "a lagging replica stayed in use"
+    );
+    let fresh_path = format!("/api/v1/books/{}", fresh["id"]);
+    assert_eq!(
+        app.get(&fresh_path).await.status,
+        200,
+        "a stale replica answered"
+    );
+    assert_eq!(
+        trusting.get(&fresh_path).await.status,
+        404,
+        "reads did not go to the (paused) replica"
+    );
+    drop(trusting);
+    let url = replica_url.clone();
+    actix_web::web::block(move || query_text(&url, "SELECT pg_wal_replay_resume()::text AS value"))
+        .await
+        .unwrap();
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "1").await,
+        "the replica did not catch up"
+    );
+
+    // Down: every read still answered, by the primary; back: in use again.
+    // (Blocking the test's own thread is harmless: the server runs on workers of its own.)
+    topology.stop_replica();
+    for _ in 0..20 {
+        assert_eq!(
+            app.get(&path).await.status,
+            200,
+            "a read failed with the replica down"
+        );
+        assert_eq!(app.get("/api/v1/books").await.status, 200);
+    }
+    assert!(wait_for_metric(&app, "replica_in_use", "0").await);
+    assert_eq!(
+        app.get("/readyz").await.status,
+        200,
+        "a replica down never makes the service unready"
+    );
+    topology.start_replica();
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "1").await,
+        "the replica was not used again"
+    );
+
+    // A synchronous standby that applies before the commit returns: a client reads its own
+    // writes from the replica.
+    query_text(
+        &primary_url,
+        "SELECT 'ok' AS value FROM (SELECT set_config('application_name', 'x', false)) AS s",
+    );
+    for setting in [
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+    ] {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::prelude::*;
+        let mut conn = PgConnection::establish(&primary_url).unwrap();
+        conn.batch_execute(setting).unwrap();
+        conn.batch_execute("SELECT pg_reload_conf()").unwrap();
+    }
+    let url = replica_url.clone();
+    let before = actix_web::web::block(move || book_reads(&url))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let created = app
+            .create(json!({"title": format!("Mine {i}"), "author": "A"}))
+            .await;
+        let mine = format!("/api/v1/books/{}", created["id"]);
+        assert_eq!(
+            app.get(&mine).await.status,
+            200,
+            "a write was not read back at once"
+        );
+    }
+    publish_statistics(&app, &path).await;
+    let url = replica_url.clone();
+    let after = actix_web::web::block(move || book_reads(&url))
+        .await
+        .unwrap();
+    assert!(
+        after - before >= 15,
+        "the replica served {} of the reads",
+        after - before
+    );
 }

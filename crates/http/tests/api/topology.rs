@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use books_adapters::{ClusterOptions, LocalCluster, ensure_database};
+
 use crate::helpers::free_port;
 
 /// A program started for a test, with its folder.
@@ -230,4 +232,111 @@ impl Redis {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+}
+
+/// A PostgreSQL primary and a streaming standby made from it with `pg_basebackup -R`, each
+/// listening on a Unix socket in its own folder, stopped and removed with the value.
+pub(crate) struct Streaming {
+    pub(crate) primary: LocalCluster,
+    pub(crate) replica: Option<LocalCluster>,
+    replica_root: PathBuf,
+    // Stopped clusters are kept until the end: dropping one lets its watchdog delete the folder.
+    retired: Vec<LocalCluster>,
+}
+
+fn server_program(name: &str) -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin").join(name))
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn cluster_options() -> ClusterOptions {
+    ClusterOptions {
+        ephemeral: false,
+        remove_on_exit: true,
+        leave_running: false,
+    }
+}
+
+impl Streaming {
+    pub(crate) fn start() -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let primary_root = folder("primary");
+        let primary = LocalCluster::start(&primary_root, &cluster_options()).unwrap();
+        ensure_database(&primary.connection_url("postgres"), "books").unwrap();
+        let replica_root = folder("replica");
+        let (socket, port) = server_of(&primary.connection_url("postgres"));
+        let mut backup = Command::new(server_program("pg_basebackup"));
+        backup
+            .arg("-D")
+            .arg(replica_root.join("data"))
+            .args([
+                "-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-h", &socket,
+            ])
+            .args(["-p", &port.to_string()]);
+        if running_as_root() {
+            let (uid, gid) = postgres_ids();
+            std::os::unix::fs::chown(&replica_root, Some(uid), Some(gid)).unwrap();
+            backup.uid(uid).gid(gid);
+        }
+        let output = backup.output().expect("pg_basebackup runs");
+        assert!(
+            output.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let replica = LocalCluster::start(&replica_root, &cluster_options()).unwrap();
+        Self {
+            primary,
+            replica: Some(replica),
+            replica_root,
+            retired: Vec::new(),
+        }
+    }
+
+    pub(crate) fn primary_url(&self) -> String {
+        self.primary.connection_url("books")
+    }
+
+    /// The replica's connection string (it stays the same while the replica is stopped).
+    pub(crate) fn replica_url(&self) -> String {
+        format!(
+            "host={} port=5432 user=postgres dbname=books",
+            self.replica_root.join("run").display()
+        )
+    }
+
+    pub(crate) fn stop_replica(&mut self) {
+        if let Some(replica) = &self.replica {
+            replica.stop().unwrap();
+        }
+    }
+
+    pub(crate) fn start_replica(&mut self) {
+        self.retired.extend(self.replica.take());
+        self.replica = Some(LocalCluster::start(&self.replica_root, &cluster_options()).unwrap());
+    }
+}
+
+/// Runs `sql` on the database at `url` and returns the first column of the first row as text.
+pub(crate) fn query_text(url: &str, sql: &str) -> String {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+    let mut conn = PgConnection::establish(url).unwrap();
+    diesel::sql_query(sql)
+        .get_result::<Row>(&mut conn)
+        .map(|row| row.value)
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
 }
