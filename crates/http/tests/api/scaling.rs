@@ -9,7 +9,8 @@ use crate::cli::books_api;
 use crate::helpers::TestApp;
 use books_http::RateLimit;
 
-use crate::topology::{PgBouncer, Redis, Streaming, query_text};
+use crate::helpers::{Process, free_port, serve, wait_ready};
+use crate::topology::{HaProxy, PgBouncer, Redis, Streaming, http, query_text};
 
 #[actix_web::test]
 async fn behind_pgbouncer_in_transaction_mode_migrations_keys_and_every_endpoint_work() {
@@ -384,4 +385,266 @@ async fn reads_go_to_a_replica_in_use_and_to_the_primary_when_it_lags_or_is_down
         "the replica served {} of the reads",
         after - before
     );
+}
+
+/// Runs `sql` (statements, no result) on the database at `url`.
+fn execute(url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    PgConnection::establish(url)
+        .unwrap()
+        .batch_execute(sql)
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+fn count_on(url: &str, sql: &str) -> i64 {
+    query_text(url, &format!("SELECT ({sql})::text AS value"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits until every instance uses its replica (its checks run every second).
+fn wait_for_replicas_in_use(instances: &[(u16, Process)]) {
+    for (port, _) in instances {
+        let in_use = (0..120).any(|_| {
+            let (_, metrics) = http(*port, "GET", "/metrics", &[], "");
+            let found = metrics.contains("replica_in_use{replica=\"0\"} 1");
+            if !found {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            found
+        });
+        assert!(in_use, "the instance on {port} never used its replica");
+    }
+}
+
+/// The whole topology on loopback, as operators run it: a primary and a synchronous streaming
+/// replica, PgBouncer in transaction mode, Redis, two instances of the real binary, HAProxy in
+/// front. A bounded mixed workload goes through HAProxy, then the guarantees are checked on the
+/// primary itself. Every program is stopped when the test ends, whatever happens.
+#[test]
+fn the_scaled_out_topology_keeps_every_guarantee_through_a_load_balancer() {
+    let mut topology = Streaming::start();
+    let primary = topology.primary_url();
+    let replica = topology.replica_url();
+    for statement in [
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+        "SELECT pg_reload_conf()",
+    ] {
+        execute(&primary, statement);
+    }
+    let bouncer = PgBouncer::start(&primary);
+    let redis = Redis::start();
+    let database_url = bouncer.url("books");
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("DB_PREPARED_STATEMENTS", "false"),
+    ];
+    let migrated = books_api(&["migrate"], &env);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let key_of = |name: &str| {
+        let created = books_api(&["keys", "create", "--name", name], &env);
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let key = String::from_utf8(created.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned();
+        format!("Bearer {key}")
+    };
+    let (writer, limited) = (key_of("workload"), key_of("limited"));
+
+    let redis_url = redis.url();
+    let instances: Vec<(u16, Process)> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            let bind = format!("127.0.0.1:{port}");
+            let mut process = serve(&[
+                ("DATABASE_URL", &database_url),
+                ("DB_PREPARED_STATEMENTS", "false"),
+                ("REPLICA_URLS", &replica),
+                ("RATE_LIMIT", "100"),
+                ("RATE_LIMIT_REDIS_URL", &redis_url),
+                ("BIND", &bind),
+            ]);
+            assert!(wait_ready(
+                port,
+                &mut process,
+                std::time::Duration::from_secs(60)
+            ));
+            (port, process)
+        })
+        .collect();
+    let balancer = HaProxy::start(&instances.iter().map(|(port, _)| *port).collect::<Vec<_>>());
+    let lb = balancer.port;
+    wait_for_replicas_in_use(&instances);
+
+    let workload = std::time::Instant::now();
+    let json = [
+        ("Content-Type", "application/json"),
+        ("Authorization", writer.as_str()),
+    ];
+    // Creates, each retried with its Idempotency-Key (round robin sends the retry to the other
+    // instance): 24 books, no duplicate.
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let key = format!("scale-{i}");
+        let headers = [json[0], json[1], ("Idempotency-Key", key.as_str())];
+        let body = format!(r#"{{"title": "Scaled {i}", "author": "Topology"}}"#);
+        let (first, first_body) = http(lb, "POST", "/api/v1/books", &headers, &body);
+        let (retry, retry_body) = http(lb, "POST", "/api/v1/books", &headers, &body);
+        assert_eq!((first, retry), (201, 201), "{first_body} / {retry_body}");
+        let id = serde_json::from_str::<serde_json::Value>(&first_body).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let again = serde_json::from_str::<serde_json::Value>(&retry_body).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(id, again, "a retried create made a second book");
+        // Read at once, through the replica: the synchronous standby has applied it.
+        let (read, _) = http(lb, "GET", &format!("/api/v1/books/{id}"), &[], "");
+        assert_eq!(read, 200, "an acknowledged write was not read back");
+        ids.push(id);
+    }
+    assert_eq!(count_on(&primary, "SELECT count(*) FROM book"), 24);
+
+    eprintln!(
+        "scale-out: 24 creates, each retried, 24 read back at once: {:?} since the balancer started",
+        workload.elapsed()
+    );
+    // If-Match races: six writers with the same ETag on each of eight books, at once.
+    for id in &ids[..8] {
+        let path = format!("/api/v1/books/{id}");
+        let etag = format!("\"{id}-1\"");
+        let winners = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..6)
+                .map(|i| {
+                    let (path, etag, writer) = (&path, &etag, &writer);
+                    scope.spawn(move || {
+                        let headers = [
+                            ("Content-Type", "application/merge-patch+json"),
+                            ("Authorization", writer.as_str()),
+                            ("If-Match", etag.as_str()),
+                        ];
+                        http(
+                            lb,
+                            "PATCH",
+                            path,
+                            &headers,
+                            &format!(r#"{{"genre": "Racer {i}"}}"#),
+                        )
+                        .0
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            winners.iter().filter(|s| **s == 200).count(),
+            1,
+            "{winners:?}"
+        );
+        assert!(
+            winners.iter().all(|s| [200, 412].contains(s)),
+            "{winners:?}"
+        );
+        assert_eq!(
+            count_on(
+                &primary,
+                &format!("SELECT version FROM book WHERE id = {id}")
+            ),
+            2
+        );
+    }
+    // Deletes.
+    for id in &ids[16..] {
+        let (status, _) = http(lb, "DELETE", &format!("/api/v1/books/{id}"), &[json[1]], "");
+        assert_eq!(status, 204);
+    }
+    assert_eq!(
+        count_on(&primary, "SELECT count(*) FROM book"),
+        16,
+        "a write was lost"
+    );
+
+    // Reads are served by the replica: its own statistics count them.
+    let reads_on_replica = || {
+        count_on(
+            &replica,
+            "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_tables WHERE relname = 'book'",
+        )
+    };
+    let read_all = || {
+        for id in &ids[..16] {
+            let (status, _) = http(lb, "GET", &format!("/api/v1/books/{id}"), &[], "");
+            assert_eq!(status, 200);
+        }
+    };
+    let before = reads_on_replica();
+    let reading = std::time::Instant::now();
+    read_all();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    read_all();
+    let served = reads_on_replica() - before;
+    eprintln!(
+        "scale-out: the replica counted {served} index scans for 32 reads ({:?})",
+        reading.elapsed()
+    );
+    assert!(served >= 16, "the replica did not serve the reads");
+
+    // One rate-limit budget across both instances: a burst of 200, not 200 per instance.
+    let started = std::time::Instant::now();
+    let allowed = (0..450)
+        .filter(|_| {
+            http(
+                lb,
+                "GET",
+                "/api/v1/books?limit=1",
+                &[("Authorization", &limited)],
+                "",
+            )
+            .0 == 200
+        })
+        .count();
+    let refilled = (started.elapsed().as_secs_f64() * 100.0).ceil() as usize;
+    eprintln!(
+        "scale-out: {allowed} of 450 requests allowed in {:?} across two instances (burst 200, 100/s)",
+        started.elapsed()
+    );
+    assert!(
+        (200..=200 + refilled + 10).contains(&allowed) && allowed < 400,
+        "{allowed} allowed in {:?}",
+        started.elapsed()
+    );
+
+    // The replica stops: reads keep working (the primary answers); it comes back: in use again.
+    topology.stop_replica();
+    for _ in 0..3 {
+        read_all();
+    }
+    topology.start_replica();
+    wait_for_replicas_in_use(&instances);
+    let before = reads_on_replica();
+    read_all();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    read_all();
+    assert!(
+        reads_on_replica() - before >= 16,
+        "reads did not return to the replica"
+    );
+    drop(balancer);
+    drop(instances);
 }

@@ -2,6 +2,7 @@
 //! packages (pgbouncer, redis-server, haproxy), on loopback ports of their own, in a folder of
 //! their own, and stopped (folder removed) when the value is dropped, whatever the test did.
 
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -232,6 +233,79 @@ impl Redis {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+}
+
+/// HAProxy balancing HTTP over `backends` (loopback ports), round robin.
+pub(crate) struct HaProxy {
+    pub(crate) port: u16,
+    _program: Program,
+}
+
+impl HaProxy {
+    pub(crate) fn start(backends: &[u16]) -> Self {
+        let binary = program("/usr/sbin/haproxy", "haproxy");
+        let port = free_port();
+        let folder = folder("haproxy");
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, backend)| format!("    server s{i} 127.0.0.1:{backend} check inter 500ms\n"))
+            .collect();
+        let config = format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
+             frontend books\n    bind 127.0.0.1:{port}\n    default_backend instances\n\n\
+             backend instances\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
+        );
+        std::fs::write(folder.join("haproxy.cfg"), config).unwrap();
+        let cfg = folder.join("haproxy.cfg");
+        let mut program = start(
+            "haproxy",
+            folder,
+            &binary,
+            &["-db", "-f", cfg.to_str().unwrap()],
+        );
+        wait_for_port(&mut program, port);
+        Self {
+            port,
+            _program: program,
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A PostgreSQL primary and a streaming standby made from it with `pg_basebackup -R`, each
