@@ -85,8 +85,9 @@ impl Replicas {
             .enumerate()
             .map(|(index, url)| {
                 anyhow::ensure!(
-                    !url.trim().is_empty(),
-                    "--replica-url (REPLICA_URLS) number {} is empty",
+                    looks_like_a_connection_string(url),
+                    "--replica-url (REPLICA_URLS) number {} is not a PostgreSQL URL \
+                     (postgres://user@host:port/db) or connection string (host=… dbname=…)",
                     index + 1
                 );
                 let pool = connect(
@@ -192,6 +193,19 @@ impl Replicas {
     }
 }
 
+/// True for a `postgres://` or `postgresql://` URI, or a libpq `key=value` string. (libpq checks
+/// the rest when it connects; this catches a value that is not one at all, at start.)
+fn looks_like_a_connection_string(url: &str) -> bool {
+    let url = url.trim();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return ["postgres", "postgresql"].contains(&scheme) && !rest.is_empty();
+    }
+    !url.is_empty()
+        && url
+            .split_whitespace()
+            .all(|pair| pair.split_once('=').is_some_and(|(key, _)| !key.is_empty()))
+}
+
 impl Replica {
     /// Puts the replica in or out of use, logging a change once.
     fn set_in_use(&self, in_use: bool, why: &str) {
@@ -207,6 +221,32 @@ impl Replica {
                 tracing::warn!(replica = %self.name, why, "the replica is left out: the primary answers its reads");
             }
             *last = Some(in_use);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_urls_are_checked_for_their_shape_at_start() {
+        for good in [
+            "postgres://reader@10.0.0.2:5432/books",
+            "postgresql:///books?host=/run/postgresql",
+            "host=10.0.0.2 port=5432 dbname=books",
+        ] {
+            assert!(looks_like_a_connection_string(good), "{good}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "10.0.0.2:5432",
+            "http://x",
+            "host=a b",
+            "postgres://",
+        ] {
+            assert!(!looks_like_a_connection_string(bad), "{bad}");
         }
     }
 }

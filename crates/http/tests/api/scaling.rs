@@ -648,3 +648,19 @@ fn the_scaled_out_topology_keeps_every_guarantee_through_a_load_balancer() {
     drop(balancer);
     drop(instances);
 }
+
+#[test]
+fn a_replica_url_that_is_not_one_stops_the_start_naming_the_setting() {
+    let database = TestDatabase::new();
+    let output = books_api(
+        &[],
+        &[
+            ("DATABASE_URL", database.url()),
+            ("BIND", "127.0.0.1:0"),
+            ("REPLICA_URLS", "10.0.0.2:5432"),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("REPLICA_URLS"), "{stderr}");
+}
