@@ -442,6 +442,19 @@ impl BookRepository for PostgresBookRepository {
         Ok(row.ok_or(GetBookError::NotFound(id))?.try_into()?)
     }
 
+    fn find_by_ids(&self, ids: &[BookId]) -> Result<Vec<Book>, StorageError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        // One statement for the whole batch: `id = ANY($1)`, one bind parameter whatever the
+        // count, so that diesel's statement cache holds one entry for every batch size.
+        let rows = self.read(|conn| {
+            book::table
+                .filter(book::id.eq_any(&ids))
+                .select(BookRow::as_select())
+                .load(conn)
+        })?;
+        rows.into_iter().map(Book::try_from).collect()
+    }
+
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         let rows = self.read(|conn| {

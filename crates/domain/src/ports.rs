@@ -66,6 +66,25 @@ pub trait BookRepository: Send + Sync + 'static {
     /// [`GetBookError::NotFound`] when there is none.
     fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError>;
 
+    /// Finds the books with these ids, in no particular order; an id with no book is simply
+    /// absent from the result. Meant for answering many reads at once: the default asks
+    /// [`BookRepository::find_by_id`] for each; storage that can do better should.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn find_by_ids(&self, ids: &[BookId]) -> Result<Vec<Book>, crate::StorageError> {
+        let mut books = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.find_by_id(*id) {
+                Ok(book) => books.push(book),
+                Err(GetBookError::NotFound(_)) => {}
+                Err(GetBookError::Storage(error)) => return Err(error),
+            }
+        }
+        Ok(books)
+    }
+
     /// Returns at most `count` books that match `query.filter`, in `query.sort` order, strictly
     /// after `query.after` when it is set. (`count` is `query.limit` plus one, so that the
     /// service can tell whether another page follows.)
@@ -142,6 +161,10 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
 
     fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
         (**self).find_by_id(id)
+    }
+
+    fn find_by_ids(&self, ids: &[BookId]) -> Result<Vec<Book>, crate::StorageError> {
+        (**self).find_by_ids(ids)
     }
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {

@@ -87,6 +87,26 @@ impl BookService {
         self.repository.find_by_id(id)
     }
 
+    /// Fetches many books at once: those of `ids` that exist, in no particular order. The
+    /// answer reflects one state of the catalogue, as of the call.
+    ///
+    /// ```
+    /// use books_domain::{BookId, BookService, InMemoryBookRepository, NewBook};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let dune = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let missing = BookId::new(999).unwrap();
+    /// let found = service.get_books(&[dune.id(), missing])?;
+    /// assert_eq!(found, [dune]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn get_books(&self, ids: &[BookId]) -> Result<Vec<Book>, StorageError> {
+        self.repository.find_by_ids(ids)
+    }
+
     /// Lists one page of books and says where the next page starts.
     ///
     /// ```

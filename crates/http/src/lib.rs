@@ -19,6 +19,7 @@
 
 mod blocking;
 pub mod cli;
+mod coalesce;
 pub mod middleware;
 pub mod openapi;
 pub mod representation;

@@ -14,6 +14,7 @@ use books_domain::{BookService, KeyService};
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
+use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
@@ -119,6 +120,9 @@ impl Application {
             .context("the listener has no address")?
             .port();
         let data = web::Data::new(service.clone());
+        // As many batches read at once as there are threads to read them (one per connection).
+        let lanes = settings.blocking_threads_per_worker * settings.workers;
+        let reads = web::Data::from(Arc::new(ReadCoalescer::new(service.clone(), lanes)));
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
         let limiter = match settings.rate_limit {
@@ -162,6 +166,19 @@ impl Application {
                 Box::new(move || replica_state(lag.as_deref(), &name, |s| s.lag_seconds)),
             );
         }
+        let batching = reads.clone();
+        let queries = reads.clone();
+        metrics = metrics
+            .with_gauge(
+                "book_reads_coalesced",
+                "Reads of a book by id answered so far through the read coalescer.",
+                Box::new(move || batching.counts().0 as f64),
+            )
+            .with_gauge(
+                "book_read_queries",
+                "Queries the read coalescer made for them: reads per query is the batching achieved.",
+                Box::new(move || queries.counts().1 as f64),
+            );
         let metrics = web::Data::new(metrics);
         let replicas_for_tasks = replicas.clone();
         let replicas = web::Data::from(Arc::new(replicas));
@@ -171,6 +188,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
+                .app_data(reads.clone())
                 .app_data(key_cache_for_workers.clone())
                 .app_data(replicas.clone())
                 .app_data(metrics.clone())

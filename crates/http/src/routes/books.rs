@@ -13,6 +13,7 @@ use books_domain::{
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
+use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
@@ -342,11 +343,12 @@ pub(crate) async fn create_book(
     )
 )]
 pub(crate) async fn get_book(
-    service: web::Data<BookService>,
+    reads: web::Data<ReadCoalescer>,
     BookPath(id): BookPath,
     cached: IfNoneMatchHeader,
 ) -> Result<HttpResponse, ApiError> {
-    let book = blocking(&service, move |s| s.get_book(id)).await?;
+    // The hottest read: answered together with the other reads waiting for the database.
+    let book = reads.into_inner().get(id).await?;
     if cached.matches(&book) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&book)))

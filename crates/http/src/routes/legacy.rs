@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::blocking::blocking;
+use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::FieldViolation;
 use crate::representation::body::Body;
@@ -320,10 +321,10 @@ pub(crate) async fn create(
     responses((status = 200, description = "The book", body = LegacyBookItem)),
 )]
 pub(crate) async fn get(
-    service: web::Data<BookService>,
+    reads: web::Data<ReadCoalescer>,
     BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
-    let book = blocking(&service, move |s| s.get_book(id)).await?;
+    let book = reads.into_inner().get(id).await?;
     Ok(HttpResponse::Ok().json(LegacyBookItem {
         books: LegacyBook::from(&book),
     }))

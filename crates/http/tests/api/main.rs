@@ -8,6 +8,7 @@
 mod auth;
 mod books;
 mod cli;
+mod coalescing;
 mod errors;
 mod hardening;
 mod helpers;

@@ -290,7 +290,7 @@ async fn a_graceful_stop_finishes_requests_in_flight_and_then_refuses_new_ones()
 }
 
 /// Holds the row lock of book `id` for `hold`, from a connection of its own; returns once taken.
-async fn lock_row(url: String, id: i64, hold: Duration) -> std::thread::JoinHandle<()> {
+pub(crate) async fn lock_row(url: String, id: i64, hold: Duration) -> std::thread::JoinHandle<()> {
     use diesel::prelude::*;
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let locker = std::thread::spawn(move || {
@@ -313,7 +313,7 @@ async fn lock_row(url: String, id: i64, hold: Duration) -> std::thread::JoinHand
 }
 
 /// A server whose pool has a single connection, its database's URL, and the id of a book in it.
-async fn one_connection_and_one_book() -> (TestApp, String, i64) {
+pub(crate) async fn one_connection_and_one_book() -> (TestApp, String, i64) {
     let database = TestDatabase::new();
     let url = database.url().to_owned();
     let pool = connect(
@@ -360,12 +360,13 @@ async fn db_pool_waiting_counts_book_requests_that_wait_for_a_connection() {
     let locker = lock_row(url, id, Duration::from_millis(1500)).await;
     let path = format!("/api/v1/books/{id}");
     let body = json!({"genre": "SF"});
-    // The patch takes the pool's only connection and waits for the row lock; three reads of the
-    // book then wait for the connection. (The key cache's reload may wait too: one at most.)
+    // The patch takes the pool's only connection and waits for the row lock; three listings then
+    // wait for the connection. (The key cache's reload may wait too: one at most. Reads by id
+    // would share one batch, so one waiter.)
     let blocked = app.send_json(Method::PATCH, &path, &body, &[]);
     let waiting = async {
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-        let reads = futures_util::future::join_all((0..3).map(|_| app.get(&path)));
+        let reads = futures_util::future::join_all((0..3).map(|_| app.get("/api/v1/books")));
         let probe = async {
             actix_web::rt::time::sleep(Duration::from_millis(400)).await;
             let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();

@@ -1,0 +1,149 @@
+//! Coalesced reads by id (issue 12): concurrent reads share batches, and each still gets its own
+//! answer, never a stale one.
+
+use std::time::Duration;
+
+use actix_web::http::Method;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use crate::operations::{lock_row, one_connection_and_one_book};
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}")) as u64
+}
+
+#[actix_web::test]
+async fn concurrent_reads_of_the_same_and_other_ids_share_queries_and_each_gets_its_own_book() {
+    // One connection, held by a patch waiting for a row lock: every lane waits for it, and
+    // the reads arriving meanwhile share batches.
+    let (app, url, held) = one_connection_and_one_book().await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            app.create(json!({"title": format!("Batched {i}"), "author": "A"}))
+                .await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let missing = ids.iter().max().unwrap() + 1000;
+    let (reads_before, queries_before) = (
+        metric(&app, "book_reads_coalesced").await,
+        metric(&app, "book_read_queries").await,
+    );
+    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
+    let path = format!("/api/v1/books/{held}");
+    let held_genre = json!({"genre": "Held"});
+    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
+    let reads = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let wanted: Vec<i64> = (0..66)
+            .map(|i| {
+                if i % 11 == 10 {
+                    missing
+                } else {
+                    ids[i % 11 % 10]
+                }
+            })
+            .collect();
+        let replies = {
+            let paths: Vec<String> = wanted
+                .iter()
+                .map(|id| format!("/api/v1/books/{id}"))
+                .collect();
+            futures_util::future::join_all(paths.iter().map(|path| app.get(path))).await
+        };
+        (wanted, replies)
+    };
+    let (patched, (wanted, replies)) = futures_util::join!(blocked, reads);
+    locker.join().unwrap();
+    assert_eq!(patched.status, 200);
+    for (id, reply) in wanted.iter().zip(&replies) {
+        if *id == missing {
+            reply.problem(404);
+        } else {
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.json()["id"], *id, "a read got another request's book");
+        }
+    }
+    let reads = metric(&app, "book_reads_coalesced").await - reads_before;
+    let queries = metric(&app, "book_read_queries").await - queries_before;
+    assert_eq!(reads, 66);
+    assert!(queries < 20, "66 reads took {queries} queries");
+}
+
+#[actix_web::test]
+async fn a_read_that_starts_after_a_write_commits_sees_it_even_among_concurrent_reads() {
+    let app = TestApp::spawn().await;
+    let book = app.create(json!({"title": "Fresh", "author": "A"})).await;
+    let path = format!("/api/v1/books/{}", book["id"]);
+    for round in 1..=15 {
+        // Background readers keep batches forming all the time.
+        let noise = futures_util::future::join_all((0..12).map(|_| app.get(&path)));
+        let write_then_read = async {
+            let written = app
+                .send_json(
+                    Method::PATCH,
+                    &path,
+                    &json!({"genre": format!("Round {round}")}),
+                    &[],
+                )
+                .await;
+            assert_eq!(written.status, 200);
+            let version = written.json()["version"].as_i64().unwrap();
+            let read = app.get(&path).await.json();
+            assert!(
+                read["version"].as_i64().unwrap() >= version,
+                "a read after version {version} saw {}",
+                read["version"]
+            );
+        };
+        futures_util::join!(noise, write_then_read);
+    }
+}
+
+#[actix_web::test]
+async fn when_the_database_fails_each_read_of_a_batch_gets_its_own_503() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    let database = books_adapters::testing::TestDatabase::new();
+    let pool = database.pool();
+    let name = database.name().to_owned();
+    let url = database.url().to_owned();
+    let app = TestApp::spawn_on(pool, None, None);
+    let book = app
+        .create(json!({"title": "Unreachable", "author": "A"}))
+        .await;
+    let path = format!("/api/v1/books/{}", book["id"]);
+    // No new connection accepted, the open ones ended: the pool cannot read at all.
+    let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");
+    let mut conn = PgConnection::establish(&admin).unwrap();
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .unwrap();
+    let replies = futures_util::future::join_all((0..12).map(|_| app.get(&path))).await;
+    for reply in &replies {
+        reply.problem(503);
+        assert!(reply.header("retry-after").is_some());
+    }
+    conn.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..20 {
+        if app.get(&path).await.status == 200 {
+            recovered = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "reads did not recover");
+    drop(app);
+    drop(database);
+}
