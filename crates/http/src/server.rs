@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{Condition, from_fn};
+use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use books_adapters::{ReplicaState, Replicas};
@@ -16,6 +16,7 @@ use tracing_actix_web::TracingLogger;
 use crate::blocking::{blocking, blocking_call};
 use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::KeyCache;
+use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
 use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
@@ -202,6 +203,9 @@ impl Application {
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
+                .wrap(from_fn(keep_small_bodies_plain))
+                .wrap(Compress::default())
+                .wrap(from_fn(drop_identity_marks))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .configure(configure)
         })

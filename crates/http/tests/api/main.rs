@@ -9,6 +9,7 @@ mod auth;
 mod books;
 mod cli;
 mod coalescing;
+mod compression;
 mod errors;
 mod hardening;
 mod helpers;
