@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """The books-api benchmark: the service against the machine's own ceilings.
 
-One run, one machine, loopback only, every load bounded in time. It measures
+One run, one machine, loopback only, every load bounded in time. At each number of connections
+(32 and 256 by default) it measures
 
-* the database ceiling: pgbench (prepared protocol) running the very SELECT by primary key the
-  service runs, with N clients;
-* the HTTP ceiling: wrk with N connections on /healthz of the release service (no database);
-* the combined bound 1 / (1/db + 1/http): what the two can do together on shared cores;
-* the release service, auth on as in production, under wrk: GET by id (random ids), POST create,
-  GET list (limit 20), PATCH; and deep paging on 1,000,000 rows (page 1 against page 1,000);
+* the ceilings: pgbench (prepared protocol) running the service's own statements (the SELECT by
+  primary key, the listing's page query, the INSERT of a create and the UPDATE of a patch), and
+  wrk on /healthz of the release service (HTTP alone, no database);
+* the bounds: for a read, 1 / (1/db + 1/http), what the database and HTTP can do together on
+  shared cores (a server that makes one query per request cannot pass it); for a write, the
+  write ceiling itself;
+* the release service, auth on as in production, under wrk: GET by id (random ids), GET list
+  (limit 20, plain and gzip-compressed), POST create, PATCH (a new genre every time); and deep
+  paging on 1,000,000 rows (page 1 against page 1,000);
 
-and prints one table: scenario, requests/s, p50, p99, ratio to the combined bound, and the
-service's peak RSS. Prerequisites: cargo, the PostgreSQL server programs, psql, pgbench, wrk.
+and prints one table (requests/s, p50, p99, ratio to the scenario's bound, errors and non-2xx),
+the targets, and the service's peak RSS. Prerequisites: cargo, the PostgreSQL server programs,
+psql, pgbench, wrk.
 """
 
 import argparse
@@ -30,12 +35,20 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target" / "release" / "books-api"
-# The statement diesel sends for GET /api/v1/books/{id} (see PostgresBookRepository::find_by_id).
-SELECT_BY_ID = (
-    'SELECT "book"."id", "book"."title", "book"."author", "book"."genre", "book"."version", '
-    '"book"."created_at", "book"."updated_at" FROM "book" WHERE ("book"."id" = :id) LIMIT 1'
-)
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "books-api"
+COLUMNS = ('"book"."id", "book"."title", "book"."author", "book"."genre", "book"."version", '
+           '"book"."created_at", "book"."updated_at"')
+# The statements diesel sends (see PostgresBookRepository), with pgbench variables for the binds.
+STATEMENTS = {
+    # A read by primary key: the least a server that makes one query per request must do.
+    "select": f'\\set id random(1, 10000)\nSELECT {COLUMNS} FROM "book" WHERE ("book"."id" = :id) LIMIT 1;\n',
+    # The first page of the listing, sorted by id.
+    "list": f'SELECT {COLUMNS} FROM "book" ORDER BY id ASC LIMIT 21;\n',
+    # A create.
+    "insert": f'INSERT INTO "book" ("title", "author", "genre") VALUES (\'Benchmark\', \'pgbench\', \'Load\') RETURNING {COLUMNS};\n',
+    # A patch that changes the genre.
+    "update": f'\\set id random(1, 10000)\n\\set g random(1, 1000000)\nUPDATE "book" SET "genre" = \'Genre \' || :g, "version" = ("book"."version" + 1), "updated_at" = CURRENT_TIMESTAMP WHERE (("book"."id" = :id) AND ("book"."genre" IS DISTINCT FROM \'Genre \' || :g)) RETURNING {COLUMNS};\n',
+}
 
 
 def need(*programs):
@@ -84,13 +97,17 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
-def pgbench(conninfo, clients, seconds, work):
-    script = work / "select_by_id.sql"
-    script.write_text(f"\\set id random(1, 10000)\n{SELECT_BY_ID};\n")
+# The embedded cluster accepts 100 connections; the service's pool needs some of them.
+PGBENCH_MAX_CLIENTS = 80
+
+
+def pgbench(conninfo, clients, seconds, work, statement="select"):
+    script = work / f"{statement}.sql"
+    script.write_text(STATEMENTS[statement])
     logs = work / "pgbench"
     logs.mkdir(exist_ok=True)
     out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
+        ["pgbench", "-n", "-M", "prepared", "-c", str(min(clients, PGBENCH_MAX_CLIENTS)), "-j", "2", "-T", str(seconds),
          "-f", str(script), "-l", "--log-prefix", str(logs / "log"), conninfo],
         check=True, capture_output=True, text=True).stdout
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
@@ -140,12 +157,16 @@ def wrk(url, connections, seconds, work, script=""):
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": non2xx + errors}
 
 
-def lua(key, method, path_expr, body=None):
+def lua(key, method, path_expr, body=None, body_expr=None, gzip=False):
     headers = f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    if body:
+    if body or body_expr:
         headers += 'wrk.headers["Content-Type"] = "application/json"\n'
+    if gzip:
+        headers += 'wrk.headers["Accept-Encoding"] = "gzip"\n'
     # A JSON string literal is a valid Lua string literal for this ASCII content.
     body_arg = f", nil, {json.dumps(json.dumps(body))}" if body else ""
+    if body_expr:
+        body_arg = f", nil, {body_expr}"
     return (f"{headers}math.randomseed(os.time())\n"
             f"request = function() return wrk.format(\"{method}\", {path_expr}{body_arg}) end\n")
 
@@ -164,11 +185,12 @@ def get_json(url):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", "-n", type=int, default=32, help="clients and connections (N)")
+    parser.add_argument("--connections", "-n", type=int, nargs="+", default=[32, 256],
+                        help="numbers of connections to measure at (default: 32 256)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each load")
     parser.add_argument("--skip-build", action="store_true", help="use the release binary as it is")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--quick", action="store_true", help="only the ceilings and GET by id")
+    parser.add_argument("--quick", action="store_true", help="only the read ceilings and GET by id")
     args = parser.parse_args()
     need("cargo", "psql", "pgbench", "wrk")
     if not args.skip_build:
@@ -191,23 +213,39 @@ def main():
         key = stdout.read().strip().splitlines()[-1]
         conninfo = f"host={work / 'postgres' / 'run'} port=5432 user=postgres dbname=books"
         seed(conninfo, 1, 10_000)
-        n, t = args.connections, args.seconds
+        t = args.seconds
         rows = {}
-        rows["database ceiling (pgbench SELECT by id)"] = pgbench(conninfo, n, t, work)
-        rows["HTTP ceiling (wrk /healthz)"] = wrk(f"{base}/healthz", n, t, work)
-        db, http = rows["database ceiling (pgbench SELECT by id)"]["rps"], rows["HTTP ceiling (wrk /healthz)"]["rps"]
-        bound = 1 / (1 / db + 1 / http)
-        rows["combined bound 1/(1/db + 1/http)"] = {"rps": bound, "p50": None, "p99": None, "non2xx": 0}
-        rows["GET /api/v1/books/{id} (random)"] = wrk(base, n, t, work, lua(
-            key, "GET", '"/api/v1/books/" .. math.random(1, 10000)'))
+        for n in args.connections:
+            db = pgbench(conninfo, n, t, work, "select")
+            http = wrk(f"{base}/healthz", n, t, work)
+            list_db = pgbench(conninfo, n, t, work, "list")
+            insert_db = pgbench(conninfo, n, t, work, "insert")
+            update_db = pgbench(conninfo, n, t, work, "update")
+            read_bound = 1 / (1 / db["rps"] + 1 / http["rps"])
+            list_bound = 1 / (1 / list_db["rps"] + 1 / http["rps"])
+            rows[f"{n}: database, SELECT by id"] = dict(db, bound=None)
+            rows[f"{n}: HTTP alone, /healthz"] = dict(http, bound=None)
+            rows[f"{n}: database, list page"] = dict(list_db, bound=None)
+            rows[f"{n}: database, INSERT (write ceiling)"] = dict(insert_db, bound=None)
+            rows[f"{n}: database, UPDATE (write ceiling)"] = dict(update_db, bound=None)
+            rows[f"{n}: GET /api/v1/books/{{id}}"] = dict(wrk(base, n, t, work, lua(
+                key, "GET", '"/api/v1/books/" .. math.random(1, 10000)')), bound=read_bound)
+            if args.quick:
+                continue
+            rows[f"{n}: GET /api/v1/books?limit=20"] = dict(wrk(base, n, t, work, lua(
+                key, "GET", '"/api/v1/books?limit=20"')), bound=list_bound)
+            rows[f"{n}: GET /api/v1/books?limit=20, gzip"] = dict(wrk(base, n, t, work, lua(
+                key, "GET", '"/api/v1/books?limit=20"', gzip=True)), bound=list_bound)
+            rows[f"{n}: POST /api/v1/books"] = dict(wrk(base, n, t, work, lua(
+                key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})),
+                bound=insert_db["rps"])
+            rows[f"{n}: PATCH /api/v1/books/{{id}}"] = dict(wrk(base, n, t, work, lua(
+                key, "PATCH", '"/api/v1/books/" .. math.random(1, 10000)',
+                body_expr='\'{"genre": "Genre \' .. math.random(1, 1000000) .. \'"}\'')),
+                bound=update_db["rps"])
         if args.quick:
             rss = rss_under_load = peak_rss_mib(service.pid)
-            return report(rows, bound, n, t, rss_under_load, rss, None, args.json)
-        rows["GET /api/v1/books?limit=20"] = wrk(base, n, t, work, lua(key, "GET", '"/api/v1/books?limit=20"'))
-        rows["PATCH /api/v1/books/{id}"] = wrk(base, n, t, work, lua(
-            key, "PATCH", '"/api/v1/books/" .. math.random(1, 10000)', {"genre": "Benchmarked"}))
-        rows["POST /api/v1/books"] = wrk(base, n, t, work, lua(
-            key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"}))
+            return report(rows, args, rss_under_load, rss, None)
         rss_under_load = peak_rss_mib(service.pid)
 
         # Deep paging: a million rows, page 1 against page 1,000 under the same sort.
@@ -217,8 +255,9 @@ def main():
         path = first
         for _ in range(999):
             path = f"/api/v1/books?limit=20&cursor={get_json(base + path)['next_cursor']}"
-        rows["deep paging: page 1 (sort=title)"] = wrk(base + first, n, t, work)
-        rows["deep paging: page 1000 (sort=title)"] = wrk(base + path, n, t, work)
+        n = args.connections[0]
+        rows["deep paging: page 1 (sort=title)"] = dict(wrk(base + first, n, t, work), bound=None)
+        rows["deep paging: page 1000 (sort=title)"] = dict(wrk(base + path, n, t, work), bound=None)
         rss = peak_rss_mib(service.pid)
     finally:
         service.send_signal(signal.SIGTERM)
@@ -228,31 +267,53 @@ def main():
             service.kill()
         shutil.rmtree(work, ignore_errors=True)
 
-    return report(rows, bound, n, t, rss_under_load, rss, rows, args.json)
+    return report(rows, args, rss_under_load, rss, rows)
 
 
-def report(rows, bound, n, t, rss_under_load, rss, full, json_path):
+def report(rows, args, rss_under_load, rss, full):
     def fmt(value, digits=1):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    print(f"\nbooks-api benchmark: N = {n} connections, {t} s per load, {os.cpu_count()} cores shared by "
-          "database, service and load\n")
-    print(f"| {'scenario':<42} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'÷ bound':>7} | {'non-2xx':>7} |")
-    print(f"|{'-' * 44}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    print(f"\nbooks-api benchmark: {args.seconds} s per load, {os.cpu_count()} cores shared by "
+          "database, service and load; the number before each scenario is its connections\n")
+    print(f"| {'scenario':<44} | {'requests/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'÷ bound':>7} | {'errors, non-2xx':>15} |")
+    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 17}|")
     for name, row in rows.items():
-        print(f"| {name:<42} | {row['rps']:>10.0f} | {fmt(row['p50'], 2):>7} | {fmt(row['p99'], 2):>7} | "
-              f"{row['rps'] / bound:>7.2f} | {row['non2xx']:>7} |")
+        ratio = "-" if not row.get("bound") else f"{row['rps'] / row['bound']:.2f}"
+        print(f"| {name:<44} | {row['rps']:>10.0f} | {fmt(row['p50'], 2):>7} | {fmt(row['p99'], 2):>7} | "
+              f"{ratio:>7} | {row['non2xx']:>15} |")
+    print("\ntargets:")
+    lo, hi = args.connections[0], args.connections[-1]
+
+    def check(label, ok):
+        print(f"  {'met    ' if ok else 'MISSED '} {label}")
+
+    def ratio(name):
+        row = rows.get(name)
+        return row["rps"] / row["bound"] if row and row.get("bound") else float("nan")
+
+    get_lo = rows[f"{lo}: GET /api/v1/books/{{id}}"]
+    check(f"GET by id at {lo}: {ratio(f'{lo}: GET /api/v1/books/{{id}}'):.2f} × bound (≥ 1.0), "
+          f"p99 {get_lo['p99']:.1f} ms (≤ 10)",
+          ratio(f"{lo}: GET /api/v1/books/{{id}}") >= 1.0 and get_lo["p99"] <= 10)
+    if hi != lo:
+        get_hi = rows[f"{hi}: GET /api/v1/books/{{id}}"]
+        check(f"GET by id at {hi}: {get_hi['non2xx']} errors (0), p99 {get_hi['p99']:.1f} ms (≤ 50)",
+              get_hi["non2xx"] == 0 and get_hi["p99"] <= 50)
     deep = None
     if full:
+        check(f"listing at {lo}: {ratio(f'{lo}: GET /api/v1/books?limit=20'):.2f} × its bound (≥ 0.5)",
+              ratio(f"{lo}: GET /api/v1/books?limit=20") >= 0.5)
+        for write in ("POST /api/v1/books", "PATCH /api/v1/books/{id}"):
+            check(f"{write} at {lo}: {ratio(f'{lo}: {write}'):.2f} × the write ceiling (≥ 0.5)",
+                  ratio(f"{lo}: {write}") >= 0.5)
+        plain, gzip = rows[f"{lo}: GET /api/v1/books?limit=20"], rows[f"{lo}: GET /api/v1/books?limit=20, gzip"]
+        print(f"  (gzip on a list page costs {100 * (1 - gzip['rps'] / plain['rps']):.0f} % of its throughput)")
         deep = rows["deep paging: page 1000 (sort=title)"]["p50"] / rows["deep paging: page 1 (sort=title)"]["p50"]
-        print(f"\npage 1000 ÷ page 1 (p50 latency): {deep:.2f}   (target ≤ 1.2)")
-    get_ratio = rows["GET /api/v1/books/{id} (random)"]["rps"] / bound
-    print(f"GET by id ÷ combined bound: {get_ratio:.2f}   (target ≥ 0.8)")
-    print(f"service peak RSS: {rss_under_load:.1f} MiB under load, {rss:.1f} MiB at the end   (target ≤ 64)")
-    errors = sum(row["non2xx"] for row in rows.values())
-    print(f"non-2xx responses and socket errors under load: {errors}   (target 0)")
-    if json_path:
-        json_path.write_text(json.dumps({"rows": rows, "bound": bound, "rss_mib": rss, "deep_ratio": deep}, indent=2))
+        check(f"page 1000 ÷ page 1 (p50): {deep:.2f} (≤ 1.2)", deep <= 1.2)
+    check(f"peak RSS: {rss_under_load:.1f} MiB under load, {rss:.1f} MiB at the end (≤ 64)", rss <= 64)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "rss_mib": rss, "deep_ratio": deep}, indent=2))
 
 
 if __name__ == "__main__":
