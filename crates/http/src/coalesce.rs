@@ -1,8 +1,9 @@
 //! Coalesced reads: concurrent GET-by-id requests that are waiting for the database are answered
 //! together, with one hand-off to the blocking pool and one query (`WHERE id = ANY($1)`).
 //!
-//! At most [`ReadCoalescer::new`]'s `lanes` batches are read at once (as many as the pool has
-//! connections). A request joins the last batch that is still waiting for a lane, or opens a new
+//! At most [`ReadCoalescer::new`]'s `lanes` batches are read at once (by default one per two
+//! cores: each batch in flight keeps a core busy between the database and the thread that
+//! answers it, and fewer lanes make larger batches and fewer thread hand-offs). A request joins the last batch that is still waiting for a lane, or opens a new
 //! one; a lane that comes free takes the oldest waiting batch (closing it: later requests open
 //! the next one) and queries for it at once, so every answer reflects a state at least as new as
 //! its request's arrival: coalescing never makes a read stale. At low load a lane is free, the

@@ -131,6 +131,7 @@ impl TestApp {
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
             blocking_threads_per_worker: 8,
+            read_batches_in_flight: 1,
             rate_limit,
             rate_limit_redis_url: redis_url,
             cors_origins: vec!["https://books.example".to_owned()],
