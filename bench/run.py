@@ -213,6 +213,14 @@ def main():
         key = stdout.read().strip().splitlines()[-1]
         conninfo = f"host={work / 'postgres' / 'run'} port=5432 user=postgres dbname=books"
         seed(conninfo, 1, 10_000)
+        # Compression is off by default; a second instance on the same database has it on, to show
+        # its cost on a list page without weighing on the other scenarios or the RSS target.
+        zport = free_port()
+        zbase = f"http://127.0.0.1:{zport}"
+        zenv = dict(env, DATABASE_URL=conninfo, BIND=f"127.0.0.1:{zport}", COMPRESS="true")
+        compressing = subprocess.Popen([str(BINARY)], env=zenv, stdout=subprocess.DEVNULL,
+                                       stderr=open(work / "stderr-compressing", "w"))
+        wait_ready(zbase, compressing)
         t = args.seconds
         rows = {}
         for n in args.connections:
@@ -234,7 +242,7 @@ def main():
                 continue
             rows[f"{n}: GET /api/v1/books?limit=20"] = dict(wrk(base, n, t, work, lua(
                 key, "GET", '"/api/v1/books?limit=20"')), bound=list_bound)
-            rows[f"{n}: GET /api/v1/books?limit=20, gzip"] = dict(wrk(base, n, t, work, lua(
+            rows[f"{n}: GET /api/v1/books?limit=20, gzip"] = dict(wrk(zbase, n, t, work, lua(
                 key, "GET", '"/api/v1/books?limit=20"', gzip=True)), bound=list_bound)
             rows[f"{n}: POST /api/v1/books"] = dict(wrk(base, n, t, work, lua(
                 key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})),
@@ -247,6 +255,9 @@ def main():
             rss = rss_under_load = peak_rss_mib(service.pid)
             return report(rows, args, rss_under_load, rss, None)
         rss_under_load = peak_rss_mib(service.pid)
+        print(f"compressing instance peak RSS: {peak_rss_mib(compressing.pid):.1f} MiB")
+        compressing.send_signal(signal.SIGTERM)
+        compressing.wait(timeout=30)
 
         # Deep paging: a million rows, page 1 against page 1,000 under the same sort.
         count = get_json(f"{base}/api/v1/books?limit=1&sort=-id")["items"][0]["id"]
@@ -260,6 +271,8 @@ def main():
         rows["deep paging: page 1000 (sort=title)"] = dict(wrk(base + path, n, t, work), bound=None)
         rss = peak_rss_mib(service.pid)
     finally:
+        for process in [p for p in (locals().get("compressing"),) if p and p.poll() is None]:
+            process.kill()
         service.send_signal(signal.SIGTERM)
         try:
             service.wait(timeout=30)

@@ -93,6 +93,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         // Enough threads to keep every pooled connection busy, and no more.
         blocking_threads_per_worker: (args.pool_size() as usize).div_ceil(workers).max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
+        compress: args.compress,
         rate_limit_redis_url: args
             .rate_limit_redis_url
             .clone()

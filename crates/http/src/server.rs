@@ -48,6 +48,10 @@ pub struct ServerSettings {
     pub rate_limit: Option<RateLimit>,
     /// A Redis through which every instance shares one budget per caller (`redis://…`).
     pub rate_limit_redis_url: Option<String>,
+    /// Compress bodies of 1 KiB and more when the client accepts it (gzip, Brotli, zstd). Off by
+    /// default: each compressed answer holds an encoder's state (hundreds of KiB) and a hand-off
+    /// to the blocking pool, which a load balancer in front usually does better.
+    pub compress: bool,
     /// Origins allowed to call from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
 }
@@ -63,6 +67,7 @@ impl Default for ServerSettings {
                 .map_or(1, |cores| usize::from(cores).div_ceil(2)),
             rate_limit: RateLimit::per_second(100),
             rate_limit_redis_url: None,
+            compress: false,
             cors_origins: Vec::new(),
         }
     }
@@ -191,6 +196,7 @@ impl Application {
         let replicas_for_tasks = replicas.clone();
         let replicas = web::Data::from(Arc::new(replicas));
         let cors_origins = settings.cors_origins.clone();
+        let compress = settings.compress;
         let document = web::Data::new(document_json());
         let limiter_for_tasks = limiter.clone();
         let mut server = HttpServer::new(move || {
@@ -210,9 +216,9 @@ impl Application {
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
-                .wrap(from_fn(keep_small_bodies_plain))
-                .wrap(Compress::default())
-                .wrap(from_fn(drop_identity_marks))
+                .wrap(Condition::new(compress, from_fn(keep_small_bodies_plain)))
+                .wrap(Condition::new(compress, Compress::default()))
+                .wrap(Condition::new(compress, from_fn(drop_identity_marks)))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .configure(configure)
         })

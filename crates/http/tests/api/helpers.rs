@@ -134,6 +134,7 @@ impl TestApp {
             read_batches_in_flight: 1,
             rate_limit,
             rate_limit_redis_url: redis_url,
+            compress: true,
             cors_origins: vec!["https://books.example".to_owned()],
         };
         let services = Services {
