@@ -12,7 +12,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 
 use crate::PgPool;
-use crate::repository::{checkout, storage_error};
+use crate::connection::{checkout, storage_error};
 use crate::schema::api_key;
 
 /// Stores API keys (their digests) in the `api_key` table. Cloning shares the pool.

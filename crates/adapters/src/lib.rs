@@ -15,6 +15,7 @@
 
 mod cluster;
 mod condition;
+mod connection;
 mod database;
 mod errors;
 mod keys;
@@ -25,9 +26,10 @@ mod schema;
 pub mod testing;
 
 pub use cluster::{ClusterOptions, LocalCluster};
+pub use connection::waiting_for_connection;
 pub use database::{
     PgPool, PoolOptions, connect, ensure_database, open_pool, run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;
 pub use replicas::{ReplicaState, Replicas};
-pub use repository::{PostgresBookRepository, waiting_for_connection};
+pub use repository::PostgresBookRepository;

@@ -17,8 +17,8 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Double};
 
+use crate::connection::{checkout, storage_error};
 use crate::database::{PgPool, PoolOptions, connect};
-use crate::repository::{checkout, storage_error};
 
 /// How long a read waits for a replica's connection before the primary answers it instead.
 const REPLICA_CHECKOUT: Duration = Duration::from_millis(300);

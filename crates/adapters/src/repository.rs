@@ -7,7 +7,7 @@ use books_domain::{
     WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::SimpleConnection;
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -15,12 +15,11 @@ use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
 use diesel::sql_types::Bool;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::sync::Arc;
 
 use crate::PgPool;
 use crate::condition::{Order, after, filter_conditions};
+use crate::connection::{checkout, storage_error};
 use crate::errors::{Failure, classify};
 use crate::replicas::Replicas;
 use crate::schema::{book, idempotency_key};
@@ -120,59 +119,6 @@ struct BookChanges<'a> {
     title: Option<&'a str>,
     author: Option<&'a str>,
     genre: Option<Option<&'a str>>,
-}
-
-/// Checkouts under way in this process: requests waiting for a database connection.
-static WAITING: AtomicU64 = AtomicU64::new(0);
-
-/// How many requests of this process are waiting for a database connection now (a gauge for
-/// metrics; r2d2 reports open and idle connections, not waiters).
-pub fn waiting_for_connection() -> u64 {
-    WAITING.load(Ordering::Relaxed)
-}
-
-/// Counts one waiter for as long as it lives, whichever way the checkout ends.
-struct Waiter;
-
-impl Waiter {
-    fn new() -> Self {
-        WAITING.fetch_add(1, Ordering::Relaxed);
-        Self
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        WAITING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A connection from the pool; waiting too long for one means the database is unavailable.
-pub(crate) fn checkout(
-    pool: &PgPool,
-) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
-    let _waiter = Waiter::new();
-    pool.get().map_err(|error| {
-        StorageError::Unavailable(anyhow!(error).context("no database connection was free in time"))
-    })
-}
-
-/// Turns a driver error on `conn` into the domain's words (see [`classify`]): a connection that
-/// is gone, or a server that is busy or restarting, means the store is unavailable (retry
-/// later); anything else is unexpected.
-///
-/// A connection that is gone is also marked broken, so that the pool drops it instead of handing
-/// it out again. (The pool does not test connections on checkout: that would cost every request
-/// a round trip.)
-pub(crate) fn storage_error(conn: &mut PgConnection, error: DieselError) -> StorageError {
-    match classify(&error) {
-        Failure::ConnectionLost => {
-            AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
-            StorageError::Unavailable(anyhow!(error))
-        }
-        Failure::Transient | Failure::LockTimeout => StorageError::Unavailable(anyhow!(error)),
-        Failure::UniqueViolation | Failure::Other => StorageError::Unknown(anyhow!(error)),
-    }
 }
 
 type VersionFilter = Box<dyn BoxableExpression<book::table, Pg, SqlType = Bool>>;

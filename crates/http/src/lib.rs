@@ -26,7 +26,7 @@ pub mod representation;
 mod routes;
 pub mod server;
 
+pub use middleware::budget::RateLimit;
 pub use middleware::observe::pool_probe;
-pub use middleware::ratelimit::RateLimit;
 pub use openapi::document_json;
 pub use server::{Application, ServerSettings, Services};

@@ -21,7 +21,8 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use books_domain::{KeyRing, KeyService, Principal, Scope};
 
 use crate::blocking::blocking_call;
-use crate::middleware::ratelimit::{Caller, RateLimiter};
+use crate::middleware::budget::Caller;
+use crate::middleware::ratelimit::RateLimiter;
 use crate::representation::problem::ApiError;
 
 /// How often the keys are reloaded: the longest a revoked key keeps working.

@@ -7,6 +7,7 @@
 //! [`ratelimit`], and [`shared_limit`] for one budget across instances).
 
 pub(crate) mod auth;
+pub mod budget;
 pub(crate) mod compress;
 pub(crate) mod cors;
 pub(crate) mod head;

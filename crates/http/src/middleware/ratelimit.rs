@@ -5,95 +5,14 @@
 //! The limiter is `governor`'s keyed limiter: a concurrent map of one timestamp per caller, with
 //! no global lock on the hot path. Limits are per instance.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::middleware::budget::{Caller, Decision, RateLimit};
 use crate::middleware::shared_limit::SharedBudgets;
-use crate::representation::problem::ApiError;
-
-/// A sustained rate with a burst allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Requests per second, sustained.
-    pub per_second: u32,
-    /// Requests that may come at once after a quiet spell.
-    pub burst: u32,
-}
-
-impl RateLimit {
-    /// `per_second` sustained with bursts of twice that; `None` for 0 (no limiting).
-    pub fn per_second(per_second: u32) -> Option<Self> {
-        (per_second > 0).then(|| Self {
-            per_second,
-            burst: per_second.saturating_mul(2),
-        })
-    }
-
-    /// The time between two requests at the sustained rate.
-    pub(crate) fn interval(self) -> Duration {
-        Duration::from_secs(1) / self.per_second.max(1)
-    }
-
-    /// Whole seconds, rounded up, for the headers.
-    fn seconds(duration: Duration) -> u64 {
-        duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
-    }
-}
-
-/// Whose budget a request spends.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Caller {
-    /// The holder of a valid API key, by the key's name.
-    Key(String),
-    /// Anyone else, by client address.
-    Address(Option<IpAddr>),
-}
-
-/// The outcome of one request's check.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Decision {
-    pub(crate) allowed: bool,
-    limit: u64,
-    remaining: u64,
-    /// Seconds until a request is allowed (when refused) or the budget is full (when allowed).
-    reset: u64,
-}
-
-impl Decision {
-    pub(crate) fn new(allowed: bool, limit: u64, remaining: u64, reset: u64) -> Self {
-        Self {
-            allowed,
-            limit,
-            remaining,
-            reset,
-        }
-    }
-
-    /// The 429 for a request that was not allowed.
-    pub(crate) fn refusal(&self) -> ApiError {
-        ApiError::TooManyRequests {
-            detail: format!("too many requests; retry in {} s", self.reset),
-            retry_after: self.reset,
-        }
-    }
-
-    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, for every answer.
-    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
-        for (name, value) in [
-            ("ratelimit-limit", self.limit),
-            ("ratelimit-remaining", self.remaining),
-            ("ratelimit-reset", self.reset),
-        ] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
-        }
-    }
-}
 
 type Keyed = DefaultKeyedRateLimiter<Caller, StateInformationMiddleware>;
 
@@ -154,19 +73,19 @@ impl RateLimiter {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let empty = self.limit.burst.saturating_sub(remaining);
-                Decision {
-                    allowed: true,
+                Decision::new(
+                    true,
                     limit,
-                    remaining: u64::from(remaining),
-                    reset: RateLimit::seconds(self.limit.interval() * empty),
-                }
+                    u64::from(remaining),
+                    RateLimit::seconds(self.limit.interval() * empty),
+                )
             }
-            Err(not_until) => Decision {
-                allowed: false,
+            Err(not_until) => Decision::new(
+                false,
                 limit,
-                remaining: 0,
-                reset: RateLimit::seconds(not_until.wait_time_from(self.clock.now())).max(1),
-            },
+                0,
+                RateLimit::seconds(not_until.wait_time_from(self.clock.now())).max(1),
+            ),
         }
     }
 
@@ -179,6 +98,8 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -192,7 +113,7 @@ mod tests {
             .map(|_| limiter.check_locally(&caller).allowed)
             .collect();
         assert_eq!(allowed, [true, true, true, false]);
-        assert_eq!(limiter.check_locally(&caller).reset, 1);
+        assert_eq!(limiter.check_locally(&caller).reset(), 1);
         // A request is allowed again after a tenth of a second.
         std::thread::sleep(Duration::from_millis(150));
         assert!(limiter.check_locally(&caller).allowed);
