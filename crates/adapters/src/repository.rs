@@ -2,9 +2,10 @@
 
 use anyhow::{Context, anyhow};
 use books_domain::{
-    Author, Book, BookId, BookPatch, BookRepository, CreateBookError, Created, Genre, GetBookError,
-    IdempotencyKey, ListBooksError, ListQuery, NewBook, StorageError, Title, Version, VersionCheck,
-    WriteBookError,
+    Author, Book, BookFilter, BookId, BookPatch, BookRepository, CreateBookError, Created,
+    CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, Genre, GetBookError, IdempotencyKey,
+    ListBooksError, ListQuery, NewBook, NewBooks, Position, Sort, StorageError, Title, Version,
+    VersionCheck, WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection;
@@ -13,7 +14,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{Array, Bool, Nullable, Text};
 
 use std::sync::Arc;
 
@@ -78,7 +79,7 @@ impl PostgresBookRepository {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = book, check_for_backend(Pg))]
 struct BookRow {
     id: i64,
@@ -256,21 +257,93 @@ fn insert_book(conn: &mut PgConnection, new: &NewBook) -> Result<BookRow, Diesel
         .get_result(conn)
 }
 
+/// Inserts a batch in one statement whatever its size: three array parameters, unnested in
+/// input order. Identity values are drawn row by row in that order, so sorting the returned rows
+/// by id gives them back in input order.
+fn insert_books(conn: &mut PgConnection, books: &NewBooks) -> Result<Vec<BookRow>, DieselError> {
+    let books = books.as_slice();
+    let titles: Vec<&str> = books.iter().map(|b| b.title.as_str()).collect();
+    let authors: Vec<&str> = books.iter().map(|b| b.author.as_str()).collect();
+    let genres: Vec<Option<&str>> = books
+        .iter()
+        .map(|b| b.genre.as_ref().map(Genre::as_str))
+        .collect();
+    let mut rows: Vec<BookRow> = diesel::sql_query(
+        "INSERT INTO book (title, author, genre) \
+         SELECT title, author, genre \
+         FROM unnest($1::varchar[], $2::varchar[], $3::varchar[]) WITH ORDINALITY \
+              AS given (title, author, genre, position) \
+         ORDER BY position \
+         RETURNING id, title, author, genre, version, created_at, updated_at",
+    )
+    .bind::<Array<Text>, _>(titles)
+    .bind::<Array<Text>, _>(authors)
+    .bind::<Array<Nullable<Text>>, _>(genres)
+    .load(conn)?;
+    rows.sort_by_key(|row| row.id);
+    Ok(rows)
+}
+
+/// One page of a listing, read on `conn`: the listing and the export share it.
+fn page(
+    conn: &mut PgConnection,
+    filter: &BookFilter,
+    sort: Sort,
+    position: Option<&Position>,
+    count: usize,
+) -> Result<Vec<BookRow>, DieselError> {
+    let limit = i64::try_from(count).unwrap_or(i64::MAX);
+    let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
+    for condition in filter_conditions(filter) {
+        select = select.filter(condition);
+    }
+    if let Some(position) = position {
+        select = select.filter(after(position, sort.descending));
+    }
+    select.order(Order(sort)).limit(limit).load(conn)
+}
+
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = idempotency_key, check_for_backend(Pg))]
 struct KeyRow {
-    title: String,
-    author: String,
+    title: Option<String>,
+    author: Option<String>,
     genre: Option<String>,
     book_id: Option<i64>,
     created_at: DateTime<Utc>,
+    batch_digest: Option<Vec<u8>>,
+    book_ids: Option<Vec<i64>>,
 }
 
 impl KeyRow {
     fn came_with(&self, book: &NewBook) -> bool {
-        self.title == book.title.as_str()
-            && self.author == book.author.as_str()
+        self.title.as_deref() == Some(book.title.as_str())
+            && self.author.as_deref() == Some(book.author.as_str())
             && self.genre.as_deref() == book.genre.as_ref().map(Genre::as_str)
+    }
+
+    /// The books exactly as the first batch request returned them: the same books as this
+    /// request's (their digest matched), with the ids the first one got, at version 1, created
+    /// when the key was stored (the same transaction, so the same `now()`).
+    fn first_books(self, books: &NewBooks) -> Result<Vec<Book>, StorageError> {
+        let ids = self
+            .book_ids
+            .filter(|ids| ids.len() == books.len())
+            .ok_or_else(|| anyhow!("a batch's idempotency key was stored without its books"))?;
+        ids.into_iter()
+            .zip(books.as_slice())
+            .map(|(id, book)| {
+                Ok(Book::new(
+                    BookId::new(id).ok_or_else(|| anyhow!("a batch remembered book id {id}"))?,
+                    book.title.clone(),
+                    book.author.clone(),
+                    book.genre.clone(),
+                    Version::FIRST,
+                    self.created_at,
+                    self.created_at,
+                ))
+            })
+            .collect()
     }
 
     /// The book exactly as the first request returned it: the key was stored in the same
@@ -279,10 +352,15 @@ impl KeyRow {
         let book_id = self
             .book_id
             .ok_or_else(|| anyhow!("an idempotency key was stored without its book"))?;
+        let (Some(title), Some(author)) = (self.title, self.author) else {
+            return Err(
+                anyhow!("a single create's idempotency key was stored without its fields").into(),
+            );
+        };
         BookRow {
             id: book_id,
-            title: self.title,
-            author: self.author,
+            title,
+            author,
             genre: self.genre,
             version: Version::FIRST.get(),
             created_at: self.created_at,
@@ -304,31 +382,163 @@ impl From<DieselError> for CreateOnceError {
     }
 }
 
+/// Claims an idempotency key for this transaction: true when the key is new (and now held until
+/// the transaction ends), false when it was stored before. A retry that arrives while the first
+/// request holds the key waits on the key's row lock; past this wait it is told the first is
+/// still in flight.
+fn claim(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    fields: Option<&NewBook>,
+    batch: Option<&NewBooks>,
+) -> Result<bool, DieselError> {
+    conn.batch_execute("SET LOCAL lock_timeout = '3s'")?;
+    let claimed = diesel::insert_into(idempotency_key::table)
+        .values((
+            idempotency_key::owner.eq(owner_of(key)),
+            idempotency_key::key.eq(key.as_str()),
+            idempotency_key::title.eq(fields.map(|new| new.title.as_str())),
+            idempotency_key::author.eq(fields.map(|new| new.author.as_str())),
+            idempotency_key::genre.eq(fields.and_then(|new| new.genre.as_ref().map(Genre::as_str))),
+            idempotency_key::batch_digest.eq(batch.map(|books| books.digest().to_vec())),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    Ok(claimed == 1)
+}
+
+/// The key's owner as stored: the API key's digest, empty for callers without one.
+fn owner_of(key: &IdempotencyKey) -> Vec<u8> {
+    key.owner()
+        .map(|digest| digest.0.to_vec())
+        .unwrap_or_default()
+}
+
+/// What a key was stored with, read inside the claiming transaction.
+fn stored_key(conn: &mut PgConnection, key: &IdempotencyKey) -> Result<KeyRow, DieselError> {
+    idempotency_key::table
+        .find((owner_of(key), key.as_str()))
+        .select(KeyRow::as_select())
+        .first(conn)
+}
+
+/// Maps what went wrong in an idempotent create.
+fn create_once_failed(conn: &mut PgConnection, error: CreateOnceError) -> CreateBookError {
+    match error {
+        CreateOnceError::Refused(error) => error,
+        CreateOnceError::Database(error) if classify(&error) == Failure::LockTimeout => {
+            CreateBookError::KeyInFlight
+        }
+        CreateOnceError::Database(error) => storage_error(conn, error).into(),
+    }
+}
+
+/// What can go wrong inside an export's transaction.
+enum ExportError {
+    Database(DieselError),
+    Broken(StorageError),
+}
+
+impl From<DieselError> for ExportError {
+    fn from(error: DieselError) -> Self {
+        Self::Database(error)
+    }
+}
+
 impl BookRepository for PostgresBookRepository {
-    fn create_once(&self, key: &IdempotencyKey, new: &NewBook) -> Result<Created, CreateBookError> {
-        let owner: Vec<u8> = key
-            .owner()
-            .map(|digest| digest.0.to_vec())
-            .unwrap_or_default();
-        let stored_key = (owner.clone(), key.as_str());
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        let mut conn = self.conn()?;
+        // One statement: all rows or, when any fails, none.
+        let rows =
+            insert_books(&mut conn, books).map_err(|error| storage_error(&mut conn, error))?;
+        Ok(rows
+            .into_iter()
+            .map(Book::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError> {
         let mut conn = self.conn()?;
         let outcome = conn.transaction::<_, CreateOnceError, _>(|conn| {
-            // A retry that arrives while the first request holds the key waits on the key's row
-            // lock; past this wait it is told the first is still in flight.
-            conn.batch_execute("SET LOCAL lock_timeout = '3s'")?;
-            let claimed = diesel::insert_into(idempotency_key::table)
-                .values((
-                    idempotency_key::owner.eq(&owner),
-                    idempotency_key::key.eq(key.as_str()),
-                    idempotency_key::title.eq(new.title.as_str()),
-                    idempotency_key::author.eq(new.author.as_str()),
-                    idempotency_key::genre.eq(new.genre.as_ref().map(Genre::as_str)),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            if claimed == 1 {
+            if claim(conn, key, None, Some(books))? {
+                let rows = insert_books(conn, books)?;
+                let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+                diesel::update(idempotency_key::table.find((owner_of(key), key.as_str())))
+                    .set(idempotency_key::book_ids.eq(ids))
+                    .execute(conn)?;
+                let books = rows
+                    .into_iter()
+                    .map(Book::try_from)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| CreateOnceError::Refused(e.into()))?;
+                return Ok(CreatedBooks {
+                    books,
+                    replayed: false,
+                });
+            }
+            let stored = stored_key(conn, key)?;
+            if stored.batch_digest.as_deref() != Some(books.digest().as_slice()) {
+                return Err(CreateOnceError::Refused(CreateBookError::KeyReused));
+            }
+            let books = stored
+                .first_books(books)
+                .map_err(|e| CreateOnceError::Refused(e.into()))?;
+            Ok(CreatedBooks {
+                books,
+                replayed: true,
+            })
+        });
+        outcome.map_err(|error| create_once_failed(&mut conn, error))
+    }
+
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
+        // Always on the primary: a replica that fails mid-export cannot hand over to another
+        // without repeating or losing books, and the primary's snapshot is the freshest.
+        let mut conn = self.conn()?;
+        let outcome = conn
+            .build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run::<_, ExportError, _>(|conn| {
+                // One snapshot for every page: REPEATABLE READ fixes it at the first query.
+                let mut position: Option<Position> = None;
+                loop {
+                    let rows = page(
+                        conn,
+                        &query.filter,
+                        query.sort,
+                        position.as_ref(),
+                        EXPORT_SLICE,
+                    )?;
+                    let last_page = rows.len() < EXPORT_SLICE;
+                    let books = rows
+                        .into_iter()
+                        .map(Book::try_from)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(ExportError::Broken)?;
+                    position = books.last().map(|last| Position::of(last, query.sort.key));
+                    if books.is_empty() || sink(books).is_break() || last_page {
+                        return Ok(());
+                    }
+                }
+            });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(ExportError::Broken(error)) => Err(error.into()),
+            Err(ExportError::Database(error)) => Err(storage_error(&mut conn, error).into()),
+        }
+    }
+
+    fn create_once(&self, key: &IdempotencyKey, new: &NewBook) -> Result<Created, CreateBookError> {
+        let mut conn = self.conn()?;
+        let outcome = conn.transaction::<_, CreateOnceError, _>(|conn| {
+            if claim(conn, key, Some(new), None)? {
                 let row = insert_book(conn, new)?;
-                diesel::update(idempotency_key::table.find(stored_key.clone()))
+                diesel::update(idempotency_key::table.find((owner_of(key), key.as_str())))
                     .set(idempotency_key::book_id.eq(row.id))
                     .execute(conn)?;
                 let book = Book::try_from(row).map_err(|e| CreateOnceError::Refused(e.into()))?;
@@ -337,10 +547,7 @@ impl BookRepository for PostgresBookRepository {
                     replayed: false,
                 });
             }
-            let stored: KeyRow = idempotency_key::table
-                .find(stored_key)
-                .select(KeyRow::as_select())
-                .first(conn)?;
+            let stored = stored_key(conn, key)?;
             if !stored.came_with(new) {
                 return Err(CreateOnceError::Refused(CreateBookError::KeyReused));
             }
@@ -352,13 +559,7 @@ impl BookRepository for PostgresBookRepository {
                 replayed: true,
             })
         });
-        outcome.map_err(|error| match error {
-            CreateOnceError::Refused(error) => error,
-            CreateOnceError::Database(error) if classify(&error) == Failure::LockTimeout => {
-                CreateBookError::KeyInFlight
-            }
-            CreateOnceError::Database(error) => storage_error(&mut conn, error).into(),
-        })
+        outcome.map_err(|error| create_once_failed(&mut conn, error))
     }
 
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
@@ -402,17 +603,8 @@ impl BookRepository for PostgresBookRepository {
     }
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
-        let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let rows = self.read(|conn| {
-            let mut select = book::table.select(BookRow::as_select()).into_boxed::<Pg>();
-            for condition in filter_conditions(&query.filter) {
-                select = select.filter(condition);
-            }
-            if let Some(position) = &query.after {
-                select = select.filter(after(position, query.sort.descending));
-            }
-            select.order(Order(query.sort)).limit(limit).load(conn)
-        })?;
+        let rows =
+            self.read(|conn| page(conn, &query.filter, query.sort, query.after.as_ref(), count))?;
         Ok(rows
             .into_iter()
             .map(Book::try_from)

@@ -12,9 +12,9 @@
 use std::sync::Mutex;
 
 use books_domain::{
-    Book, BookId, BookPatch, BookRepository, BookService, CreateBookError, Created, GetBookError,
-    IdempotencyKey, InMemoryBookRepository, ListBooksError, ListQuery, NewBook, StorageError,
-    VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, BookService, CreateBookError, Created, CreatedBooks,
+    ExportQuery, ExportSink, GetBookError, IdempotencyKey, InMemoryBookRepository, ListBooksError,
+    ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
 };
 use chrono::TimeDelta;
 
@@ -48,6 +48,29 @@ impl<R: BookRepository> BookRepository for Audited<R> {
         let created = self.inner.create_once(key, book)?;
         self.note(format!("created {} once for key {key}", created.book.id()));
         Ok(created)
+    }
+
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        let created = self.inner.create_many(books)?;
+        self.note(format!("created a batch of {}", created.len()));
+        Ok(created)
+    }
+
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError> {
+        let created = self.inner.create_many_once(key, books)?;
+        self.note(format!(
+            "created a batch of {} once for key {key}",
+            created.books.len()
+        ));
+        Ok(created)
+    }
+
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
+        self.inner.export(query, sink)
     }
 
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {

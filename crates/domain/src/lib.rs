@@ -2,7 +2,8 @@
 //!
 //! This crate is the middle of a hexagonal design: it holds the [`Book`] and the validated values
 //! it is made of, the [`BookRepository`] port that storage adapters implement, and the
-//! [`BookService`] with the use cases (create, get, list, replace, patch, delete).
+//! [`BookService`] with the use cases (create, get, list, replace, patch, delete, and the
+//! whole-catalogue ones: batch create and export).
 //!
 //! The one decision to know: **a value that exists is valid**. [`Title`], [`Author`] and [`Genre`]
 //! can only be built through constructors that trim and check their input, so a [`Book`] never
@@ -23,6 +24,7 @@
 //! async caller runs the use cases on a blocking thread pool of its choosing.
 #![deny(missing_docs)]
 
+mod batch;
 mod book;
 mod errors;
 mod idempotency;
@@ -33,6 +35,9 @@ mod memory;
 mod ports;
 mod service;
 
+pub use batch::{
+    BatchSizeError, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, MAX_BATCH, NewBooks,
+};
 pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};

@@ -6,9 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{TimeDelta, Utc};
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, GetBookError,
-    IdempotencyKey, ListBooksError, ListQuery, NewBook, StorageError, Version, VersionCheck,
-    WriteBookError,
+    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, CreatedBooks, EXPORT_SLICE,
+    ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook,
+    NewBooks, StorageError, Version, VersionCheck, WriteBookError,
 };
 
 /// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
@@ -30,8 +30,24 @@ pub struct InMemoryBookRepository {
 struct State {
     last_id: i64,
     books: BTreeMap<BookId, Book>,
-    /// Each key with the fields it came with and the book it created.
-    keys: HashMap<IdempotencyKey, (NewBook, Book)>,
+    /// Each key with what it came with and what it created.
+    keys: HashMap<IdempotencyKey, Remembered>,
+}
+
+/// What an idempotency key came with, and what it created.
+#[derive(Debug)]
+enum Remembered {
+    One(NewBook, Book),
+    Many(NewBooks, Vec<Book>),
+}
+
+impl Remembered {
+    fn created_at(&self) -> Option<chrono::DateTime<Utc>> {
+        match self {
+            Self::One(_, book) => Some(book.created_at()),
+            Self::Many(_, books) => books.first().map(Book::created_at),
+        }
+    }
 }
 
 impl InMemoryBookRepository {
@@ -103,6 +119,20 @@ impl State {
         self.books.insert(id, created.clone());
         Ok(created)
     }
+
+    /// Inserts every book or, when one fails, none: whatever the batch had stored is taken back.
+    fn insert_all(&mut self, books: &NewBooks) -> Result<Vec<Book>, StorageError> {
+        let before = self.last_id;
+        let created = books
+            .as_slice()
+            .iter()
+            .map(|book| self.insert(book))
+            .collect::<Result<Vec<_>, _>>();
+        if created.is_err() {
+            self.books.retain(|id, _| id.get() <= before);
+        }
+        created
+    }
 }
 
 impl BookRepository for InMemoryBookRepository {
@@ -117,24 +147,79 @@ impl BookRepository for InMemoryBookRepository {
     ) -> Result<Created, CreateBookError> {
         // One lock around the check and the insert: a concurrent call with the key waits.
         let mut state = self.state()?;
-        if let Some((fields, first)) = state.keys.get(key) {
-            return if fields == book {
-                Ok(Created {
+        match state.keys.get(key) {
+            Some(Remembered::One(fields, first)) if fields == book => {
+                return Ok(Created {
                     book: first.clone(),
                     replayed: true,
-                })
-            } else {
-                Err(CreateBookError::KeyReused)
-            };
+                });
+            }
+            Some(_) => return Err(CreateBookError::KeyReused),
+            None => {}
         }
         let created = state.insert(book)?;
         state
             .keys
-            .insert(key.clone(), (book.clone(), created.clone()));
+            .insert(key.clone(), Remembered::One(book.clone(), created.clone()));
         Ok(Created {
             book: created,
             replayed: false,
         })
+    }
+
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        Ok(self.state()?.insert_all(books)?)
+    }
+
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError> {
+        let mut state = self.state()?;
+        match state.keys.get(key) {
+            Some(Remembered::Many(given, first)) if given == books => {
+                return Ok(CreatedBooks {
+                    books: first.clone(),
+                    replayed: true,
+                });
+            }
+            Some(_) => return Err(CreateBookError::KeyReused),
+            None => {}
+        }
+        let created = state.insert_all(books)?;
+        state.keys.insert(
+            key.clone(),
+            Remembered::Many(books.clone(), created.clone()),
+        );
+        Ok(CreatedBooks {
+            books: created,
+            replayed: false,
+        })
+    }
+
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
+        // The snapshot: the matching books are copied under the lock, handed over outside it.
+        let listing = ListQuery {
+            filter: query.filter.clone(),
+            sort: query.sort,
+            ..ListQuery::default()
+        };
+        let mut books: Vec<Book> = self
+            .state()?
+            .books
+            .values()
+            .filter(|book| query.filter.matches(book))
+            .cloned()
+            .collect();
+        books.sort_by(|a, b| listing.compare(a, b));
+        let mut rest = books.into_iter();
+        loop {
+            let slice: Vec<Book> = rest.by_ref().take(EXPORT_SLICE).collect();
+            if slice.is_empty() || sink(slice).is_break() {
+                return Ok(());
+            }
+        }
     }
 
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
@@ -143,7 +228,7 @@ impl BookRepository for InMemoryBookRepository {
         let cutoff = Utc::now() - age;
         state
             .keys
-            .retain(|_, (_, book)| book.created_at() >= cutoff);
+            .retain(|_, remembered| remembered.created_at().is_some_and(|at| at >= cutoff));
         Ok((before - state.keys.len()) as u64)
     }
 

@@ -3,8 +3,9 @@
 use chrono::TimeDelta;
 
 use crate::{
-    Book, BookId, BookPatch, CreateBookError, Created, GetBookError, IdempotencyKey,
-    ListBooksError, ListQuery, NewBook, Version, WriteBookError,
+    Book, BookId, BookPatch, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
+    GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, Version,
+    WriteBookError,
 };
 
 /// Which versions of a book a write may apply to.
@@ -52,6 +53,28 @@ pub trait BookRepository: Send + Sync + 'static {
     fn create_once(&self, key: &IdempotencyKey, book: &NewBook)
     -> Result<Created, CreateBookError>;
 
+    /// Stores every book of `books` at version 1, all of them or none, and returns them in the
+    /// order given.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::Storage`] when storage fails; nothing is stored then.
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError>;
+
+    /// [`BookRepository::create_many`] once per `key`, as [`BookRepository::create_once`] is
+    /// for one book: a later call with the same key and the same books (in the same order)
+    /// returns the first call's books again. A key is one namespace for single and batch
+    /// creates: a key used for one book is reused by a batch, and the other way round.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BookRepository::create_once`].
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError>;
+
     /// Forgets the idempotency keys first used longer ago than `age`; returns how many.
     ///
     /// # Errors
@@ -93,6 +116,17 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// [`ListBooksError::Storage`] when storage fails.
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError>;
+
+    /// Hands every book that matches `query.filter` to `sink`, in `query.sort` order, at most
+    /// [`crate::EXPORT_SLICE`] at a time, all read from one consistent state of the catalogue
+    /// (writes that commit meanwhile are not seen). Stops as soon as `sink` answers
+    /// [`std::ops::ControlFlow::Break`].
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError::Storage`] when storage fails, possibly after some slices were handed
+    /// over.
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError>;
 
     /// Replaces title, author and genre, increments the version and sets `updated_at`. A
     /// replacement by the stored values changes nothing, not even the version or `updated_at`,
@@ -153,6 +187,22 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
         book: &NewBook,
     ) -> Result<Created, CreateBookError> {
         (**self).create_once(key, book)
+    }
+
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        (**self).create_many(books)
+    }
+
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError> {
+        (**self).create_many_once(key, books)
+    }
+
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
+        (**self).export(query, sink)
     }
 
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, GetBookError,
-    IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook, Page, Position,
-    StorageError, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, CreatedBooks, ExportQuery,
+    ExportSink, GetBookError, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery,
+    NewBook, NewBooks, Page, Position, StorageError, VersionCheck, WriteBookError,
 };
 
 /// The use cases of the catalogue, over any [`BookRepository`].
@@ -66,6 +66,68 @@ impl BookService {
         book: &NewBook,
     ) -> Result<Created, CreateBookError> {
         self.repository.create_once(key, book)
+    }
+
+    /// Adds every book of a batch to the catalogue, or none of them.
+    ///
+    /// ```
+    /// use books_domain::{BookService, InMemoryBookRepository, NewBook, NewBooks};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let book = |t| NewBook::parse(Some(t), Some("Anon"), None).unwrap();
+    /// let created = service.create_books(&NewBooks::new(vec![book("A"), book("B")])?)?;
+    /// assert_eq!(created[1].title().as_str(), "B");
+    /// assert!(created[0].id() < created[1].id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError`] when storage fails; nothing is created then.
+    pub fn create_books(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        self.repository.create_many(books)
+    }
+
+    /// [`BookService::create_books`], once per idempotency key (see
+    /// [`BookService::create_book_once`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::KeyReused`] when the key came with other books (or one book) before,
+    /// [`CreateBookError::KeyInFlight`] when a request with the key is still running.
+    pub fn create_books_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError> {
+        self.repository.create_many_once(key, books)
+    }
+
+    /// Reads every book matching `query`, in order and from one snapshot, into `sink` a slice
+    /// at a time, so that a caller can stream a catalogue of any size in flat memory.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use books_domain::{BookService, ExportQuery, InMemoryBookRepository, NewBook};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let mut titles = Vec::new();
+    /// service.export_books(&ExportQuery::default(), &mut |books| {
+    ///     titles.extend(books.iter().map(|b| b.title().to_string()));
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(titles, ["Dune"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError`] when storage fails (possibly after some books were handed over).
+    pub fn export_books(
+        &self,
+        query: &ExportQuery,
+        sink: &mut ExportSink<'_>,
+    ) -> Result<(), ListBooksError> {
+        self.repository.export(query, sink)
     }
 
     /// Forgets idempotency keys older than [`IDEMPOTENCY_KEY_RETENTION`]; returns how many.

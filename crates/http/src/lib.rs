@@ -14,7 +14,8 @@
 //! | [`middleware`] | what wraps every request: authentication and rate limits, observation, HEAD, CORS |
 //! | [`representation`] | bodies, how they are read and written, ETags, cursors, problems |
 //!
-//! [`openapi`] generates the document from the routes and bodies; [`server`] builds the server
+//! [`openapi`] generates the document from the routes and bodies ([`openapi_3_0`] renders it as
+//! OpenAPI 3.0 too); [`server`] builds the server
 //! from them; [`cli`] reads the command line; `main.rs` composes it all.
 
 mod blocking;
@@ -22,11 +23,12 @@ pub mod cli;
 mod coalesce;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_3_0;
 pub mod representation;
 mod routes;
 pub mod server;
 
 pub use middleware::budget::RateLimit;
 pub use middleware::observe::pool_probe;
-pub use openapi::document_json;
+pub use openapi::{document_3_0_json, document_json};
 pub use server::{Application, ServerSettings, Services};

@@ -12,8 +12,12 @@ use books_adapters::{
     PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool, wait_for_database,
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
-use books_http::cli::{Cli, Command, Database, ServeArgs, init_logging, keys, migrate, print};
-use books_http::{Application, RateLimit, ServerSettings, Services, document_json, pool_probe};
+use books_http::cli::{
+    Cli, Command, Database, ServeArgs, SpecVersion, init_logging, keys, migrate, print,
+};
+use books_http::{
+    Application, RateLimit, ServerSettings, Services, document_3_0_json, document_json, pool_probe,
+};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -27,7 +31,10 @@ fn main() -> ExitCode {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Migrate(args)) => migrate(&args),
-        Some(Command::Openapi) => print(&document_json()),
+        Some(Command::Openapi { version }) => print(&match version {
+            SpecVersion::V3_1 => document_json(),
+            SpecVersion::V3_0 => document_3_0_json(),
+        }),
         Some(Command::Keys { command, database }) => keys(&command, &database),
     };
     match outcome {
@@ -92,6 +99,9 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         workers,
         // Enough threads to keep every pooled connection busy, and no more.
         blocking_threads_per_worker: (args.pool_size() as usize).div_ceil(workers).max(1),
+        // A quarter of the connections at most for exports, so that reads and writes always
+        // find one.
+        exports_in_flight: (args.pool_size() as usize / 4).max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
         compress: args.compress,
         rate_limit_redis_url: args

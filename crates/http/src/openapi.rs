@@ -11,11 +11,12 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::representation::bodies::{
-    BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation, Problem,
+    BookBatch, BookBatchInput, BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation,
+    Problem,
 };
 use crate::representation::problem::PROBLEM_JSON;
 use crate::representation::rules;
-use crate::routes::{books, legacy, service};
+use crate::routes::{books, catalogue, legacy, service};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -38,6 +39,8 @@ use crate::routes::{books, legacy, service};
         books::replace_book,
         books::patch_book,
         books::delete_book,
+        catalogue::create_books,
+        catalogue::export_books,
         legacy::list,
         legacy::create,
         legacy::get,
@@ -46,7 +49,10 @@ use crate::routes::{books, legacy, service};
         service::healthz,
         service::readyz,
     ),
-    components(schemas(BookResponse, BookPage, BookInput, BookPatchInput, Problem, FieldViolation)),
+    components(schemas(
+        BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch, Problem,
+        FieldViolation
+    )),
     tags(
         (name = "books", description = "The catalogue"),
         (name = "booksApi", description = "The routes of the original Flask tutorial, kept for its clients (deprecated: use /api/v1)"),
@@ -59,6 +65,16 @@ pub struct ApiDoc;
 /// The document as `books-api openapi` prints it and `openapi/openapi.json` holds it.
 pub fn document_json() -> String {
     let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+/// The same API as OpenAPI 3.0.3 (see [`crate::openapi_3_0`]), as `books-api openapi --version
+/// 3.0` prints it and `openapi/openapi-3.0.json` holds it.
+pub fn document_3_0_json() -> String {
+    let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let mut json =
+        serde_json::to_string_pretty(&crate::openapi_3_0::downgrade(document)).unwrap_or_default();
     json.push('\n');
     json
 }
@@ -99,7 +115,8 @@ fn retry_later(description: &str) -> Response {
 const BEARER: &str = "bearerAuth";
 
 /// The text fields of each body schema, and whether each is required text.
-const TEXT_FIELDS: [(&str, &[(&str, bool)]); 4] = [
+const TEXT_FIELDS: [(&str, &[(&str, bool)]); 5] = [
+    ("BookBatchInput", &[]),
     (
         "BookInput",
         &[("title", true), ("author", true), ("genre", false)],

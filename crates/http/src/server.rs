@@ -23,9 +23,11 @@ use crate::middleware::head::head_as_get;
 use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
 use crate::middleware::ratelimit::RateLimiter;
 use crate::middleware::shared_limit::SharedBudgets;
-use crate::openapi::document_json;
+use crate::openapi::{document_3_0_json, document_json};
 use crate::representation::problem::ApiError;
+use crate::routes::catalogue::ExportSlots;
 use crate::routes::configure;
+use crate::routes::service::Documents;
 
 /// The most connections one worker serves at once.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 2048;
@@ -45,6 +47,10 @@ pub struct ServerSettings {
     /// mean larger batches and fewer thread hand-offs; one per two cores measured best (on 2
     /// cores, GET by id: 1 → 31,000 requests/s, 2 → 26,800, 4 → 17,600, 8 → 15,300).
     pub read_batches_in_flight: usize,
+    /// The most exports streaming at once on this instance; each holds a database connection and
+    /// a blocking thread while its client reads, so a few slow readers must not take them all.
+    /// Past it, an export is a 503 with `Retry-After`.
+    pub exports_in_flight: usize,
     /// Requests per caller, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
     /// A Redis through which every instance shares one budget per caller (`redis://…`).
@@ -66,6 +72,7 @@ impl Default for ServerSettings {
             blocking_threads_per_worker: 8,
             read_batches_in_flight: std::thread::available_parallelism()
                 .map_or(1, |cores| usize::from(cores).div_ceil(2)),
+            exports_in_flight: 2,
             rate_limit: RateLimit::per_second(100),
             rate_limit_redis_url: None,
             compress: false,
@@ -137,6 +144,7 @@ impl Application {
             service.clone(),
             settings.read_batches_in_flight,
         )));
+        let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
         let limiter = match settings.rate_limit {
@@ -198,12 +206,16 @@ impl Application {
         let replicas = web::Data::from(Arc::new(replicas));
         let cors_origins = settings.cors_origins.clone();
         let compress = settings.compress;
-        let document = web::Data::new(document_json());
+        let document = web::Data::new(Documents {
+            v3_1: document_json(),
+            v3_0: document_3_0_json(),
+        });
         let limiter_for_tasks = limiter.clone();
         let mut server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(reads.clone())
+                .app_data(exports.clone())
                 .app_data(key_cache_for_workers.clone())
                 .app_data(replicas.clone())
                 .app_data(metrics.clone())

@@ -56,6 +56,17 @@ impl From<ScopeArg> for Scope {
     }
 }
 
+/// The OpenAPI versions the document is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpecVersion {
+    /// OpenAPI 3.1 (`openapi/openapi.json`), the document the code generates.
+    #[value(name = "3.1")]
+    V3_1,
+    /// OpenAPI 3.0.3 (`openapi/openapi-3.0.json`), for generators that read only 3.0.
+    #[value(name = "3.0")]
+    V3_0,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -64,7 +75,11 @@ pub enum Command {
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document (JSON) to standard output.
-    Openapi,
+    Openapi {
+        /// Which OpenAPI version to render the document in.
+        #[arg(long = "spec-version", value_enum, default_value = "3.1")]
+        version: SpecVersion,
+    },
     /// Create, list and revoke API keys.
     Keys {
         /// What to do with keys.

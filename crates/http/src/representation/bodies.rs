@@ -56,6 +56,28 @@ pub(crate) struct BookPage {
     pub next_cursor: Option<String>,
 }
 
+/// The books of a batch create, as JSON.
+//
+// Read by `body::read_batch_json`, element by element like `BookInput`, so that a 422 names every
+// invalid field of every book (`books[3].title`).
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"books": [
+    {"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"},
+    {"title": "Emma", "author": "Jane Austen"}
+]}))]
+pub(crate) struct BookBatchInput {
+    /// 1 to 1 000 books, created together or not at all.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub(crate) books: Vec<BookInput>,
+}
+
+/// The books a batch created, in the order they were given.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BookBatch {
+    /// The new books, in input order.
+    pub(crate) books: Vec<BookResponse>,
+}
+
 /// The body of a create (`POST`) or a full replacement (`PUT`).
 //
 // It is read member by member (`body::JsonObject`), so that a 422 names every invalid field at

@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::representation::bodies::{BookInput, BookPatchInput, FieldViolation};
+use crate::representation::bodies::{BookBatchInput, BookInput, BookPatchInput, FieldViolation};
 use crate::representation::problem::ApiError;
 
 /// The largest request body accepted, unless an operation says otherwise.
@@ -127,7 +127,7 @@ impl JsonObject {
             TopLevel::Object { repeated, .. } => Err(ApiError::Unprocessable(
                 repeated
                     .iter()
-                    .map(|name| violation(name, "is given more than once"))
+                    .map(|name| violation("", name, "is given more than once"))
                     .collect(),
             )),
             TopLevel::Other => Err(ApiError::InvalidBody(
@@ -145,7 +145,7 @@ impl JsonObject {
             author,
             genre,
         };
-        members.finish(input.to_new_book())
+        members.finish("", input.to_new_book())
     }
 
     /// Reads a merge patch: members left out are kept, `null` clears (where that is allowed).
@@ -157,7 +157,7 @@ impl JsonObject {
             author,
             genre,
         };
-        members.finish(input.to_patch())
+        members.finish("", input.to_patch())
     }
 }
 
@@ -284,8 +284,9 @@ impl Members {
         }
     }
 
-    /// Merges the domain's verdict with what was wrong in the JSON itself, field by field.
-    fn finish<T>(self, parsed: Result<T, InvalidBook>) -> Result<T, ApiError> {
+    /// Merges the domain's verdict with what was wrong in the JSON itself, field by field; each
+    /// field is named after `prefix` (`books[3].` in a batch).
+    fn finish<T>(self, prefix: &str, parsed: Result<T, InvalidBook>) -> Result<T, ApiError> {
         let domain_errors = parsed
             .as_ref()
             .err()
@@ -294,18 +295,18 @@ impl Members {
         let mut errors = Vec::new();
         for (field, member) in FIELDS.iter().zip(&self.values) {
             if matches!(member, Member::WrongType) {
-                errors.push(violation(field.name(), "must be a string"));
+                errors.push(violation(prefix, field.name(), "must be a string"));
             } else {
                 errors.extend(
                     domain_errors
                         .iter()
                         .filter(|e| e.field == *field)
-                        .map(FieldViolation::from),
+                        .map(|e| within(prefix, FieldViolation::from(e))),
                 );
             }
         }
         for name in self.unknown {
-            errors.push(violation(&name, "is not a known field"));
+            errors.push(violation(prefix, &name, "is not a known field"));
         }
         match parsed {
             Ok(value) if errors.is_empty() => Ok(value),
@@ -314,11 +315,241 @@ impl Members {
     }
 }
 
-fn violation(field: &str, message: &str) -> FieldViolation {
+fn violation(prefix: &str, field: &str, message: &str) -> FieldViolation {
     // A client's own member name, cut short so that a huge key does not make a huge response.
     let field: String = field.chars().take(100).collect();
     FieldViolation {
-        field,
+        field: format!("{prefix}{field}"),
         message: message.to_owned(),
+    }
+}
+
+/// The violation, with its field named inside `prefix`.
+fn within(prefix: &str, mut violation: FieldViolation) -> FieldViolation {
+    violation.field.insert_str(0, prefix);
+    violation
+}
+
+/// A batch's books as JSON: `{"books": [BookInput, …]}`, read as strictly as one book's body
+/// (duplicate members at any level, unknown members and wrong types are each named).
+pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, ApiError> {
+    let document: BatchDocument = serde_json::from_slice(body).map_err(|error| {
+        if error.is_data() {
+            ApiError::InvalidBody(
+                "the request body must be a JSON object with a books member".to_owned(),
+            )
+        } else {
+            ApiError::BadRequest(format!(
+                "the request body is not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            ))
+        }
+    })?;
+    let mut errors: Vec<FieldViolation> = document
+        .repeated
+        .iter()
+        .map(|name| violation("", name, "is given more than once"))
+        .chain(
+            document
+                .unknown
+                .iter()
+                .map(|name| violation("", name, "is not a known field")),
+        )
+        .collect();
+    let books = match document.books {
+        None => {
+            errors.push(violation("", "books", "is required"));
+            Vec::new()
+        }
+        Some(BooksMember::Other) => {
+            errors.push(violation("", "books", "must be a list of books"));
+            Vec::new()
+        }
+        Some(BooksMember::List(books)) => books,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable(errors));
+    }
+    check_batch_size(books.len(), max)?;
+    let mut parsed = Vec::with_capacity(books.len());
+    for (index, book) in books.into_iter().enumerate() {
+        let prefix = format!("books[{index}].");
+        let outcome = match book {
+            TopLevel::Object { repeated, .. } if !repeated.is_empty() => {
+                Err(ApiError::Unprocessable(
+                    repeated
+                        .iter()
+                        .map(|name| violation(&prefix, name, "is given more than once"))
+                        .collect(),
+                ))
+            }
+            TopLevel::Object { members, .. } => {
+                let members = Members::take(members);
+                let [title, author, genre] = members.values.each_ref().map(Member::text);
+                let input = BookInput {
+                    title,
+                    author,
+                    genre,
+                };
+                members.finish(&prefix, input.to_new_book())
+            }
+            TopLevel::Other => Err(ApiError::Unprocessable(vec![violation(
+                "",
+                &format!("books[{index}]"),
+                "must be a JSON object",
+            )])),
+        };
+        match outcome {
+            Ok(book) => parsed.push(book),
+            Err(ApiError::Unprocessable(found)) => errors.extend(found),
+            Err(other) => return Err(other),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ApiError::Unprocessable(errors))
+    }
+}
+
+/// Books read from CSV (see [`crate::representation::csv::read_books`]), checked by the domain
+/// with each field named by the book's position.
+pub(crate) fn check_batch(batch: &BookBatchInput, max: usize) -> Result<Vec<NewBook>, ApiError> {
+    let inputs = &batch.books;
+    check_batch_size(inputs.len(), max)?;
+    let mut errors = Vec::new();
+    let mut books = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter().enumerate() {
+        match input.to_new_book() {
+            Ok(book) => books.push(book),
+            Err(invalid) => errors.extend(
+                invalid
+                    .errors
+                    .iter()
+                    .map(|e| within(&format!("books[{index}]."), FieldViolation::from(e))),
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(books)
+    } else {
+        Err(ApiError::Unprocessable(errors))
+    }
+}
+
+fn check_batch_size(count: usize, max: usize) -> Result<(), ApiError> {
+    if (1..=max).contains(&count) {
+        return Ok(());
+    }
+    let given = if count > max {
+        format!("more than {max}")
+    } else {
+        count.to_string()
+    };
+    Err(ApiError::Unprocessable(vec![violation(
+        "",
+        "books",
+        &format!("must hold 1 to {max} books, not {given}"),
+    )]))
+}
+
+/// The top of a batch body. Only objects are read; any other JSON value is a data error.
+struct BatchDocument {
+    books: Option<BooksMember>,
+    repeated: Vec<String>,
+    unknown: Vec<String>,
+}
+
+/// The `books` member: a list (each element read like one book's body), or something else.
+enum BooksMember {
+    List(Vec<TopLevel>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for BatchDocument {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DocumentVisitor;
+        impl<'de> Visitor<'de> for DocumentVisitor {
+            type Value = BatchDocument;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchDocument, A::Error> {
+                let mut document = BatchDocument {
+                    books: None,
+                    repeated: Vec::new(),
+                    unknown: Vec::new(),
+                };
+                while let Some(name) = map.next_key::<String>()? {
+                    if name != "books" {
+                        map.next_value::<IgnoredAny>()?;
+                        document.unknown.push(name);
+                    } else if document.books.is_some() {
+                        map.next_value::<IgnoredAny>()?;
+                        if document.repeated.is_empty() {
+                            document.repeated.push(name);
+                        }
+                    } else {
+                        document.books = Some(map.next_value()?);
+                    }
+                }
+                Ok(document)
+            }
+        }
+        deserializer.deserialize_map(DocumentVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for BooksMember {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BooksVisitor;
+        impl<'de> Visitor<'de> for BooksVisitor {
+            type Value = BooksMember;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BooksMember, A::Error> {
+                let mut books = Vec::new();
+                while let Some(book) = seq.next_element::<TopLevel>()? {
+                    books.push(book);
+                }
+                Ok(BooksMember::List(books))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BooksMember, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+
+            fn visit_unit<E>(self) -> Result<BooksMember, E> {
+                Ok(BooksMember::Other)
+            }
+        }
+        deserializer.deserialize_any(BooksVisitor)
     }
 }

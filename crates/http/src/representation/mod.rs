@@ -1,11 +1,13 @@
 //! The HTTP representation of the catalogue: the bodies the API sends and receives, how they are
 //! read (strictly: every ambiguity is refused) and written, entity tags and conditional headers,
-//! listing cursors, problem details, and the rules on strings.
+//! listing cursors, problem details, the rules on strings, CSV, and content negotiation.
 
 pub(crate) mod bodies;
 pub(crate) mod body;
+pub(crate) mod csv;
 pub(crate) mod cursor;
 pub(crate) mod etag;
+pub(crate) mod negotiate;
 pub(crate) mod params;
 pub mod problem;
 pub(crate) mod rules;

@@ -48,6 +48,8 @@ pub enum ApiError {
     RequestTimeout(String),
     /// 405: the route exists, but not with this method (the caller adds `Allow`).
     MethodNotAllowed(String),
+    /// 406: the operation has no representation the client accepts.
+    NotAcceptable(String),
     /// 409: a request with the same idempotency key is still in flight.
     Conflict(String),
     /// 412: an `If-Match` precondition failed.
@@ -67,6 +69,8 @@ pub enum ApiError {
         /// Seconds until a request will be accepted.
         retry_after: u64,
     },
+    /// 503: the instance is at a limit of its own (say which); retry shortly.
+    Busy(String),
     /// 503: the database cannot be reached or no connection was free in time.
     Unavailable(anyhow::Error),
     /// 500: a bug. Logged, never described to the client.
@@ -84,6 +88,8 @@ impl ApiError {
             | Self::Conflict(detail)
             | Self::PreconditionFailed(detail)
             | Self::UnsupportedMediaType(detail)
+            | Self::NotAcceptable(detail)
+            | Self::Busy(detail)
             | Self::InvalidBody(detail) => detail.clone(),
             Self::MethodNotAllowed(method) => format!("{method} is not allowed here"),
             Self::RequestTimeout(detail) => detail.clone(),
@@ -125,7 +131,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Self::Busy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

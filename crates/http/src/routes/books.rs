@@ -17,8 +17,10 @@ use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
+use crate::representation::csv::{self, CSV};
 use crate::representation::cursor;
 use crate::representation::etag::{IfMatchHeader, IfNoneMatchHeader, etag};
+use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::routes::BASE;
@@ -81,7 +83,10 @@ fn truncate(text: &str) -> String {
 }
 
 /// A single book, with its validator. Clients must revalidate before reusing a stored copy.
-fn book_response(mut response: actix_web::HttpResponseBuilder, book: &Book) -> HttpResponse {
+pub(super) fn book_response(
+    mut response: actix_web::HttpResponseBuilder,
+    book: &Book,
+) -> HttpResponse {
     response
         .insert_header((header::ETAG, etag(book)))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -115,7 +120,7 @@ pub(crate) struct ListParams {
 }
 
 /// A blank parameter counts as not given.
-fn given(value: Option<&String>) -> Option<&str> {
+pub(super) fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
@@ -173,7 +178,7 @@ fn page_size(raw: &str) -> Result<PageSize, ApiError> {
     })
 }
 
-fn sort(raw: &str) -> Result<Sort, ApiError> {
+pub(super) fn sort(raw: &str) -> Result<Sort, ApiError> {
     Sort::parse(raw).ok_or_else(|| {
         ApiError::BadRequest(
             "sort must be one of id, title, author, created_at, optionally prefixed with -"
@@ -183,7 +188,7 @@ fn sort(raw: &str) -> Result<Sort, ApiError> {
 }
 
 /// A text filter: a blank one counts as not given, as HTML forms send them.
-fn text_filter<T>(
+pub(super) fn text_filter<T>(
     name: &str,
     raw: Option<&String>,
     parse: fn(&str) -> Result<T, TextError>,
@@ -197,7 +202,8 @@ fn text_filter<T>(
 /// List books
 ///
 /// One page of books, filtered and sorted. Follow `next_cursor` (or the `Link` header) until it
-/// is null to visit every matching book exactly once.
+/// is null to visit every matching book exactly once. With `Accept: text/csv` the same page comes
+/// as CSV (the export's columns and formula neutralising), and the next page only in `Link`.
 #[utoipa::path(
     get,
     path = "/api/v1/books",
@@ -205,14 +211,23 @@ fn text_filter<T>(
     tag = "books",
     params(ListParams),
     responses(
-        (status = 200, description = "A page of books", body = BookPage,
+        (status = 200, description = "A page of books",
+            content(
+                (BookPage = "application/json"),
+                (String = "text/csv", example = "id,title,author,genre,version,created_at,updated_at\r\n42,Dune,Frank Herbert,Science fiction,3,2026-11-24T06:26:29.123456Z,2026-11-24T07:01:02.000001Z\r\n"),
+            ),
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288) when a next page exists"))),
+        (status = 406, description = "The client accepts neither application/json nor text/csv",
+            body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn list_books(
     service: web::Data<BookService>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let format = preferred(&request, &LIST_FORMATS).ok_or_else(|| {
+        ApiError::NotAcceptable(format!("a page is {} (Accept)", LIST_FORMATS.join(" or ")))
+    })?;
     let query = ListParams::read(&request)?.into_query()?;
     let page_query = query.clone();
     let page = blocking(&service, move |s| s.list_books(&page_query)).await?;
@@ -227,11 +242,19 @@ pub(crate) async fn list_books(
             ),
         ));
     }
+    if format == CSV {
+        let mut body = Vec::new();
+        csv::write_books(&mut body, &page.items, true);
+        return Ok(response.content_type(CSV).body(body));
+    }
     Ok(response.json(BookPage {
         items: page.items.iter().map(BookResponse::from).collect(),
         next_cursor,
     }))
 }
+
+/// A page's formats, in order of preference when the client has none.
+const LIST_FORMATS: [&str; 2] = ["application/json", CSV];
 
 /// The `Idempotency-Key` header, read: the type the document describes is the one the request
 /// is read into.
@@ -250,7 +273,7 @@ pub(crate) struct IdempotencyKeyHeader {
         max_length = 255,
         pattern = "^[\\x21-\\x7E]+$"
     )]
-    key: Option<IdempotencyKey>,
+    pub(crate) key: Option<IdempotencyKey>,
 }
 
 impl FromRequest for IdempotencyKeyHeader {

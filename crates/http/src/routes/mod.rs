@@ -2,6 +2,7 @@
 //! the API.
 //!
 //! - [`books`]: the v1 API under [`BASE`];
+//! - [`catalogue`]: its whole-catalogue operations, the batch create and the export;
 //! - [`legacy`]: the original tutorial's `/booksApi` routes;
 //! - [`service`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
 //!
@@ -19,10 +20,11 @@ use crate::middleware::observe::observe;
 use crate::representation::problem::render_problem;
 
 pub(crate) mod books;
+pub(crate) mod catalogue;
 pub(crate) mod legacy;
 pub(crate) mod service;
 
-use service::{not_found, openapi_document, read_only, redirect};
+use service::{not_found, openapi_3_0_document, openapi_document, read_only, redirect};
 
 /// Where the v1 API lives.
 pub(crate) const BASE: &str = "/api/v1";
@@ -42,6 +44,15 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                         web::resource("/books")
                             .route(web::get().to(books::list_books))
                             .route(web::post().to(books::create_book)),
+                    )
+                    // Before `/books/{id}`, which would take these names for ids.
+                    .service(
+                        web::resource("/books/batch")
+                            .route(web::post().to(catalogue::create_books)),
+                    )
+                    .service(
+                        web::resource("/books/export")
+                            .route(web::get().to(catalogue::export_books)),
                     )
                     .service(
                         web::resource("/books/{id}")
@@ -69,6 +80,10 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .service(read_only(
                 "/api-docs/openapi.json",
                 web::get().to(openapi_document),
+            ))
+            .service(read_only(
+                "/api-docs/openapi-3.0.json",
+                web::get().to(openapi_3_0_document),
             ))
             .service(
                 SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api-docs/openapi.json")),

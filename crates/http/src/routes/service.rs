@@ -85,10 +85,23 @@ async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
     response
 }
 
-pub(crate) async fn openapi_document(document: web::Data<String>) -> HttpResponse {
+/// The OpenAPI document, rendered once at start in both versions.
+#[derive(Debug)]
+pub(crate) struct Documents {
+    pub(crate) v3_1: String,
+    pub(crate) v3_0: String,
+}
+
+pub(crate) async fn openapi_document(documents: web::Data<Documents>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document.get_ref().clone())
+        .body(documents.v3_1.clone())
+}
+
+pub(crate) async fn openapi_3_0_document(documents: web::Data<Documents>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(documents.v3_0.clone())
 }
 
 pub(crate) async fn redirect(to: &'static str) -> HttpResponse {

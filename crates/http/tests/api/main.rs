@@ -7,6 +7,7 @@
 
 mod auth;
 mod books;
+mod catalogue;
 mod cli;
 mod coalescing;
 mod compression;

@@ -1,0 +1,117 @@
+//! Whole catalogues in and out: creating many books in one step, and reading every matching book
+//! from one snapshot.
+
+use std::ops::ControlFlow;
+
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+use crate::{Book, BookFilter, Genre, NewBook, Sort};
+
+/// The most books one batch may create.
+pub const MAX_BATCH: usize = 1000;
+
+/// 1 to [`MAX_BATCH`] new books, created together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBooks(Vec<NewBook>);
+
+/// The list given to [`NewBooks::new`] is empty or longer than [`MAX_BATCH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a batch must hold 1 to {MAX_BATCH} books, not {0}")]
+pub struct BatchSizeError(pub usize);
+
+impl NewBooks {
+    /// Checks the size of a batch.
+    ///
+    /// ```
+    /// use books_domain::{NewBook, NewBooks};
+    /// let dune = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?;
+    /// assert_eq!(NewBooks::new(vec![dune])?.len(), 1);
+    /// assert!(NewBooks::new(Vec::new()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`BatchSizeError`] when `books` is empty or longer than [`MAX_BATCH`].
+    pub fn new(books: Vec<NewBook>) -> Result<Self, BatchSizeError> {
+        if (1..=MAX_BATCH).contains(&books.len()) {
+            Ok(Self(books))
+        } else {
+            Err(BatchSizeError(books.len()))
+        }
+    }
+
+    /// The books, in the order given.
+    pub fn as_slice(&self) -> &[NewBook] {
+        &self.0
+    }
+
+    /// How many books.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a batch holds at least one book.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A digest of the whole batch, in order, for telling a replay (same books) from a reuse of
+    /// an idempotency key (other books) without storing every field of every book with the key.
+    ///
+    /// ```
+    /// use books_domain::{NewBook, NewBooks};
+    /// let book = |t| NewBook::parse(Some(t), Some("Anon"), None).unwrap();
+    /// let ab = NewBooks::new(vec![book("A"), book("B")])?;
+    /// let ba = NewBooks::new(vec![book("B"), book("A")])?;
+    /// assert_ne!(ab.digest(), ba.digest());
+    /// assert_eq!(ab.digest(), ab.clone().digest());
+    /// # Ok::<(), books_domain::BatchSizeError>(())
+    /// ```
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        // Every field is length-prefixed (and a missing genre is told from an empty one), so
+        // that no two different batches can run together into the same bytes.
+        let mut field = |text: Option<&str>| match text {
+            None => hasher.update([0]),
+            Some(text) => {
+                hasher.update([1]);
+                hasher.update((text.len() as u64).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+        };
+        for book in &self.0 {
+            field(Some(book.title.as_str()));
+            field(Some(book.author.as_str()));
+            field(book.genre.as_ref().map(Genre::as_str));
+        }
+        hasher.finalize().into()
+    }
+}
+
+/// The outcome of an idempotent batch create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedBooks {
+    /// The books as the first request with this key created them, in input order.
+    pub books: Vec<Book>,
+    /// True when this is a replay: the key had been used before, and nothing new was created.
+    pub replayed: bool,
+}
+
+/// Which books an export reads, and in what order: a listing without pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportQuery {
+    /// Which books.
+    pub filter: BookFilter,
+    /// In what order.
+    pub sort: Sort,
+}
+
+/// Where an export's books go, a slice at a time, in order. Answering [`ControlFlow::Break`]
+/// stops the export at once (its reader has gone); storage then lets go of what it holds.
+pub type ExportSink<'a> = dyn FnMut(Vec<Book>) -> ControlFlow<()> + 'a;
+
+/// How many books an export hands its sink at a time, at most: enough to make each read worth
+/// its round trip, few enough that memory stays flat whatever the catalogue's size.
+pub const EXPORT_SLICE: usize = 1000;

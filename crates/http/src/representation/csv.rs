@@ -1,0 +1,268 @@
+//! Books as CSV (RFC 4180): written for exports and listings, read for batch creates.
+//!
+//! Written values that a spreadsheet would run as a formula (those starting with `=`, `+`, `-`,
+//! `@`, a tab or a carriage return) are neutralised as OWASP recommends: a single quote is put in
+//! front, so that the cell shows the text instead of evaluating it. Only the text columns can
+//! start so; ids, versions and timestamps are the service's own.
+
+use books_domain::Book;
+use chrono::SecondsFormat;
+
+use crate::representation::bodies::{BookBatchInput, BookInput, FieldViolation};
+use crate::representation::problem::ApiError;
+
+/// The media type.
+pub(crate) const CSV: &str = "text/csv";
+
+/// The columns of written CSV, in order.
+pub(crate) const HEADER: &str = "id,title,author,genre,version,created_at,updated_at";
+
+/// Appends `books` as CSV rows to `out`, after the header row when `with_header`.
+pub(crate) fn write_books(out: &mut Vec<u8>, books: &[Book], with_header: bool) {
+    if with_header {
+        out.extend_from_slice(HEADER.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out);
+    for book in books {
+        let time =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let record = [
+            book.id().to_string(),
+            neutralised(book.title().as_str()),
+            neutralised(book.author().as_str()),
+            book.genre()
+                .map(|g| neutralised(g.as_str()))
+                .unwrap_or_default(),
+            book.version().to_string(),
+            time(book.created_at()),
+            time(book.updated_at()),
+        ];
+        // Writing to memory cannot fail.
+        let _ = writer.write_record(&record);
+    }
+    let _ = writer.flush();
+}
+
+/// The value as a spreadsheet will show it, never run it.
+pub(crate) fn neutralised(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// The columns a batch may have.
+const COLUMNS: [&str; 3] = ["title", "author", "genre"];
+
+/// Reads a batch as CSV: a header row naming `title`, `author` and optionally `genre` in any order
+/// (case and surrounding white space ignored), then one book per row. A UTF-8 byte order mark is
+/// skipped; reading stops at `max + 1` rows, which is enough to say the batch is too long.
+///
+/// Malformed CSV (invalid UTF-8, a quote that is not closed or stands inside a field) is a 400
+/// naming the row; a header or a row of the wrong shape is a 422 naming it.
+pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let mut records = reader.byte_records();
+    let header_problem = |message: String| {
+        ApiError::Unprocessable(vec![FieldViolation {
+            field: "header".to_owned(),
+            message,
+        }])
+    };
+    let Some(header) = records.next() else {
+        return Err(header_problem(
+            "is missing: the first row must name the columns (title, author and optionally genre)"
+                .to_owned(),
+        ));
+    };
+    let header = header.map_err(|error| malformed(&error, None))?;
+    let columns = columns(&header, body).map_err(header_problem)?;
+    let mut books = Vec::new();
+    for (index, record) in records.enumerate() {
+        if index == max {
+            break;
+        }
+        let record = record.map_err(|error| malformed(&error, Some(index)))?;
+        check_quotes(&record, body, index)?;
+        if record.len() != columns.len() {
+            return Err(ApiError::Unprocessable(vec![FieldViolation {
+                field: format!("books[{index}]"),
+                message: format!(
+                    "has {} fields where the header has {} (line {})",
+                    record.len(),
+                    columns.len(),
+                    line(&record)
+                ),
+            }]));
+        }
+        let mut input = BookInput {
+            title: None,
+            author: None,
+            genre: None,
+        };
+        for (column, raw) in columns.iter().zip(record.iter()) {
+            let text = std::str::from_utf8(raw)
+                .map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "books[{index}] (line {}) is not valid UTF-8",
+                        line(&record)
+                    ))
+                })?
+                .to_owned();
+            match *column {
+                "title" => input.title = Some(text),
+                "author" => input.author = Some(text),
+                _ => input.genre = Some(text),
+            }
+        }
+        books.push(input);
+    }
+    Ok(BookBatchInput { books })
+}
+
+/// The header's columns, each one of [`COLUMNS`], title and author among them, none twice.
+fn columns(header: &csv::ByteRecord, body: &[u8]) -> Result<Vec<&'static str>, String> {
+    if check_quotes(header, body, 0).is_err() {
+        return Err("has a quote that is not closed".to_owned());
+    }
+    let mut found = Vec::new();
+    for raw in header {
+        let name = String::from_utf8_lossy(raw).trim().to_ascii_lowercase();
+        let short: String = name.chars().take(40).collect();
+        let column = COLUMNS
+            .into_iter()
+            .find(|column| *column == name)
+            .ok_or_else(|| format!("column {short:?} is not one of title, author, genre"))?;
+        if found.contains(&column) {
+            return Err(format!("column {column:?} is given more than once"));
+        }
+        found.push(column);
+    }
+    for required in ["title", "author"] {
+        if !found.contains(&required) {
+            return Err(format!("needs a {required} column"));
+        }
+    }
+    Ok(found)
+}
+
+/// A quote that is never closed runs to the end of the input, and one inside an unquoted field is
+/// kept as text: both are malformed RFC 4180, which the reader tolerates, so each record's own
+/// bytes are checked to hold quotes in pairs.
+fn check_quotes(record: &csv::ByteRecord, body: &[u8], index: usize) -> Result<(), ApiError> {
+    let Some(position) = record.position() else {
+        return Ok(());
+    };
+    let start = usize::try_from(position.byte()).unwrap_or(usize::MAX);
+    let raw = body.get(start..).unwrap_or_default();
+    // This record's bytes: up to the end of its last field (the reader does not say where that
+    // is, so count quotes up to the first line break outside quotes).
+    let mut quotes = 0usize;
+    for byte in raw {
+        match byte {
+            b'"' => quotes += 1,
+            b'\n' | b'\r' if quotes.is_multiple_of(2) => break,
+            _ => {}
+        }
+    }
+    let unbalanced = !quotes.is_multiple_of(2);
+    let misplaced = raw_fields(raw)
+        .iter()
+        .any(|field| field.contains(&b'"') && !field.starts_with(b"\""));
+    if unbalanced || misplaced {
+        return Err(ApiError::BadRequest(format!(
+            "books[{index}] (line {}) has a quote that is not closed or stands inside a field",
+            position.line()
+        )));
+    }
+    Ok(())
+}
+
+/// The raw fields of one record's line (quotes kept), split at commas outside quotes.
+fn raw_fields(raw: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, byte) in raw.iter().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                fields.push(&raw[start..i]);
+                start = i + 1;
+            }
+            b'\n' | b'\r' if !quoted => {
+                fields.push(&raw[start..i]);
+                return fields;
+            }
+            _ => {}
+        }
+    }
+    fields.push(&raw[start..]);
+    fields
+}
+
+fn line(record: &csv::ByteRecord) -> u64 {
+    record.position().map_or(0, csv::Position::line)
+}
+
+fn malformed(error: &csv::Error, index: Option<usize>) -> ApiError {
+    let line = error.position().map_or(0, csv::Position::line);
+    let row = index.map_or_else(|| "the header".to_owned(), |i| format!("books[{i}]"));
+    ApiError::BadRequest(format!("{row} (line {line}) is not valid CSV"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_neutralised_and_plain_text_is_kept() {
+        assert_eq!(neutralised("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for risky in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(neutralised(risky).starts_with('\''));
+        }
+        assert_eq!(neutralised("Dune"), "Dune");
+        assert_eq!(neutralised("A=B"), "A=B");
+    }
+
+    #[test]
+    fn columns_come_in_any_order_after_a_byte_order_mark() {
+        let books = read_books(
+            "\u{feff}Genre, author ,title\r\nSF,Frank Herbert,\"Dune, the novel\"\r\n,Anon,\"Say \"\"hi\"\"\"\n"
+                .as_bytes(),
+            10,
+        )
+        .expect("valid CSV");
+        let books = books.books;
+        assert_eq!(books.len(), 2);
+        assert_eq!(books[0].title.as_deref(), Some("Dune, the novel"));
+        assert_eq!(books[0].genre.as_deref(), Some("SF"));
+        assert_eq!(books[1].title.as_deref(), Some("Say \"hi\""));
+    }
+
+    #[test]
+    fn malformed_rows_are_named() {
+        let detail = |body: &str| match read_books(body.as_bytes(), 10) {
+            Err(ApiError::BadRequest(detail)) => detail,
+            Err(ApiError::Unprocessable(errors)) => {
+                format!("{} {}", errors[0].field, errors[0].message)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(detail("title,author\nA,B\n\"C,D\n").starts_with("books[1]"));
+        assert!(detail("title,author\nA,B\nC,D\"x\"\n").starts_with("books[1]"));
+        assert!(detail("title,author\nA,B,C\n").starts_with("books[0] has 3 fields"));
+        assert!(detail("title,isbn\nA,B\n").starts_with("header column \"isbn\""));
+        assert!(detail("genre,author\nA,B\n").starts_with("header needs a title"));
+        assert!(detail("").starts_with("header is missing"));
+        let invalid = read_books(b"title,author\nA,\xff\n", 10);
+        assert!(matches!(invalid, Err(ApiError::BadRequest(d)) if d.starts_with("books[0]")));
+    }
+}

@@ -1,0 +1,280 @@
+//! Whole catalogues in and out: the batch create and the streaming export.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use books_domain::{
+    Author, Book, BookFilter, BookService, ExportQuery, Genre, MAX_BATCH, NewBooks, SearchTerm,
+};
+use tokio::sync::{Semaphore, mpsc};
+use utoipa::IntoParams;
+
+use crate::blocking::blocking;
+use crate::middleware::auth::WriteAccess;
+use crate::representation::bodies::{BookBatch, BookBatchInput, BookResponse, Problem};
+use crate::representation::body::{Body, check_batch, read_batch_json};
+use crate::representation::csv::{self, CSV};
+use crate::representation::negotiate::preferred;
+use crate::representation::params::Params;
+use crate::representation::problem::ApiError;
+use crate::routes::books::{IdempotencyKeyHeader, sort, text_filter};
+
+/// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
+pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Create many books
+///
+/// 1 to 1 000 books in one request, created together in one transaction or not at all: when any
+/// book is invalid, the 422 lists every invalid field of every book (`books[3].title`, counting
+/// from 0; CSV data rows are counted the same way) and nothing is created. The body is JSON
+/// (`{"books": [...]}`) or CSV (`text/csv`, UTF-8, RFC 4180) whose header row names the columns
+/// `title`, `author` and optionally `genre`, in any order.
+#[utoipa::path(
+    post,
+    path = "/api/v1/books/batch",
+    operation_id = "createBooks",
+    tag = "books",
+    params(IdempotencyKeyHeader),
+    request_body(content(
+        (BookBatchInput = "application/json"),
+        (String = "text/csv", example = "title,author,genre\r\nDune,Frank Herbert,Science fiction\r\nEmma,Jane Austen,\r\n"),
+    )),
+    responses(
+        (status = 201, description = "Every book was created (or, for a retried Idempotency-Key, had been), in input order", body = BookBatch, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same Idempotency-Key"),
+        )),
+        (status = 400, description = "Malformed JSON or CSV (an unclosed quote, invalid UTF-8): the detail names the row",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress; retry shortly",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The request body is larger than 1 MiB",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A book is invalid, the batch is empty or longer than 1 000, or the CSV header or a row has the wrong shape; `errors` lists each problem and nothing was created",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn create_books(
+    WriteAccess(writer): WriteAccess,
+    service: web::Data<BookService>,
+    IdempotencyKeyHeader { key }: IdempotencyKeyHeader,
+    request: HttpRequest,
+    Body(body): Body<BATCH_BODY_LIMIT>,
+) -> Result<HttpResponse, ApiError> {
+    let key = key.map(|key| key.owned_by(writer.key));
+    let books = match media_type(&request).as_deref() {
+        Some("application/json") => read_batch_json(&body, MAX_BATCH)?,
+        Some(CSV) => check_batch(&csv::read_books(&body, MAX_BATCH)?, MAX_BATCH)?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "the request body must be application/json or text/csv (Content-Type)".to_owned(),
+            ));
+        }
+    };
+    let books = NewBooks::new(books).map_err(|error| ApiError::Internal(error.into()))?;
+    let created = blocking(&service, move |s| match key {
+        Some(key) => s.create_books_once(&key, &books),
+        None => s
+            .create_books(&books)
+            .map(|books| books_domain::CreatedBooks {
+                books,
+                replayed: false,
+            }),
+    })
+    .await?;
+    let mut response = HttpResponse::Created();
+    if created.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(BookBatch {
+        books: created.books.iter().map(BookResponse::from).collect(),
+    }))
+}
+
+/// The request's media type, lower-cased, without parameters.
+fn media_type(request: &HttpRequest) -> Option<String> {
+    let value = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// The query parameters of an export: a listing's, without pages.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ExportParams {
+    /// Only books by this author (exact match, case-insensitive).
+    #[param(max_length = 250)]
+    author: Option<String>,
+    /// Only books of this genre (exact match, case-insensitive).
+    #[param(max_length = 250)]
+    genre: Option<String>,
+    /// Only books whose title or author contains this text (case-insensitive).
+    #[param(max_length = 250)]
+    q: Option<String>,
+    /// Order: `id`, `title`, `author` or `created_at`, with a leading `-` for descending. Ties
+    /// are broken by id.
+    #[param(pattern = "^-?(id|title|author|created_at)$", default = "id")]
+    sort: Option<String>,
+}
+
+impl ExportParams {
+    fn read(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
+        let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+        if params.get("limit").is_some() || params.get("cursor").is_some() {
+            return Err(ApiError::BadRequest(
+                "an export has no pages: leave out limit and cursor".to_owned(),
+            ));
+        }
+        let take = |name: &str| params.get(name).map(str::to_owned);
+        let raw = Self {
+            author: take("author"),
+            genre: take("genre"),
+            q: take("q"),
+            sort: take("sort"),
+        };
+        Ok(ExportQuery {
+            filter: BookFilter {
+                author: text_filter("author", raw.author.as_ref(), Author::new)?,
+                genre: text_filter("genre", raw.genre.as_ref(), Genre::new)?,
+                search: text_filter("q", raw.q.as_ref(), SearchTerm::new)?,
+            },
+            sort: raw
+                .sort
+                .as_deref()
+                .map(sort)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The export's formats, in order of preference when the client has none.
+const NDJSON: &str = "application/x-ndjson";
+const EXPORT_FORMATS: [&str; 2] = [NDJSON, CSV];
+
+/// How many exports may run at once on this instance, each holding one database connection and
+/// one blocking thread for as long as its client reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportSlots(Arc<Semaphore>);
+
+impl ExportSlots {
+    pub(crate) fn new(count: usize) -> Self {
+        Self(Arc::new(Semaphore::new(count.max(1))))
+    }
+}
+
+/// How long an export waits for its client to take the next slice before giving up: a client
+/// that stops reading must not hold a database connection for ever.
+const STALLED_READER: Duration = Duration::from_secs(30);
+
+/// How many slices may wait in memory between the database and the client.
+const SLICES_IN_FLIGHT: usize = 2;
+
+/// Export books
+///
+/// Every book matching the filters, in `sort` order, read from one consistent snapshot and
+/// streamed as it is read: memory stays flat whatever the catalogue's size. `Accept: text/csv`
+/// gives CSV with the header `id,title,author,genre,version,created_at,updated_at` (text that a
+/// spreadsheet would run as a formula, starting with `=`, `+`, `-`, `@`, tab or carriage return, is
+/// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line.
+#[utoipa::path(
+    get,
+    path = "/api/v1/books/export",
+    operation_id = "exportBooks",
+    tag = "books",
+    params(ExportParams),
+    responses(
+        (status = 200, description = "Every matching book, streamed", content(
+            (BookResponse = "application/x-ndjson", example = json!({"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3, "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"})),
+            (String = "text/csv"),
+        )),
+        (status = 406, description = "The client accepts neither text/csv nor application/x-ndjson",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn export_books(
+    service: web::Data<BookService>,
+    slots: web::Data<ExportSlots>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let format = preferred(&request, &EXPORT_FORMATS).ok_or_else(|| {
+        ApiError::NotAcceptable(format!(
+            "an export is {} (Accept)",
+            EXPORT_FORMATS.join(" or ")
+        ))
+    })?;
+    let query = ExportParams::read(&request)?;
+    let slot = Arc::clone(&slots.0)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy("every export slot is in use; retry shortly".to_owned()))?;
+    let (sender, mut receiver) = mpsc::channel::<Result<web::Bytes, ApiError>>(SLICES_IN_FLIGHT);
+    let service = service.get_ref().clone();
+    let runtime = tokio::runtime::Handle::current();
+    let csv = format == CSV;
+    actix_web::rt::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut header = csv;
+        // Hands one message to the response; false once the client has gone or stalled.
+        let send = |message| {
+            runtime
+                .block_on(sender.send_timeout(message, STALLED_READER))
+                .is_ok()
+        };
+        let mut sink = |books: Vec<Book>| {
+            let bytes = encode(&books, csv, std::mem::take(&mut header));
+            if send(Ok(bytes)) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        };
+        match service.export_books(&query, &mut sink) {
+            // An empty CSV export is still its header.
+            Ok(()) if header => drop(send(Ok(encode(&[], true, true)))),
+            Ok(()) => {}
+            Err(error) => drop(send(Err(error.into()))),
+        }
+    });
+    // The first message decides the status: a database that fails before any book is read is
+    // a 503 like on any other request; a failure later can only cut the stream short.
+    let first = match receiver.recv().await {
+        Some(Err(error)) => return Err(error),
+        first => first,
+    };
+    let body = futures_util::stream::unfold((first, receiver), |(next, mut receiver)| async move {
+        let item = match next {
+            Some(item) => item,
+            None => receiver.recv().await?,
+        };
+        let item = item.map_err(|error| {
+            tracing::error!(error = %error, "an export ended early; its response is cut short");
+            actix_web::error::ErrorInternalServerError("export failed")
+        });
+        Some((item, (None, receiver)))
+    });
+    let mut response = HttpResponse::Ok();
+    response.content_type(format);
+    if csv {
+        response.insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"books.csv\"",
+        ));
+    }
+    Ok(response.streaming(body))
+}
+
+/// One slice of books in the export's format.
+fn encode(books: &[Book], csv: bool, with_header: bool) -> web::Bytes {
+    let mut out = Vec::with_capacity(books.len() * 200);
+    if csv {
+        csv::write_books(&mut out, books, with_header);
+    } else {
+        for book in books {
+            // A book always serializes.
+            let _ = serde_json::to_writer(&mut out, &BookResponse::from(book));
+            out.push(b'\n');
+        }
+    }
+    out.into()
+}
