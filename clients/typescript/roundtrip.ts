@@ -18,8 +18,10 @@ function check(condition: boolean, message: string): asserts condition {
 }
 
 async function main(baseUrl: string, key: string): Promise<void> {
-  const reader = createClient<paths>({ baseUrl });
-  const writer = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${key}` } });
+  // JSON answers where an operation offers others too (a listing page can also be CSV).
+  const reader = createClient<paths, "application/json" | "application/problem+json">({ baseUrl });
+  const writer = createClient<paths, "application/json" | "application/problem+json">({ baseUrl, headers: { Authorization: `Bearer ${key}` } });
+  const exporter = createClient<paths, "application/x-ndjson" | "application/problem+json">({ baseUrl });
 
   const created = await writer.POST("/api/v1/books", {
     body: { title: "Dune", author: AUTHOR, genre: "Science fiction" },
@@ -60,6 +62,18 @@ async function main(baseUrl: string, key: string): Promise<void> {
   const invalid = await writer.POST("/api/v1/books", { body: { title: "   ", author: "Anon" } });
   check(invalid.response.status === 422, `a blank title answered ${invalid.response.status}`);
   check(invalid.error?.errors?.some((error) => error.field === "title") ?? false, "the 422 does not name the title");
+
+  const batch = await writer.POST("/api/v1/books/batch", {
+    params: { header: { "Idempotency-Key": "typescript-batch-1" } },
+    body: { books: [{ title: "Emma", author: AUTHOR }, { title: "Persuasion", author: AUTHOR }] },
+  });
+  check(batch.response.status === 201 && batch.data !== undefined, `a batch answered ${batch.response.status}`);
+  check(batch.data.books.map((b) => b.title).join() === "Emma,Persuasion", "the batch is not in input order");
+
+  const exported = await exporter.GET("/api/v1/books/export", { params: { query: { author: AUTHOR } }, parseAs: "text" });
+  check(exported.response.status === 200 && typeof exported.data === "string", `the export answered ${exported.response.status}`);
+  const lines = exported.data.trim().split("\n").map((line) => JSON.parse(line) as { author: string });
+  check(lines.length === 7 && lines.every((line) => line.author === AUTHOR), `the export held ${lines.length} books`);
 
   const deleted = await writer.DELETE("/api/v1/books/{id}", { params: { path: { id: book.id } } });
   check(deleted.response.status === 204, `delete answered ${deleted.response.status}`);

@@ -65,6 +65,29 @@ const plan = {
           pm.expect(ids).to.include(Number(pm.collectionVariables.get("bookId")));
         });`,
     }],
+    ["Create many books", {
+      body: { books: [
+        { title: "Emma", author: "Jane Austen" },
+        { title: "Persuasion", author: "Jane Austen", genre: "Romance" },
+      ] },
+      headers: { "Idempotency-Key": "postman-batch-{{$timestamp}}" },
+      test: `
+        pm.test("201 with the books in input order", () => {
+          pm.response.to.have.status(201);
+          pm.expect(pm.response.json().books.map((b) => b.title)).to.eql(["Emma", "Persuasion"]);
+        });`,
+    }],
+    ["Export books", {
+      query: { author: "Jane Austen" },
+      test: `
+        pm.test("200, one book per line", () => {
+          pm.response.to.have.status(200);
+          pm.expect(pm.response.headers.get("Content-Type")).to.include("application/x-ndjson");
+          const books = pm.response.text().trim().split("\\n").map((line) => JSON.parse(line));
+          pm.expect(books.length).to.be.at.least(2);
+          books.forEach((b) => pm.expect(b.author).to.eql("Jane Austen"));
+        });`,
+    }],
     ["Delete a book", {
       test: `pm.test("204", () => pm.response.to.have.status(204));`,
     }],
