@@ -7,11 +7,17 @@ fn main() {
     println!("cargo::rerun-if-changed={}", spec_path.display());
     let text = std::fs::read_to_string(&spec_path).expect("openapi/openapi-3.0.json is committed");
     let mut document: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(document["openapi"], "3.0.3", "progenitor reads OpenAPI 3.0 only");
+    assert_eq!(
+        document["openapi"], "3.0.3",
+        "progenitor reads OpenAPI 3.0 only"
+    );
     one_request_media_type_each(&mut document);
-    let spec: openapiv3::OpenAPI = serde_json::from_value(document).expect("an OpenAPI 3.0 document");
+    let spec: openapiv3::OpenAPI =
+        serde_json::from_value(document).expect("an OpenAPI 3.0 document");
     let mut generator = progenitor::Generator::default();
-    let tokens = generator.generate_tokens(&spec).expect("progenitor generates the client");
+    let tokens = generator
+        .generate_tokens(&spec)
+        .expect("progenitor generates the client");
     let ast = syn::parse2(tokens).expect("generated code parses");
     let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("client.rs");
     std::fs::write(out, prettyplease::unparse(&ast)).expect("client.rs written");
@@ -25,8 +31,15 @@ fn one_request_media_type_each(document: &mut serde_json::Value) {
     let Some(paths) = document["paths"].as_object_mut() else {
         return;
     };
-    for operation in paths.values_mut().filter_map(|item| item.as_object_mut()).flat_map(|item| item.values_mut()) {
-        if let Some(content) = operation.pointer_mut("/requestBody/content").and_then(|c| c.as_object_mut()) {
+    for operation in paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+    {
+        if let Some(content) = operation
+            .pointer_mut("/requestBody/content")
+            .and_then(|c| c.as_object_mut())
+        {
             let first = content.keys().next().cloned();
             content.retain(|media_type, _| Some(media_type) == first.as_ref());
         }

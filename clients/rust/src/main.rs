@@ -9,16 +9,28 @@ mod client {
 use client::{Client, types};
 
 fn check(condition: bool, what: &str) -> Result<(), String> {
-    if condition { Ok(()) } else { Err(format!("round trip failed: {what}")) }
+    if condition {
+        Ok(())
+    } else {
+        Err(format!("round trip failed: {what}"))
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let (base, key) = (args.next().ok_or("BASE_URL")?, args.next().ok_or("WRITE_KEY")?);
+    let (base, key) = (
+        args.next().ok_or("BASE_URL")?,
+        args.next().ok_or("WRITE_KEY")?,
+    );
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse()?);
-    let http = reqwest::Client::builder().default_headers(headers).build()?;
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
     let client = Client::new_with_client(&base, http);
 
     let input = types::BookInput {
@@ -27,11 +39,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         genre: Some("Science fiction".parse()?),
     };
     let created = client.create_book(None, &input).await?.into_inner();
-    check(created.title == "Dune (progenitor)", "create returns the book")?;
+    check(
+        created.title == "Dune (progenitor)",
+        "create returns the book",
+    )?;
     check(created.version.get() == 1, "a new book is at version 1")?;
 
     let fetched = client.get_book(created.id, None).await?.into_inner();
-    check(fetched.id == created.id && fetched.genre.as_deref() == Some("Science fiction"), "get returns it")?;
+    check(
+        fetched.id == created.id && fetched.genre.as_deref() == Some("Science fiction"),
+        "get returns it",
+    )?;
 
     let author: types::ListBooksAuthor = "Frank Herbert".parse()?;
     let limit = std::num::NonZeroU64::new(100);
@@ -39,16 +57,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .list_books(Some(&author), None, None, limit, None, None)
         .await?
         .into_inner();
-    check(page.items.iter().any(|book| book.id == created.id), "the listing holds it")?;
+    check(
+        page.items.iter().any(|book| book.id == created.id),
+        "the listing holds it",
+    )?;
 
     let batch = types::BookBatchInput {
         books: vec![
-            types::BookInput { title: "Emma (progenitor)".parse()?, author: "Jane Austen".parse()?, genre: None },
-            types::BookInput { title: "Persuasion (progenitor)".parse()?, author: "Jane Austen".parse()?, genre: None },
+            types::BookInput {
+                title: "Emma (progenitor)".parse()?,
+                author: "Jane Austen".parse()?,
+                genre: None,
+            },
+            types::BookInput {
+                title: "Persuasion (progenitor)".parse()?,
+                author: "Jane Austen".parse()?,
+                genre: None,
+            },
         ],
     };
     let made = client.create_books(None, &batch).await?.into_inner();
-    check(made.books.len() == 2 && made.books[1].title == "Persuasion (progenitor)", "a batch comes back in order")?;
+    check(
+        made.books.len() == 2 && made.books[1].title == "Persuasion (progenitor)",
+        "a batch comes back in order",
+    )?;
     for book in &made.books {
         client.delete_book(book.id, None).await?;
     }
