@@ -145,11 +145,7 @@ impl ListParams {
         let limit = self.limit.as_deref().map(page_size).transpose()?;
         // Unlike the filters, a blank sort or limit is a mistake worth reporting.
         let sort = self.sort.as_deref().map(sort).transpose()?;
-        let filter = BookFilter {
-            author: text_filter("author", self.author.as_ref(), Author::new)?,
-            genre: text_filter("genre", self.genre.as_ref(), Genre::new)?,
-            search: text_filter("q", self.q.as_ref(), SearchTerm::new)?,
-        };
+        let filter = book_filter(self.author.as_ref(), self.genre.as_ref(), self.q.as_ref())?;
         let Some(raw_cursor) = given(self.cursor.as_ref()) else {
             return Ok(ListQuery {
                 filter,
@@ -187,8 +183,21 @@ pub(super) fn sort(raw: &str) -> Result<Sort, ApiError> {
     })
 }
 
+/// The filters of a listing or an export, from their raw parameters.
+pub(super) fn book_filter(
+    author: Option<&String>,
+    genre: Option<&String>,
+    q: Option<&String>,
+) -> Result<BookFilter, ApiError> {
+    Ok(BookFilter {
+        author: text_filter("author", author, Author::new)?,
+        genre: text_filter("genre", genre, Genre::new)?,
+        search: text_filter("q", q, SearchTerm::new)?,
+    })
+}
+
 /// A text filter: a blank one counts as not given, as HTML forms send them.
-pub(super) fn text_filter<T>(
+fn text_filter<T>(
     name: &str,
     raw: Option<&String>,
     parse: fn(&str) -> Result<T, TextError>,

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use books_domain::{
-    Author, Book, BookFilter, BookService, ExportQuery, Genre, MAX_BATCH, NewBooks, SearchTerm,
-};
+use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
 use tokio::sync::{Semaphore, mpsc};
 use utoipa::IntoParams;
 
@@ -20,7 +18,7 @@ use crate::representation::csv::{self, CSV};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
-use crate::routes::books::{IdempotencyKeyHeader, sort, text_filter};
+use crate::routes::books::{IdempotencyKeyHeader, book_filter, sort};
 
 /// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
 pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
@@ -134,11 +132,7 @@ impl ExportParams {
             sort: take("sort"),
         };
         Ok(ExportQuery {
-            filter: BookFilter {
-                author: text_filter("author", raw.author.as_ref(), Author::new)?,
-                genre: text_filter("genre", raw.genre.as_ref(), Genre::new)?,
-                search: text_filter("q", raw.q.as_ref(), SearchTerm::new)?,
-            },
+            filter: book_filter(raw.author.as_ref(), raw.genre.as_ref(), raw.q.as_ref())?,
             sort: raw
                 .sort
                 .as_deref()
