@@ -547,6 +547,11 @@ fn exporting_two_hundred_thousand_books_keeps_memory_flat_and_reads_one_snapshot
     );
     assert!(!text.contains("Late,Comer"), "the new book is not");
     let grown = peak_after.saturating_sub(peak_before);
+    eprintln!(
+        "export of 200 000 books: peak RSS {} MiB before, {} MiB after",
+        peak_before / (1024 * 1024),
+        peak_after / (1024 * 1024)
+    );
     assert!(
         grown < 32 * 1024 * 1024,
         "exporting 200 000 books grew the peak RSS by {} MiB",
