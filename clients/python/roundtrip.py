@@ -3,7 +3,7 @@
     python3 roundtrip.py BASE_URL WRITE_KEY     (with the generated `books_client` importable)
 
 Create with a key, get, page through a list, a 412 on a stale If-Match, a 422 on bad input,
-a batch create, an export, delete: what a team using the SDK does first. Exits non-zero, saying what broke, on any surprise.
+a batch create, an export, delete, and the change feed: what a team using the SDK does first. Exits non-zero, saying what broke, on any surprise.
 """
 
 import json
@@ -11,7 +11,7 @@ import sys
 
 from books_client import AuthenticatedClient, Client
 from books_client.api.books import (
-    create_book, create_books, delete_book, export_books, get_book, list_books, patch_book)
+    create_book, create_books, delete_book, export_books, get_book, list_books, list_changes, patch_book)
 from books_client.models import BookBatch, BookBatchInput, BookInput, BookPatchInput, BookResponse, Problem
 
 
@@ -78,6 +78,19 @@ def main(base_url, key):
     check(deleted.status_code == 204, f"delete answered {deleted.status_code}")
     gone = get_book.sync_detailed(client=Client(base_url=base_url), id=book.id)
     check(gone.status_code == 404, f"a deleted book answered {gone.status_code}")
+    # The feed: follow it from the export's position to the end; this run's delete is in it.
+    after, kinds = 0, []
+    while True:
+        page = list_changes.sync(client=reader, after=after, limit=1000)
+        check(page is not None, "the feed did not answer")
+        kinds += [(change.kind, change.book_id) for change in page.items]
+        if not page.items:
+            break
+        after = page.next_after
+    check(("deleted", book.id) in [(str(kind), book_id) for kind, book_id in kinds],
+          "the feed does not hold this run's delete")
+    check(("created", book.id) in [(str(kind), book_id) for kind, book_id in kinds],
+          "the feed does not hold this run's create")
     print("python client round trip: 1 passed, 0 failed")
 
 

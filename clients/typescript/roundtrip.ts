@@ -79,6 +79,17 @@ async function main(baseUrl: string, key: string): Promise<void> {
   check(deleted.response.status === 204, `delete answered ${deleted.response.status}`);
   const gone = await reader.GET("/api/v1/books/{id}", { params: { path: { id: book.id } } });
   check(gone.response.status === 404, `a deleted book answered ${gone.response.status}`);
+  // The feed: follow it to the end; this run's create and delete are in it, in that order.
+  const kinds: string[] = [];
+  let after = 0;
+  for (;;) {
+    const page = await reader.GET("/api/v1/books/changes", { params: { query: { after, limit: 1000 } } });
+    check(page.data !== undefined, `the feed answered ${page.response.status}`);
+    if (page.data.items.length === 0) break;
+    kinds.push(...page.data.items.filter((c) => c.book_id === book.id).map((c) => c.kind));
+    after = page.data.next_after;
+  }
+  check(kinds[0] === "created" && kinds[kinds.length - 1] === "deleted", `the feed holds ${kinds.join()} for this run's book`);
   console.log("typescript client round trip: 1 passed, 0 failed");
 }
 

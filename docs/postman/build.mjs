@@ -91,6 +91,17 @@ const plan = {
     ["Delete a book", {
       test: `pm.test("204", () => pm.response.to.have.status(204));`,
     }],
+    ["Follow the changes", {
+      query: { after: "0", limit: "1000" },
+      test: `
+        pm.test("200 with this run's delete in the feed", () => {
+          pm.response.to.have.status(200);
+          const page = pm.response.json();
+          pm.expect(page.next_after).to.be.at.least(1);
+          const deleted = page.items.filter((c) => c.kind === "deleted").map((c) => c.book_id);
+          pm.expect(deleted).to.include(Number(pm.collectionVariables.get("bookId")));
+        });`,
+    }],
   ],
   booksApi: [
     ["Create a book (tutorial route)", {

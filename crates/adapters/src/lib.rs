@@ -13,6 +13,7 @@
 //! Driver errors never leave this crate: they become the domain's error types, with a lost or
 //! refused connection reported as [`books_domain::StorageError::Unavailable`].
 
+mod changes;
 mod cluster;
 mod condition;
 mod connection;
@@ -25,6 +26,7 @@ mod schema;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use changes::ChangeListener;
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use connection::waiting_for_connection;
 pub use database::{

@@ -2,10 +2,10 @@
 
 use anyhow::{Context, anyhow};
 use books_domain::{
-    Author, Book, BookFilter, BookId, BookPatch, BookRepository, CreateBookError, Created,
-    CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, Genre, GetBookError, IdempotencyKey,
-    ListBooksError, ListQuery, NewBook, NewBooks, Position, Sort, StorageError, Title, Version,
-    VersionCheck, WriteBookError,
+    Author, Book, BookFilter, BookId, BookPatch, BookRepository, Change, ChangeLimit, ChangesError,
+    CreateBookError, Created, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, Genre,
+    GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, Position, Sort,
+    StorageError, Title, Version, VersionCheck, WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection;
@@ -666,6 +666,19 @@ impl BookRepository for PostgresBookRepository {
             return Err(explain_missed_write(&mut conn, id));
         }
         Ok(())
+    }
+
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        // Always on the primary: giving seqs is a write.
+        crate::changes::changes(&self.pool, after, limit)
+    }
+
+    fn last_change(&self) -> Result<u64, StorageError> {
+        crate::changes::last_change(&self.pool)
+    }
+
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        crate::changes::forget_older_than(&self.pool, age)
     }
 
     fn ping(&self) -> Result<(), StorageError> {

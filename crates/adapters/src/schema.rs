@@ -36,3 +36,27 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    book_change (id) {
+        id -> Int8,
+        seq -> Nullable<Int8>,
+        kind -> Text,
+        book_id -> Int8,
+        version -> Int8,
+        at -> Timestamptz,
+        title -> Nullable<Varchar>,
+        author -> Nullable<Varchar>,
+        genre -> Nullable<Varchar>,
+        created_at -> Nullable<Timestamptz>,
+        updated_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    book_change_counter (only_row) {
+        only_row -> Bool,
+        last_seq -> Int8,
+        purged_through -> Int8,
+    }
+}

@@ -12,9 +12,10 @@
 use std::sync::Mutex;
 
 use books_domain::{
-    Book, BookId, BookPatch, BookRepository, BookService, CreateBookError, Created, CreatedBooks,
-    ExportQuery, ExportSink, GetBookError, IdempotencyKey, InMemoryBookRepository, ListBooksError,
-    ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, BookService, Change, ChangeLimit, ChangesError,
+    CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey,
+    InMemoryBookRepository, ListBooksError, ListQuery, NewBook, NewBooks, StorageError,
+    VersionCheck, WriteBookError,
 };
 use chrono::TimeDelta;
 
@@ -71,6 +72,18 @@ impl<R: BookRepository> BookRepository for Audited<R> {
 
     fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
         self.inner.export(query, sink)
+    }
+
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        self.inner.changes(after, limit)
+    }
+
+    fn last_change(&self) -> Result<u64, StorageError> {
+        self.inner.last_change()
+    }
+
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        self.inner.forget_changes_older_than(age)
     }
 
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {

@@ -26,6 +26,7 @@
 
 mod batch;
 mod book;
+mod changes;
 mod errors;
 mod idempotency;
 mod input;
@@ -39,6 +40,9 @@ pub use batch::{
     BatchSizeError, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, MAX_BATCH, NewBooks,
 };
 pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
+pub use changes::{
+    CHANGES_RETENTION, Change, ChangeKind, ChangeLimit, ChangePage, ChangeSignal, ChangesError,
+};
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};

@@ -6,9 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{TimeDelta, Utc};
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, CreatedBooks, EXPORT_SLICE,
-    ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook,
-    NewBooks, StorageError, Version, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, Change, ChangeKind, ChangeLimit, ChangesError,
+    CreateBookError, Created, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, GetBookError,
+    IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, StorageError, Version,
+    VersionCheck, WriteBookError,
 };
 
 /// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
@@ -32,6 +33,11 @@ struct State {
     books: BTreeMap<BookId, Book>,
     /// Each key with what it came with and what it created.
     keys: HashMap<IdempotencyKey, Remembered>,
+    /// The change feed, in `seq` order: each write records its change under the same lock.
+    changes: Vec<Change>,
+    last_seq: u64,
+    /// The last `seq` purged (0 when none was).
+    purged_through: u64,
 }
 
 /// What an idempotency key came with, and what it created.
@@ -97,7 +103,9 @@ impl InMemoryBookRepository {
             stored.created_at(),
             Utc::now(),
         );
-        Ok(stored.clone())
+        let updated = stored.clone();
+        state.record(ChangeKind::Updated, &updated, Some(updated.clone()));
+        Ok(updated)
     }
 }
 
@@ -117,12 +125,25 @@ impl State {
             now,
         );
         self.books.insert(id, created.clone());
+        self.record(ChangeKind::Created, &created, Some(created.clone()));
         Ok(created)
+    }
+
+    fn record(&mut self, kind: ChangeKind, book: &Book, after: Option<Book>) {
+        self.last_seq += 1;
+        self.changes.push(Change {
+            seq: self.last_seq,
+            kind,
+            book_id: book.id(),
+            version: book.version(),
+            at: after.as_ref().map_or_else(Utc::now, Book::updated_at),
+            book: after,
+        });
     }
 
     /// Inserts every book or, when one fails, none: whatever the batch had stored is taken back.
     fn insert_all(&mut self, books: &NewBooks) -> Result<Vec<Book>, StorageError> {
-        let before = self.last_id;
+        let (before, seq_before) = (self.last_id, self.last_seq);
         let created = books
             .as_slice()
             .iter()
@@ -130,6 +151,8 @@ impl State {
             .collect::<Result<Vec<_>, _>>();
         if created.is_err() {
             self.books.retain(|id, _| id.get() <= before);
+            self.changes.retain(|change| change.seq <= seq_before);
+            self.last_seq = seq_before;
         }
         created
     }
@@ -290,8 +313,41 @@ impl BookRepository for InMemoryBookRepository {
                 current: stored.version(),
             });
         }
-        state.books.remove(&id);
+        if let Some(deleted) = state.books.remove(&id) {
+            state.record(ChangeKind::Deleted, &deleted, None);
+        }
         Ok(())
+    }
+
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        let state = self.state()?;
+        if after < state.purged_through {
+            return Err(ChangesError::Expired {
+                purged_through: state.purged_through,
+            });
+        }
+        // Sorted by seq: the first change after `after` is found by bisection.
+        let start = state.changes.partition_point(|change| change.seq <= after);
+        Ok(state.changes[start..]
+            .iter()
+            .take(limit.get())
+            .cloned()
+            .collect())
+    }
+
+    fn last_change(&self) -> Result<u64, StorageError> {
+        Ok(self.state()?.last_seq)
+    }
+
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        let mut state = self.state()?;
+        let cutoff = Utc::now() - age;
+        let old = state.changes.partition_point(|change| change.at < cutoff);
+        if let Some(last) = state.changes.get(old.wrapping_sub(1)) {
+            state.purged_through = last.seq;
+        }
+        state.changes.drain(..old);
+        Ok(old as u64)
     }
 }
 
@@ -467,5 +523,50 @@ mod tests {
         );
         assert!(!repository.create_once(&key, &dune).unwrap().replayed);
         assert!(!first.replayed);
+    }
+
+    #[test]
+    fn the_feed_records_every_write_once_in_order_and_purged_changes_are_expired() {
+        let service = service_with(&[("A", "X", None), ("B", "X", None)]);
+        let limit = crate::ChangeLimit::new(1000).unwrap();
+        let a = BookId::new(1).unwrap();
+        let patch =
+            BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Set("SF")).unwrap();
+        service.patch_book(a, &patch, &VersionCheck::Any).unwrap();
+        // The same patch again changes nothing, and records nothing.
+        service.patch_book(a, &patch, &VersionCheck::Any).unwrap();
+        service.delete_book(a, &VersionCheck::Any).unwrap();
+        let page = service.changes(0, limit).unwrap();
+        let seen: Vec<(u64, ChangeKind, i64)> = page
+            .items
+            .iter()
+            .map(|c| (c.seq, c.kind, c.version.get()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, ChangeKind::Created, 1),
+                (2, ChangeKind::Created, 1),
+                (3, ChangeKind::Updated, 2),
+                (4, ChangeKind::Deleted, 2),
+            ]
+        );
+        assert_eq!(
+            service
+                .changes(2, crate::ChangeLimit::new(1).unwrap())
+                .unwrap()
+                .next_after,
+            3
+        );
+        assert_eq!(service.last_change().unwrap(), 4);
+        assert_eq!(
+            service.forget_old_changes(TimeDelta::seconds(-1)).unwrap(),
+            4
+        );
+        assert!(matches!(
+            service.changes(3, limit),
+            Err(ChangesError::Expired { purged_through: 4 })
+        ));
+        assert!(service.changes(4, limit).unwrap().items.is_empty());
     }
 }

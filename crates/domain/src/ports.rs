@@ -3,9 +3,9 @@
 use chrono::TimeDelta;
 
 use crate::{
-    Book, BookId, BookPatch, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
-    GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, Version,
-    WriteBookError,
+    Book, BookId, BookPatch, Change, ChangeLimit, ChangesError, CreateBookError, Created,
+    CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError, ListQuery,
+    NewBook, NewBooks, Version, WriteBookError,
 };
 
 /// Which versions of a book a write may apply to.
@@ -164,6 +164,29 @@ pub trait BookRepository: Send + Sync + 'static {
     /// As for [`BookRepository::replace`].
     fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError>;
 
+    /// The committed changes with a `seq` greater than `after`, in `seq` order, at most `limit`
+    /// of them (see [`crate::Change`] for the guarantee).
+    ///
+    /// # Errors
+    ///
+    /// [`ChangesError::Expired`] when changes after `after` were purged.
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError>;
+
+    /// The `seq` of the newest committed change (0 when there is none): where a reader who has
+    /// just read the whole catalogue starts following the feed.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn last_change(&self) -> Result<u64, crate::StorageError>;
+
+    /// Purges the changes made longer ago than `age`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
+
     /// Checks that storage answers now.
     ///
     /// # Errors
@@ -241,6 +264,18 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
 
     fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
         (**self).delete(id, check)
+    }
+
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        (**self).changes(after, limit)
+    }
+
+    fn last_change(&self) -> Result<u64, crate::StorageError> {
+        (**self).last_change()
+    }
+
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {
+        (**self).forget_changes_older_than(age)
     }
 
     fn ping(&self) -> Result<(), crate::StorageError> {

@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::{
-    Book, BookId, BookPatch, BookRepository, CreateBookError, Created, CreatedBooks, ExportQuery,
-    ExportSink, GetBookError, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery,
-    NewBook, NewBooks, Page, Position, StorageError, VersionCheck, WriteBookError,
+    Book, BookId, BookPatch, BookRepository, ChangeLimit, ChangePage, ChangesError,
+    CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink, GetBookError,
+    IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, Page,
+    Position, StorageError, VersionCheck, WriteBookError,
 };
 
 /// The use cases of the catalogue, over any [`BookRepository`].
@@ -259,6 +260,48 @@ impl BookService {
     /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` fails.
     pub fn delete_book(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
         self.repository.delete(id, check)
+    }
+
+    /// The changes after `after` (a `seq`; 0 for the beginning), and where to continue.
+    ///
+    /// ```
+    /// use books_domain::{BookService, ChangeKind, ChangeLimit, InMemoryBookRepository, NewBook, VersionCheck};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let dune = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// service.delete_book(dune.id(), &VersionCheck::Any)?;
+    /// let page = service.changes(0, ChangeLimit::default())?;
+    /// let kinds: Vec<_> = page.items.iter().map(|c| c.kind).collect();
+    /// assert_eq!(kinds, [ChangeKind::Created, ChangeKind::Deleted]);
+    /// assert_eq!(page.next_after, page.items[1].seq);
+    /// assert!(service.changes(page.next_after, ChangeLimit::default())?.items.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ChangesError::Expired`] when changes after `after` were purged.
+    pub fn changes(&self, after: u64, limit: ChangeLimit) -> Result<ChangePage, ChangesError> {
+        let items = self.repository.changes(after, limit)?;
+        let next_after = items.last().map_or(after, |change| change.seq);
+        Ok(ChangePage { items, next_after })
+    }
+
+    /// The `seq` of the newest committed change (0 when there is none).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn last_change(&self) -> Result<u64, StorageError> {
+        self.repository.last_change()
+    }
+
+    /// Purges changes older than `retention`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn forget_old_changes(&self, retention: chrono::TimeDelta) -> Result<u64, StorageError> {
+        self.repository.forget_changes_older_than(retention)
     }
 
     /// Checks that the catalogue's storage answers.

@@ -21,6 +21,7 @@
 mod blocking;
 pub mod cli;
 mod coalesce;
+mod feed;
 pub mod middleware;
 pub mod openapi;
 pub mod openapi_3_0;

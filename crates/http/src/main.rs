@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use books_adapters::{
-    PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool, wait_for_database,
+    ChangeListener, PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool,
+    wait_for_database,
 };
 use books_domain::{BookService, KeyName, KeyService, Scope};
 use books_http::cli::{
@@ -114,6 +115,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
             .filter(|o| !o.is_empty())
             .cloned()
             .collect(),
+        changes_retention: args.changes_retention,
         ..ServerSettings::default()
     };
     let pool_probe = pool_probe(pool);
@@ -122,6 +124,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         keys,
         pool_probe: Some(pool_probe),
         replicas,
+        change_signal: Some(Box::new(ChangeListener::new(&database.url))),
     };
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(listener, services, &settings)?;

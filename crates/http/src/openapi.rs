@@ -11,12 +11,12 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::representation::bodies::{
-    BookBatch, BookBatchInput, BookInput, BookPage, BookPatchInput, BookResponse, FieldViolation,
-    Problem,
+    BookBatch, BookBatchInput, BookInput, BookPage, BookPatchInput, BookResponse,
+    ChangeKindResponse, ChangePageResponse, ChangeResponse, FieldViolation, Problem,
 };
 use crate::representation::problem::PROBLEM_JSON;
 use crate::representation::rules;
-use crate::routes::{books, catalogue, legacy, service};
+use crate::routes::{books, catalogue, changes, legacy, service};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -41,6 +41,7 @@ use crate::routes::{books, catalogue, legacy, service};
         books::delete_book,
         catalogue::create_books,
         catalogue::export_books,
+        changes::list_changes,
         legacy::list,
         legacy::create,
         legacy::get,
@@ -50,8 +51,8 @@ use crate::routes::{books, catalogue, legacy, service};
         service::readyz,
     ),
     components(schemas(
-        BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch, Problem,
-        FieldViolation
+        BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch,
+        ChangeResponse, ChangeKindResponse, ChangePageResponse, Problem, FieldViolation
     )),
     tags(
         (name = "books", description = "The catalogue"),

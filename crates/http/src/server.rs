@@ -10,11 +10,13 @@ use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use books_adapters::{ReplicaState, Replicas};
-use books_domain::{BookService, KeyService};
+use books_domain::{BookService, CHANGES_RETENTION, ChangeSignal, KeyService};
+use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
 use crate::coalesce::ReadCoalescer;
+use crate::feed::ChangeHub;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::budget::RateLimit;
 use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
@@ -61,6 +63,8 @@ pub struct ServerSettings {
     pub compress: bool,
     /// Origins allowed to call from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// How long the change feed keeps changes (purged in the background).
+    pub changes_retention: TimeDelta,
 }
 
 impl Default for ServerSettings {
@@ -77,6 +81,7 @@ impl Default for ServerSettings {
             rate_limit_redis_url: None,
             compress: false,
             cors_origins: Vec::new(),
+            changes_retention: CHANGES_RETENTION,
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct Services {
     /// The read replicas the book repository uses, if any: checked in the background, and
     /// reported in `/metrics` and `/readyz`.
     pub replicas: Option<Arc<Replicas>>,
+    /// What wakes the live change feed when a write commits; without one it polls every second.
+    pub change_signal: Option<Box<dyn ChangeSignal>>,
 }
 
 impl std::fmt::Debug for Services {
@@ -108,6 +115,9 @@ pub struct Application {
     key_cache: web::Data<KeyCache>,
     limiter: Option<web::Data<RateLimiter>>,
     replicas: Option<Arc<Replicas>>,
+    hub: web::Data<ChangeHub>,
+    handle_signals: bool,
+    changes_retention: TimeDelta,
 }
 
 impl std::fmt::Debug for Application {
@@ -134,6 +144,7 @@ impl Application {
             keys,
             pool_probe,
             replicas,
+            change_signal,
         } = services;
         let port = listener
             .local_addr()
@@ -145,6 +156,9 @@ impl Application {
             settings.read_batches_in_flight,
         )));
         let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
+        let hub = web::Data::new(ChangeHub::start(service.clone(), change_signal));
+        let hub_for_shutdown = hub.clone();
+        let streams = hub.clone();
         let key_cache = web::Data::new(KeyCache::load(keys));
         let key_cache_for_workers = key_cache.clone();
         let limiter = match settings.rate_limit {
@@ -188,6 +202,11 @@ impl Application {
                 Box::new(move || replica_state(lag.as_deref(), &name, |s| s.lag_seconds)),
             );
         }
+        metrics = metrics.with_gauge(
+            "change_streams_open",
+            "Server-Sent Events streams of the change feed open on this instance.",
+            Box::new(move || streams.streams() as f64),
+        );
         let batching = reads.clone();
         let queries = reads.clone();
         metrics = metrics
@@ -216,6 +235,7 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(reads.clone())
                 .app_data(exports.clone())
+                .app_data(hub.clone())
                 .app_data(key_cache_for_workers.clone())
                 .app_data(replicas.clone())
                 .app_data(metrics.clone())
@@ -251,9 +271,10 @@ impl Application {
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)
         .context("could not listen")?;
-        if !settings.handle_signals {
-            server = server.disable_signals();
-        }
+        // Signals are handled in `run_until_stopped`, which ends the change streams before the
+        // server waits for requests in flight (an open stream would hold the shutdown up to its
+        // timeout, then be cut).
+        server = server.disable_signals();
         Ok(Self {
             port,
             server: server.run(),
@@ -261,6 +282,9 @@ impl Application {
             key_cache,
             limiter: limiter_for_tasks,
             replicas: replicas_for_tasks,
+            hub: hub_for_shutdown,
+            handle_signals: settings.handle_signals,
+            changes_retention: settings.changes_retention,
         })
     }
 
@@ -281,7 +305,7 @@ impl Application {
     ///
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let purge = actix_web::rt::spawn(forget_expired_keys_periodically(self.service));
+        let purge = actix_web::rt::spawn(forget_expired_keys_periodically(self.service.clone()));
         let refresh = actix_web::rt::spawn(KeyCache::refresh_periodically(self.key_cache));
         let forget = self
             .limiter
@@ -289,13 +313,67 @@ impl Application {
         let watch = self
             .replicas
             .map(|replicas| actix_web::rt::spawn(check_replicas_periodically(replicas)));
+        let forget_changes = actix_web::rt::spawn(forget_old_changes_periodically(
+            self.service.clone(),
+            self.changes_retention,
+        ));
+        let signals = self
+            .handle_signals
+            .then(|| actix_web::rt::spawn(stop_on_signal(self.server.handle(), self.hub.clone())));
         let outcome = self.server.await;
+        self.hub.stop();
+        forget_changes.abort();
+        if let Some(signals) = signals {
+            signals.abort();
+        }
         purge.abort();
         refresh.abort();
         for task in [forget, watch].into_iter().flatten() {
             task.abort();
         }
         outcome
+    }
+}
+
+/// On SIGINT or SIGTERM: ends the change streams, then stops the server gracefully.
+async fn stop_on_signal(server: ServerHandle, hub: web::Data<ChangeHub>) {
+    let interrupt = actix_web::rt::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => drop(interrupt.await),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(interrupt.await);
+    tracing::info!("stopping: ending change streams, then finishing requests in flight");
+    let hub = hub.into_inner();
+    drop(actix_web::web::block(move || hub.stop()).await);
+    server.stop(true).await;
+}
+
+/// Purges changes older than the retention, at a pace that follows it (a tenth of it, between
+/// a second and an hour), on the blocking pool.
+async fn forget_old_changes_periodically(service: BookService, retention: TimeDelta) {
+    let every = (retention / 10)
+        .to_std()
+        .unwrap_or(Duration::from_secs(3600))
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut interval = actix_web::rt::time::interval(every);
+    loop {
+        interval.tick().await;
+        match blocking(&service, move |s| s.forget_old_changes(retention)).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "purged changes past the retention"),
+            Err(error) => tracing::warn!(error = %error, "could not purge old changes"),
+        }
     }
 }
 

@@ -155,12 +155,36 @@ pub struct ServeArgs {
     /// The most a replica's replay may lag behind the primary, in seconds, for reads to go to it.
     #[arg(long, env = "REPLICA_MAX_LAG", default_value_t = 5.0, value_parser = non_negative_seconds)]
     pub replica_max_lag: f64,
+    /// How long the change feed keeps changes: a number with a unit, `s`, `m`, `h` or `d` (`7d`,
+    /// `36h`). A reader further behind gets a 410 and starts again from an export.
+    #[arg(long, env = "CHANGES_RETENTION", default_value = "7d", value_parser = retention)]
+    pub changes_retention: chrono::TimeDelta,
     /// Seconds to wait at start for the database to accept connections.
     #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
     pub startup_wait: u64,
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+fn retention(raw: &str) -> Result<chrono::TimeDelta, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && seconds_per > 0)
+        .and_then(|n| n.checked_mul(seconds_per))
+        .and_then(chrono::TimeDelta::try_seconds)
+        .ok_or_else(|| format!("{raw:?} is not a duration such as 45s, 30m, 36h or 7d"))
 }
 
 fn non_negative_seconds(raw: &str) -> Result<f64, String> {

@@ -1,7 +1,9 @@
 //! The bodies the API sends and receives. They are the HTTP contract, kept apart from the domain
 //! types so that either can change without the other noticing.
 
-use books_domain::{Book, BookPatch, FieldError, InvalidBook, NewBook, PatchValue};
+use books_domain::{
+    Book, BookPatch, Change, ChangeKind, FieldError, InvalidBook, NewBook, PatchValue,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -76,6 +78,72 @@ pub(crate) struct BookBatchInput {
 pub(crate) struct BookBatch {
     /// The new books, in input order.
     pub(crate) books: Vec<BookResponse>,
+}
+
+/// What a change did to its book.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ChangeKindResponse {
+    /// The book was created (version 1).
+    Created,
+    /// The book was replaced or patched.
+    Updated,
+    /// The book was deleted.
+    Deleted,
+}
+
+/// One committed change to the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "seq": 1207, "kind": "updated", "book_id": 42, "version": 3, "at": "2026-11-24T07:01:02.000001Z",
+    "book": {"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3,
+        "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"}
+}))]
+pub(crate) struct ChangeResponse {
+    /// Its place in the feed: every change has a larger one than the changes before it.
+    #[schema(minimum = 1, format = Int64)]
+    pub(crate) seq: i64,
+    /// What happened.
+    pub(crate) kind: ChangeKindResponse,
+    /// Which book.
+    #[schema(minimum = 1, format = Int64)]
+    pub(crate) book_id: i64,
+    /// The book's version after the change (for a delete, the version deleted).
+    #[schema(minimum = 1, format = Int64)]
+    pub(crate) version: i64,
+    /// When the change was made (RFC 3339, UTC).
+    pub(crate) at: DateTime<Utc>,
+    /// The book as the change left it; null for a delete.
+    #[schema(required = true)]
+    pub(crate) book: Option<BookResponse>,
+}
+
+impl From<&Change> for ChangeResponse {
+    fn from(change: &Change) -> Self {
+        Self {
+            seq: i64::try_from(change.seq).unwrap_or(i64::MAX),
+            kind: match change.kind {
+                ChangeKind::Created => ChangeKindResponse::Created,
+                ChangeKind::Updated => ChangeKindResponse::Updated,
+                ChangeKind::Deleted => ChangeKindResponse::Deleted,
+            },
+            book_id: change.book_id.get(),
+            version: change.version.get(),
+            at: change.at,
+            book: change.book.as_ref().map(BookResponse::from),
+        }
+    }
+}
+
+/// The changes after a point of the feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChangePageResponse {
+    /// The changes, in `seq` order.
+    pub(crate) items: Vec<ChangeResponse>,
+    /// Pass as `after` to continue: the last item's `seq`, or the `after` given when there is
+    /// none.
+    #[schema(minimum = 0, format = Int64)]
+    pub(crate) next_after: i64,
 }
 
 /// The body of a create (`POST`) or a full replacement (`PUT`).

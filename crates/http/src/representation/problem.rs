@@ -17,7 +17,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use books_domain::{
-    CreateBookError, GetBookError, InvalidBook, ListBooksError, StorageError, WriteBookError,
+    ChangesError, CreateBookError, GetBookError, InvalidBook, ListBooksError, StorageError,
+    WriteBookError,
 };
 
 use crate::representation::bodies::{FieldViolation, Problem};
@@ -48,6 +49,8 @@ pub enum ApiError {
     RequestTimeout(String),
     /// 405: the route exists, but not with this method (the caller adds `Allow`).
     MethodNotAllowed(String),
+    /// 410: what was asked for is no longer kept (changes past the retention).
+    Gone(String),
     /// 406: the operation has no representation the client accepts.
     NotAcceptable(String),
     /// 409: a request with the same idempotency key is still in flight.
@@ -89,6 +92,7 @@ impl ApiError {
             | Self::PreconditionFailed(detail)
             | Self::UnsupportedMediaType(detail)
             | Self::NotAcceptable(detail)
+            | Self::Gone(detail)
             | Self::Busy(detail)
             | Self::InvalidBody(detail) => detail.clone(),
             Self::MethodNotAllowed(method) => format!("{method} is not allowed here"),
@@ -132,6 +136,7 @@ impl ResponseError for ApiError {
             Self::Unprocessable(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Busy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -311,6 +316,18 @@ impl From<ListBooksError> for ApiError {
     fn from(error: ListBooksError) -> Self {
         match error {
             ListBooksError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<ChangesError> for ApiError {
+    fn from(error: ChangesError) -> Self {
+        match error {
+            ChangesError::Expired { purged_through } => Self::Gone(format!(
+                "changes up to {purged_through} are no longer kept: start again from a full export \
+                 (GET /api/v1/books/export, whose Changes-After header says where to follow on)"
+            )),
+            ChangesError::Storage(error) => error.into(),
         }
     }
 }

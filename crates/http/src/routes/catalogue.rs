@@ -179,7 +179,9 @@ const SLICES_IN_FLIGHT: usize = 2;
     tag = "books",
     params(ExportParams),
     responses(
-        (status = 200, description = "Every matching book, streamed", content(
+        (status = 200, description = "Every matching book, streamed", headers(
+            ("Changes-After" = i64, description = "Follow `GET /api/v1/books/changes?after=` this seq to keep the exported copy current: every change up to it is in the export (a few after it may be too; apply changes by version)"),
+        ), content(
             (BookResponse = "application/x-ndjson", example = json!({"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3, "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"})),
             (String = "text/csv"),
         )),
@@ -202,6 +204,8 @@ pub(crate) async fn export_books(
     let slot = Arc::clone(&slots.0)
         .try_acquire_owned()
         .map_err(|_| ApiError::Busy("every export slot is in use; retry shortly".to_owned()))?;
+    // Where the feed stands before the snapshot is taken: everything up to it is in the export.
+    let changes_after = blocking(&service, BookService::last_change).await?;
     let (sender, mut receiver) = mpsc::channel::<Result<web::Bytes, ApiError>>(SLICES_IN_FLIGHT);
     let service = service.get_ref().clone();
     let runtime = tokio::runtime::Handle::current();
@@ -249,6 +253,7 @@ pub(crate) async fn export_books(
     });
     let mut response = HttpResponse::Ok();
     response.content_type(format);
+    response.insert_header(("Changes-After", changes_after.to_string()));
     if csv {
         response.insert_header((
             header::CONTENT_DISPOSITION,

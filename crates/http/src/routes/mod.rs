@@ -3,6 +3,7 @@
 //!
 //! - [`books`]: the v1 API under [`BASE`];
 //! - [`catalogue`]: its whole-catalogue operations, the batch create and the export;
+//! - [`changes`]: the change feed, as JSON pages and as Server-Sent Events;
 //! - [`legacy`]: the original tutorial's `/booksApi` routes;
 //! - [`service`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
 //!
@@ -21,6 +22,7 @@ use crate::representation::problem::render_problem;
 
 pub(crate) mod books;
 pub(crate) mod catalogue;
+pub(crate) mod changes;
 pub(crate) mod legacy;
 pub(crate) mod service;
 
@@ -53,6 +55,9 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                     .service(
                         web::resource("/books/export")
                             .route(web::get().to(catalogue::export_books)),
+                    )
+                    .service(
+                        web::resource("/books/changes").route(web::get().to(changes::list_changes)),
                     )
                     .service(
                         web::resource("/books/{id}")

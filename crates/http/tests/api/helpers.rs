@@ -28,7 +28,7 @@ pub(crate) struct TestApp {
     /// A key with the read scope.
     pub(crate) read_key: String,
     pub(crate) keys: KeyService,
-    client: awc::Client,
+    pub(crate) client: awc::Client,
     handle: ServerHandle,
     _database: Option<TestDatabase>,
 }
@@ -137,12 +137,17 @@ impl TestApp {
             rate_limit_redis_url: redis_url,
             compress: true,
             cors_origins: vec!["https://books.example".to_owned()],
+            changes_retention: books_domain::CHANGES_RETENTION,
         };
         let services = Services {
             books: service,
             keys: keys.clone(),
             pool_probe: Some(probe),
             replicas,
+            change_signal: database.as_ref().map(|db| {
+                Box::new(books_adapters::ChangeListener::new(db.url()))
+                    as Box<dyn books_domain::ChangeSignal>
+            }),
         };
         let app = Application::build(listener, services, &settings).expect("the server builds");
         let address = format!("http://127.0.0.1:{}", app.port());

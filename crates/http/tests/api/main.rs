@@ -8,6 +8,7 @@
 mod auth;
 mod books;
 mod catalogue;
+mod changes;
 mod cli;
 mod coalescing;
 mod compression;

@@ -1,0 +1,197 @@
+//! The live change feed of one instance: a thread that learns of new changes (woken by the
+//! storage's [`ChangeSignal`], or polling once a second without one), reads them once, and
+//! broadcasts them to every open Server-Sent Events stream.
+//!
+//! A stream subscribes first, then catches up from storage on its own, then follows the
+//! broadcast. It waits on the broadcast only once it has sent everything up to the hub's
+//! position (every change after it will be broadcast, and the stream is already subscribed); and
+//! seqs are dense (each change's is one more than the one before it), so a batch that starts past
+//! the next seq a stream expects tells it to catch up from storage again. No race between the hub
+//! and a stream can lose a change. Idle streams hold no
+//! database connection: only the hub reads, and only while someone listens.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use books_domain::{BookService, Change, ChangeLimit, ChangeSignal};
+use tokio::sync::broadcast;
+
+/// How often the hub asks its signal whether something changed.
+const WAKE_CHECK: Duration = Duration::from_millis(100);
+/// How often the hub reads storage when nothing signalled (the fallback when notifications are
+/// not available, and a guard against a lost one).
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How many batches of changes a slow stream may fall behind before it reads from storage.
+const BACKLOG: usize = 64;
+
+/// A batch of changes, in seq order, shared by every stream.
+pub(crate) type Batch = Arc<Vec<Change>>;
+
+/// The instance's feed hub. Dropping it (or [`ChangeHub::stop`]) ends every open stream cleanly.
+#[derive(Debug)]
+pub(crate) struct ChangeHub {
+    /// Taken away at stop: once the thread's copy is gone too, every receiver sees the end.
+    sender: Mutex<Option<broadcast::Sender<Batch>>>,
+    stopped: Arc<AtomicBool>,
+    /// The last seq the hub has broadcast, or knows of (see [`ChangeHub::position`]).
+    position: Arc<AtomicU64>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ChangeHub {
+    /// Starts the hub's thread.
+    pub(crate) fn start(service: BookService, signal: Option<Box<dyn ChangeSignal>>) -> Self {
+        let (sender, _) = broadcast::channel(BACKLOG);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let position = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (sender, stopped, position) = (sender.clone(), stopped.clone(), position.clone());
+            std::thread::Builder::new()
+                .name("change-feed".to_owned())
+                .spawn(move || run(&service, signal, &sender, &stopped, &position))
+                .ok()
+        };
+        if thread.is_none() {
+            tracing::error!(
+                "could not start the change feed's thread; live streams get no changes"
+            );
+        }
+        Self {
+            sender: Mutex::new(Some(sender)),
+            stopped,
+            position,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// A receiver of every batch broadcast from now on; `None` once the hub has stopped.
+    pub(crate) fn subscribe(&self) -> Option<broadcast::Receiver<Batch>> {
+        self.sender
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+    }
+
+    /// Every change after this seq will be broadcast: a stream that has sent less must catch up
+    /// from storage first (the hub may have learnt of changes it never broadcast, when it starts
+    /// following the feed, or broadcast them before the stream subscribed).
+    pub(crate) fn position(&self) -> Arc<AtomicU64> {
+        self.position.clone()
+    }
+
+    /// How many streams are open.
+    pub(crate) fn streams(&self) -> usize {
+        self.sender
+            .lock()
+            .ok()
+            .and_then(|sender| sender.as_ref().map(broadcast::Sender::receiver_count))
+            .unwrap_or(0)
+    }
+
+    /// Ends every stream (each ends its body cleanly) and the hub's thread.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ChangeHub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    service: &BookService,
+    mut signal: Option<Box<dyn ChangeSignal>>,
+    sender: &broadcast::Sender<Batch>,
+    stopped: &AtomicBool,
+    position: &AtomicU64,
+) {
+    // Where the broadcast stands; unknown while nobody listens.
+    let mut last: Option<u64> = None;
+    let mut last_read = Instant::now();
+    let mut signal_failing = false;
+    while !stopped.load(Ordering::Relaxed) {
+        std::thread::sleep(WAKE_CHECK);
+        let woken = match signal.as_mut().map(|signal| signal.changed()) {
+            None => false,
+            Some(Ok(woken)) => {
+                if signal_failing {
+                    tracing::info!("the change feed is notified of changes again");
+                    signal_failing = false;
+                }
+                woken
+            }
+            Some(Err(error)) => {
+                if !signal_failing {
+                    tracing::warn!(error = %error, "the change feed cannot be notified; it polls every second");
+                    signal_failing = true;
+                }
+                false
+            }
+        };
+        if sender.receiver_count() == 0 {
+            last = None;
+            continue;
+        }
+        if !woken && last.is_some() && last_read.elapsed() < POLL_EVERY {
+            continue;
+        }
+        last_read = Instant::now();
+        if let Err(error) = broadcast_new(service, sender, &mut last, position) {
+            tracing::warn!(error = %error, "the change feed could not read changes; it tries again");
+        }
+    }
+}
+
+/// Reads the changes after `last` and broadcasts them; the first time, only learns where the
+/// feed stands, and wakes the streams with an empty batch so that each compares its place with
+/// the hub's and catches up from storage where it is behind.
+fn broadcast_new(
+    service: &BookService,
+    sender: &broadcast::Sender<Batch>,
+    last: &mut Option<u64>,
+    position: &AtomicU64,
+) -> anyhow::Result<()> {
+    let Some(after) = *last else {
+        *last = Some(service.last_change()?);
+        position.store(last.unwrap_or_default(), Ordering::Release);
+        let _ = sender.send(Arc::new(Vec::new()));
+        return Ok(());
+    };
+    let mut after = after;
+    loop {
+        let limit = ChangeLimit::new(ChangeLimit::MAX as u64).unwrap_or_default();
+        let page = match service.changes(after, limit) {
+            Ok(page) => page,
+            Err(books_domain::ChangesError::Expired { .. }) => {
+                // Purged under the hub's feet: start again from where the feed is now.
+                *last = None;
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let full = page.items.len() == limit.get();
+        after = page.next_after;
+        *last = Some(after);
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        // No receiver is not an error: the next round will notice.
+        let _ = sender.send(Arc::new(page.items));
+        position.store(after, Ordering::Release);
+        if !full {
+            return Ok(());
+        }
+    }
+}

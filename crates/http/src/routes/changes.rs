@@ -1,0 +1,280 @@
+//! The change feed: `GET /api/v1/books/changes`, as pages of JSON or live as Server-Sent Events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use books_domain::{BookService, Change, ChangeLimit};
+use tokio::sync::broadcast;
+use utoipa::IntoParams;
+
+use crate::blocking::blocking;
+use crate::feed::{Batch, ChangeHub};
+use crate::representation::bodies::{ChangePageResponse, ChangeResponse, Problem};
+use crate::representation::negotiate::preferred;
+use crate::representation::params::Params;
+use crate::representation::problem::ApiError;
+
+/// The media type of Server-Sent Events.
+const EVENT_STREAM: &str = "text/event-stream";
+const FORMATS: [&str; 2] = ["application/json", EVENT_STREAM];
+
+/// How often an idle stream says it is alive, so that proxies keep it open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Where to start reading the feed.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChangeParams {
+    /// Changes with a `seq` greater than this; 0 (the default) is the beginning.
+    #[param(value_type = Option<i64>, minimum = 0, default = 0)]
+    after: Option<String>,
+    /// At most this many changes, 1 to 1 000 (JSON only).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
+}
+
+/// Where a reconnecting stream resumes.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct LastEventIdHeader {
+    /// For a stream that reconnects: the `id` of the last event it received, which wins over
+    /// `after` (browsers' EventSource sends it by itself).
+    #[param(rename = "Last-Event-ID", value_type = Option<String>, pattern = "^[0-9]{1,18}$", nullable = false)]
+    last_event_id: Option<String>,
+}
+
+/// A seq as clients send it: plain digits, within a signed 64-bit integer.
+fn seq(name: &str, raw: &str) -> Result<u64, ApiError> {
+    raw.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<i64>().ok())
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|_| !raw.is_empty())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name} must be a whole number from 0 to {}",
+                i64::MAX
+            ))
+        })
+}
+
+impl LastEventIdHeader {
+    fn read(request: &HttpRequest) -> Result<Self, ApiError> {
+        let mut values = request.headers().get_all("last-event-id");
+        let last_event_id = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "Last-Event-ID must be given once".to_owned(),
+                ));
+            }
+            (Some(value), None) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        ApiError::BadRequest("Last-Event-ID must be a whole number".to_owned())
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(Self { last_event_id })
+    }
+}
+
+impl ChangeParams {
+    /// Where to start (`Last-Event-ID` wins over `after`), and how many changes at most.
+    fn read(request: &HttpRequest) -> Result<(u64, ChangeLimit), ApiError> {
+        let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+        let raw = Self {
+            after: params.get("after").map(str::to_owned),
+            limit: params.get("limit").map(str::to_owned),
+        };
+        let resume = LastEventIdHeader::read(request)?;
+        let after = match (&resume.last_event_id, &raw.after) {
+            (Some(id), _) => seq("Last-Event-ID", id)?,
+            (None, Some(after)) => seq("after", after)?,
+            (None, None) => 0,
+        };
+        let limit = match &raw.limit {
+            None => ChangeLimit::default(),
+            Some(limit) => limit
+                .parse()
+                .ok()
+                .and_then(ChangeLimit::new)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "limit must be an integer from 1 to {}",
+                        ChangeLimit::MAX
+                    ))
+                })?,
+        };
+        Ok((after, limit))
+    }
+}
+
+/// Follow the changes
+///
+/// Every committed change to the catalogue, in `seq` order: following `next_after` from 0 visits
+/// each exactly once, whatever the concurrency of writers (a change appears only once its
+/// transaction has committed; a rolled-back write leaves none), and a book's changes in version
+/// order. With `Accept: text/event-stream` the same changes come live as Server-Sent Events (`id:`
+/// the seq, `event:` the kind, `data:` the Change), starting after `Last-Event-ID` or `after`, with
+/// a comment every 15 s. Changes are kept for a retention period (7 days by default); an `after`
+/// older than that is a 410: start again from an export.
+#[utoipa::path(
+    get,
+    path = "/api/v1/books/changes",
+    operation_id = "listChanges",
+    tag = "books",
+    params(ChangeParams, LastEventIdHeader),
+    responses(
+        (status = 200, description = "The changes after `after`", content(
+            (ChangePageResponse = "application/json"),
+            (String = "text/event-stream", example = "id: 1207\nevent: updated\ndata: {\"seq\":1207,\"kind\":\"updated\",\"book_id\":42,\"version\":3,\"at\":\"2026-11-24T07:01:02.000001Z\",\"book\":{\"id\":42,\"title\":\"Dune\",\"author\":\"Frank Herbert\",\"genre\":null,\"version\":3,\"created_at\":\"2026-11-24T06:26:29.123456Z\",\"updated_at\":\"2026-11-24T07:01:02.000001Z\"}}\n\n"),
+        )),
+        (status = 406, description = "The client accepts neither application/json nor text/event-stream",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Changes after `after` are no longer kept: start again from an export",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_changes(
+    service: web::Data<BookService>,
+    hub: web::Data<ChangeHub>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let format = preferred(&request, &FORMATS).ok_or_else(|| {
+        ApiError::NotAcceptable(format!("the feed is {} (Accept)", FORMATS.join(" or ")))
+    })?;
+    let (after, limit) = ChangeParams::read(&request)?;
+    if format == EVENT_STREAM {
+        return stream(service.get_ref().clone(), &hub, after).await;
+    }
+    let page = blocking(&service, move |s| s.changes(after, limit)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(ChangePageResponse {
+            items: page.items.iter().map(ChangeResponse::from).collect(),
+            next_after: i64::try_from(page.next_after).unwrap_or(i64::MAX),
+        }))
+}
+
+/// A stream's state between events.
+struct Follower {
+    service: BookService,
+    receiver: broadcast::Receiver<Batch>,
+    /// The seq of the last change sent.
+    after: u64,
+    pending: VecDeque<Change>,
+    /// True when the stream must read from storage before it can trust the broadcast again.
+    behind: bool,
+    /// The hub's position (see [`ChangeHub::position`]).
+    hub_position: Arc<AtomicU64>,
+    greeted: bool,
+}
+
+async fn stream(
+    service: BookService,
+    hub: &ChangeHub,
+    after: u64,
+) -> Result<HttpResponse, ApiError> {
+    let receiver = hub.subscribe().ok_or_else(|| {
+        ApiError::Busy("the service is shutting down; reconnect shortly".to_owned())
+    })?;
+    // The first read decides the status: an `after` past the retention is a 410, not a stream.
+    let first = blocking(&service, move |s| s.changes(after, catch_up_limit())).await?;
+    let follower = Follower {
+        service,
+        receiver,
+        after,
+        behind: first.items.len() == ChangeLimit::MAX,
+        pending: first.items.into(),
+        greeted: false,
+        hub_position: hub.position(),
+    };
+    let body = futures_util::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next_event().await?;
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(event)), follower))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(EVENT_STREAM)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Tells nginx not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+fn catch_up_limit() -> ChangeLimit {
+    ChangeLimit::new(ChangeLimit::MAX as u64).unwrap_or_default()
+}
+
+impl Follower {
+    /// The next bytes of the stream, or `None` when it ends (the hub stopped, or storage can no
+    /// longer serve this stream's position).
+    async fn next_event(&mut self) -> Option<String> {
+        if !self.greeted {
+            self.greeted = true;
+            return Some(format!(": changes after {}\n\n", self.after));
+        }
+        let heartbeat = actix_web::rt::time::sleep(HEARTBEAT);
+        tokio::pin!(heartbeat);
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                if change.seq <= self.after {
+                    continue;
+                }
+                self.after = change.seq;
+                return Some(event(&change));
+            }
+            if self.behind {
+                let after = self.after;
+                match blocking(&self.service, move |s| s.changes(after, catch_up_limit())).await {
+                    Ok(page) => {
+                        self.behind = page.items.len() == ChangeLimit::MAX;
+                        self.pending.extend(page.items);
+                        continue;
+                    }
+                    Err(error) => {
+                        // The client reconnects with Last-Event-ID and resumes where it was.
+                        tracing::warn!(error = %error, "a change stream could not catch up; it ends");
+                        return None;
+                    }
+                }
+            }
+            if self.hub_position.load(Ordering::Acquire) > self.after {
+                self.behind = true;
+                continue;
+            }
+            tokio::select! {
+                received = self.receiver.recv() => match received {
+                    Ok(batch) => {
+                        // Seqs are dense: a batch that starts past the next one means some were
+                        // broadcast before this stream could take them.
+                        if batch.first().is_some_and(|first| first.seq > self.after + 1) {
+                            self.behind = true;
+                        } else {
+                            self.pending.extend(batch.iter().cloned());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = &mut heartbeat => return Some(": heartbeat\n\n".to_owned()),
+            }
+        }
+    }
+}
+
+/// One change as a Server-Sent Event.
+fn event(change: &Change) -> String {
+    let data = serde_json::to_string(&ChangeResponse::from(change)).unwrap_or_default();
+    format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        change.seq, change.kind
+    )
+}
