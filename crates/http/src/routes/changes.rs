@@ -95,11 +95,14 @@ impl ChangeParams {
             limit: params.get("limit").map(str::to_owned),
         };
         let resume = LastEventIdHeader::read(request)?;
-        let after = match (&resume.last_event_id, &raw.after) {
-            (Some(id), _) => seq("Last-Event-ID", id)?,
-            (None, Some(after)) => seq("after", after)?,
-            (None, None) => 0,
-        };
+        // Both are checked, whichever wins: an invalid value is never silently ignored.
+        let after = raw.after.as_deref().map(|a| seq("after", a)).transpose()?;
+        let resumed = resume
+            .last_event_id
+            .as_deref()
+            .map(|id| seq("Last-Event-ID", id))
+            .transpose()?;
+        let after = resumed.or(after).unwrap_or(0);
         let limit = match &raw.limit {
             None => ChangeLimit::default(),
             Some(limit) => limit

@@ -332,6 +332,10 @@ async fn bad_positions_and_limits_are_refused() {
             .await;
         reply.problem(400);
     }
+    let both = format!("{CHANGES}?after=-1");
+    app.request(Method::GET, &both, &[("last-event-id", "3")], None)
+        .await
+        .problem(400);
     app.request(Method::GET, CHANGES, &[("accept", "text/html")], None)
         .await
         .problem(406);
