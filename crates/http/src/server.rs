@@ -15,7 +15,7 @@ use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
-use crate::coalesce::ReadCoalescer;
+use crate::coalesce::{Coalescer, CreateCoalescer, ListCoalescer, ReadCoalescer};
 use crate::feed::ChangeHub;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::budget::RateLimit;
@@ -45,10 +45,11 @@ pub struct ServerSettings {
     pub handle_signals: bool,
     /// Threads per worker for database work (see [`Application::build`]).
     pub blocking_threads_per_worker: usize,
-    /// The most batches of reads by id queried at once (see `coalesce`). Fewer batches in flight
-    /// mean larger batches and fewer thread hand-offs; one per two cores measured best (on 2
-    /// cores, GET by id: 1 → 31,000 requests/s, 2 → 26,800, 4 → 17,600, 8 → 15,300).
-    pub read_batches_in_flight: usize,
+    /// The most batches of each kind (reads by id, creates, listing pages) worked on at once (see
+    /// `coalesce`). Fewer batches in flight mean larger batches and fewer thread hand-offs; one
+    /// per two cores measured best (on 2 cores, GET by id: 1 → 31,000 requests/s, 2 → 26,800,
+    /// 4 → 17,600, 8 → 15,300).
+    pub batches_in_flight: usize,
     /// The most exports streaming at once on this instance; each holds a database connection and
     /// a blocking thread while its client reads, so a few slow readers must not take them all.
     /// Past it, an export is a 503 with `Retry-After`.
@@ -74,7 +75,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(10),
             handle_signals: true,
             blocking_threads_per_worker: 8,
-            read_batches_in_flight: std::thread::available_parallelism()
+            batches_in_flight: std::thread::available_parallelism()
                 .map_or(1, |cores| usize::from(cores).div_ceil(2)),
             exports_in_flight: 2,
             rate_limit: RateLimit::per_second(100),
@@ -151,9 +152,17 @@ impl Application {
             .context("the listener has no address")?
             .port();
         let data = web::Data::new(service.clone());
-        let reads = web::Data::from(Arc::new(ReadCoalescer::new(
+        let reads = web::Data::from(Arc::new(ReadCoalescer::reads(
             service.clone(),
-            settings.read_batches_in_flight,
+            settings.batches_in_flight,
+        )));
+        let creates = web::Data::from(Arc::new(CreateCoalescer::creates(
+            service.clone(),
+            settings.batches_in_flight,
+        )));
+        let listings = web::Data::from(Arc::new(ListCoalescer::listings(
+            service.clone(),
+            settings.batches_in_flight,
         )));
         let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
         let hub = web::Data::new(ChangeHub::start(service.clone(), change_signal));
@@ -207,19 +216,46 @@ impl Application {
             "Server-Sent Events streams of the change feed open on this instance.",
             Box::new(move || streams.streams() as f64),
         );
-        let batching = reads.clone();
-        let queries = reads.clone();
-        metrics = metrics
-            .with_gauge(
-                "book_reads_coalesced",
-                "Reads of a book by id answered so far through the read coalescer.",
-                Box::new(move || batching.counts().0 as f64),
-            )
-            .with_gauge(
-                "book_read_queries",
-                "Queries the read coalescer made for them: reads per query is the batching achieved.",
-                Box::new(move || queries.counts().1 as f64),
-            );
+        for (served, batches, counts) in [
+            (
+                (
+                    "book_reads_coalesced",
+                    "Reads of a book by id answered so far through the read coalescer.",
+                ),
+                (
+                    "book_read_queries",
+                    "Queries the read coalescer made for them: reads per query is the batching achieved.",
+                ),
+                Self::counts_of(&reads),
+            ),
+            (
+                (
+                    "book_creates_coalesced",
+                    "Creates without an idempotency key served so far through the create coalescer.",
+                ),
+                (
+                    "book_create_batches",
+                    "Multi-row inserts (one transaction each) the create coalescer made for them.",
+                ),
+                Self::counts_of(&creates),
+            ),
+            (
+                (
+                    "book_listings_coalesced",
+                    "Listing pages served so far through the listing coalescer.",
+                ),
+                (
+                    "book_listing_batches",
+                    "Batches the listing coalescer worked on (identical pages in a batch are read once).",
+                ),
+                Self::counts_of(&listings),
+            ),
+        ] {
+            let other = counts.clone();
+            metrics = metrics
+                .with_gauge(served.0, served.1, Box::new(move || counts().0 as f64))
+                .with_gauge(batches.0, batches.1, Box::new(move || other().1 as f64));
+        }
         let metrics = web::Data::new(metrics);
         let replicas_for_tasks = replicas.clone();
         let replicas = web::Data::from(Arc::new(replicas));
@@ -234,6 +270,8 @@ impl Application {
             let app = App::new()
                 .app_data(data.clone())
                 .app_data(reads.clone())
+                .app_data(creates.clone())
+                .app_data(listings.clone())
                 .app_data(exports.clone())
                 .app_data(hub.clone())
                 .app_data(key_cache_for_workers.clone())
@@ -286,6 +324,14 @@ impl Application {
             handle_signals: settings.handle_signals,
             changes_retention: settings.changes_retention,
         })
+    }
+
+    /// A shareable reading of a coalescer's counts, for metrics.
+    fn counts_of<T: Send + 'static, A: Send + 'static>(
+        coalescer: &web::Data<Coalescer<T, A>>,
+    ) -> Arc<dyn Fn() -> (u64, u64) + Send + Sync> {
+        let coalescer = coalescer.clone();
+        Arc::new(move || coalescer.counts())
     }
 
     /// The port the server listens on.

@@ -13,7 +13,7 @@ use books_domain::{
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
-use crate::coalesce::ReadCoalescer;
+use crate::coalesce::{CreateCoalescer, ListCoalescer, ReadCoalescer};
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
@@ -231,15 +231,15 @@ fn text_filter<T>(
     )
 )]
 pub(crate) async fn list_books(
-    service: web::Data<BookService>,
+    listings: web::Data<ListCoalescer>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let format = preferred(&request, &LIST_FORMATS).ok_or_else(|| {
         ApiError::NotAcceptable(format!("a page is {} (Accept)", LIST_FORMATS.join(" or ")))
     })?;
     let query = ListParams::read(&request)?.into_query()?;
-    let page_query = query.clone();
-    let page = blocking(&service, move |s| s.list_books(&page_query)).await?;
+    // Read with the other listings waiting at the same time (identical ones once).
+    let page = listings.into_inner().page(query.clone()).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {
@@ -331,6 +331,7 @@ impl FromRequest for IdempotencyKeyHeader {
 pub(crate) async fn create_book(
     WriteAccess(writer): WriteAccess,
     service: web::Data<BookService>,
+    creates: web::Data<CreateCoalescer>,
     IdempotencyKeyHeader { key }: IdempotencyKeyHeader,
     request: HttpRequest,
     Body(body): Body,
@@ -338,14 +339,14 @@ pub(crate) async fn create_book(
     // An idempotency key is the writer's own: another client's identical key is another request.
     let key = key.map(|key| key.owned_by(writer.key));
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
-    let created = blocking(&service, move |s| match key {
-        Some(key) => s.create_book_once(&key, &draft),
-        None => s.create_book(&draft).map(|book| Created {
-            book,
+    let created = match key {
+        Some(key) => blocking(&service, move |s| s.create_book_once(&key, &draft)).await?,
+        // Without a key, created in one transaction with the other creates waiting now.
+        None => Created {
+            book: creates.into_inner().create(draft).await?,
             replayed: false,
-        }),
-    })
-    .await?;
+        },
+    };
     let mut response = HttpResponse::Created();
     response.insert_header((
         header::LOCATION,

@@ -1,5 +1,5 @@
-//! Coalesced reads by id (issue 12): concurrent reads share batches, and each still gets its own
-//! answer, never a stale one.
+//! Coalesced database work (issue 12): concurrent reads by id, creates and listings share
+//! batches, and each request still gets its own answer, never a stale one.
 
 use std::time::Duration;
 
@@ -144,6 +144,145 @@ async fn when_the_database_fails_each_read_of_a_batch_gets_its_own_503() {
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(recovered, "reads did not recover");
+    drop(app);
+    drop(database);
+}
+
+#[actix_web::test]
+async fn concurrent_creates_share_transactions_and_each_gets_its_own_book() {
+    // The pool's only connection is held by a patch waiting for a row lock, so the creates
+    // arriving meanwhile queue up and share batches.
+    let (app, url, held) = one_connection_and_one_book().await;
+    let (creates_before, batches_before) = (
+        metric(&app, "book_creates_coalesced").await,
+        metric(&app, "book_create_batches").await,
+    );
+    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
+    let path = format!("/api/v1/books/{held}");
+    let held_genre = json!({"genre": "Held"});
+    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
+    let creates = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let bodies: Vec<serde_json::Value> = (0..40)
+            .map(|i| json!({"title": format!("Created {i}"), "author": "Batch"}))
+            .collect();
+        futures_util::future::join_all(
+            bodies
+                .iter()
+                .map(|body| app.send_json(Method::POST, "/api/v1/books", body, &[])),
+        )
+        .await
+    };
+    let (patched, replies) = futures_util::join!(blocked, creates);
+    locker.join().unwrap();
+    assert_eq!(patched.status, 200);
+    let mut ids = std::collections::HashSet::new();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.status, 201);
+        let book = reply.json();
+        assert_eq!(
+            book["title"],
+            format!("Created {i}"),
+            "a create got another's book"
+        );
+        assert_eq!(
+            reply.header("location"),
+            Some(format!("/api/v1/books/{}", book["id"]).as_str())
+        );
+        let stored = app
+            .get(&format!("/api/v1/books/{}", book["id"]))
+            .await
+            .json();
+        assert_eq!(stored, book);
+        assert!(ids.insert(book["id"].as_i64().unwrap()));
+    }
+    let creates = metric(&app, "book_creates_coalesced").await - creates_before;
+    let batches = metric(&app, "book_create_batches").await - batches_before;
+    assert_eq!(creates, 40);
+    assert!(batches < 10, "40 creates took {batches} transactions");
+}
+
+#[actix_web::test]
+async fn listings_waiting_together_share_a_batch_and_each_gets_its_own_page() {
+    let (app, url, held) = one_connection_and_one_book().await;
+    for i in 0..5 {
+        app.create(json!({"title": format!("Listed {i}"), "author": "L"}))
+            .await;
+    }
+    let (pages_before, batches_before) = (
+        metric(&app, "book_listings_coalesced").await,
+        metric(&app, "book_listing_batches").await,
+    );
+    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
+    let path = format!("/api/v1/books/{held}");
+    let held_genre = json!({"genre": "Held"});
+    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
+    let listings = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let paths: Vec<String> = (0..30)
+            .map(|i| {
+                if i % 3 == 0 {
+                    "/api/v1/books?limit=2&author=L".to_owned()
+                } else {
+                    "/api/v1/books?limit=3".to_owned()
+                }
+            })
+            .collect();
+        futures_util::future::join_all(paths.iter().map(|path| app.get(path))).await
+    };
+    let (patched, pages) = futures_util::join!(blocked, listings);
+    locker.join().unwrap();
+    assert_eq!(patched.status, 200);
+    for (i, page) in pages.iter().enumerate() {
+        let items = page.json()["items"].as_array().unwrap().clone();
+        if i % 3 == 0 {
+            let titles: Vec<&str> = items.iter().map(|b| b["title"].as_str().unwrap()).collect();
+            assert_eq!(titles, ["Listed 0", "Listed 1"]);
+        } else {
+            assert_eq!(items.len(), 3);
+            assert_eq!(items[0]["title"], "Dune");
+        }
+    }
+    let pages = metric(&app, "book_listings_coalesced").await - pages_before;
+    let batches = metric(&app, "book_listing_batches").await - batches_before;
+    assert_eq!(pages, 30);
+    assert!(batches < 8, "30 listings took {batches} batches");
+}
+
+#[actix_web::test]
+async fn when_the_database_fails_each_create_of_a_batch_gets_its_own_503_and_none_is_made() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    let database = books_adapters::testing::TestDatabase::new();
+    let (name, url) = (database.name().to_owned(), database.url().to_owned());
+    let app = TestApp::spawn_on(database.pool(), None, None);
+    let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");
+    let mut conn = PgConnection::establish(&admin).unwrap();
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .unwrap();
+    let body = json!({"title": "Never", "author": "A"});
+    let replies = futures_util::future::join_all(
+        (0..12).map(|_| app.send_json(Method::POST, "/api/v1/books", &body, &[])),
+    )
+    .await;
+    for reply in &replies {
+        reply.problem(503);
+    }
+    conn.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..20 {
+        if app.get("/api/v1/books").await.status == 200 {
+            recovered = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "the service did not recover");
+    assert_eq!(app.count().await, 0, "no create of a failed batch was made");
     drop(app);
     drop(database);
 }

@@ -131,7 +131,7 @@ impl TestApp {
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
             blocking_threads_per_worker: 8,
-            read_batches_in_flight: 1,
+            batches_in_flight: 1,
             exports_in_flight: 2,
             rate_limit,
             rate_limit_redis_url: redis_url,
