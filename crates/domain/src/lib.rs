@@ -55,5 +55,5 @@ pub use listing::{
     SortValue,
 };
 pub use memory::InMemoryBookRepository;
-pub use ports::{BookRepository, VersionCheck};
+pub use ports::{BookRepository, PatchOf, VersionCheck};
 pub use service::BookService;

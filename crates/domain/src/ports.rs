@@ -29,6 +29,17 @@ impl VersionCheck {
     }
 }
 
+/// One patch of a batch: which book, what to change, and which versions it may apply to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchOf {
+    /// The book.
+    pub id: BookId,
+    /// The changes.
+    pub patch: BookPatch,
+    /// The versions the patch may apply to.
+    pub check: VersionCheck,
+}
+
 /// Storage of books.
 ///
 /// Implementations must make each write atomic: the version check and the change happen in one
@@ -157,6 +168,21 @@ pub trait BookRepository: Send + Sync + 'static {
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError>;
 
+    /// Applies many patches, each exactly as [`BookRepository::patch`] would (its own version
+    /// check, its own outcome), to distinct books. Meant for answering many writes at once: the
+    /// default applies them one by one; storage that can do better (one statement, one commit)
+    /// should.
+    ///
+    /// # Errors
+    ///
+    /// Each patch's own [`WriteBookError`], in the order given.
+    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+        patches
+            .iter()
+            .map(|p| self.patch(p.id, &p.patch, &p.check))
+            .collect()
+    }
+
     /// Deletes the book.
     ///
     /// # Errors
@@ -260,6 +286,10 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError> {
         (**self).patch(id, patch, check)
+    }
+
+    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+        (**self).patch_many(patches)
     }
 
     fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {

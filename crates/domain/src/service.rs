@@ -253,6 +253,12 @@ impl BookService {
         self.repository.patch(id, patch, check)
     }
 
+    /// Applies many patches to distinct books at once, each with its own outcome, as
+    /// [`BookService::patch_book`] would give it.
+    pub fn patch_books(&self, patches: &[crate::PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+        self.repository.patch_many(patches)
+    }
+
     /// Deletes a book.
     ///
     /// # Errors

@@ -5,7 +5,10 @@
 //! - [`CreateCoalescer`]: creates without an idempotency key, one multi-row `INSERT` (one commit)
 //!   per batch;
 //! - [`ListCoalescer`]: listing pages, each distinct query of a batch run once (a popular page
-//!   asked for by many clients at once is read once), all on one blocking thread.
+//!   asked for by many clients at once is read once), all on one blocking thread;
+//! - [`PatchCoalescer`]: patches and replacements, one `UPDATE` (one commit) per batch for those
+//!   that apply, each with its own version check and outcome; a batch never holds two writes to
+//!   one book, so writes to a book keep their order.
 //!
 //! At most `lanes` batches of a kind are worked on at once (by default one per two cores: each
 //! batch in flight keeps a core busy between the database and the thread that answers it, and
@@ -23,7 +26,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use books_domain::{Book, BookId, BookService, ListQuery, NewBook, NewBooks, Page, StorageError};
+use books_domain::{
+    Book, BookId, BookService, ListQuery, NewBook, NewBooks, Page, PatchOf, StorageError,
+    WriteBookError,
+};
 use tokio::sync::oneshot;
 
 use crate::blocking::HANDLER_DEADLINE;
@@ -52,6 +58,8 @@ pub(crate) struct Coalescer<T, A> {
     lanes: usize,
     queue: Mutex<Queue<T, A>>,
     work: Work<T, A>,
+    /// Two requests that must not share a batch (two writes to one book).
+    conflict: Option<fn(&T, &T) -> bool>,
     /// Requests served, and batches worked on: their ratio is the batching achieved.
     served: AtomicU64,
     batches: AtomicU64,
@@ -82,6 +90,7 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
                 busy: 0,
             }),
             work,
+            conflict: None,
             served: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         }
@@ -124,8 +133,14 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
     /// Queues the request; true when a lane is free and must be started for it.
     fn enqueue(&self, item: T, sender: oneshot::Sender<Answer<A>>) -> bool {
         let mut queue = lock(&self.queue);
+        let conflict = self.conflict;
+        let joins = |batch: &Batch<T, A>| {
+            batch.len() < BATCH_CAP
+                && conflict
+                    .is_none_or(|conflict| !batch.iter().any(|(other, _)| conflict(other, &item)))
+        };
         match queue.waiting.back_mut() {
-            Some(batch) if batch.len() < BATCH_CAP => batch.push((item, sender)),
+            Some(batch) if joins(batch) => batch.push((item, sender)),
             _ => queue.waiting.push_back(vec![(item, sender)]),
         }
         if queue.busy < self.lanes {
@@ -286,4 +301,33 @@ fn list_pages(service: &BookService, queries: &[ListQuery]) -> Result<Vec<Page>,
         pages.push(page);
     }
     Ok(pages)
+}
+
+/// Patches and replacements (a replacement is a patch of every field).
+pub(crate) type PatchCoalescer = Coalescer<PatchOf, Result<Book, WriteBookError>>;
+
+impl PatchCoalescer {
+    /// Writes through `service`, at most `lanes` batches at once.
+    pub(crate) fn patches(service: BookService, lanes: usize) -> Self {
+        Self {
+            conflict: Some(|a: &PatchOf, b: &PatchOf| a.id == b.id),
+            ..Self::new(service, lanes, patch_books)
+        }
+    }
+
+    /// Applies `patch`, in one statement with the other writes waiting at the same time.
+    ///
+    /// # Errors
+    ///
+    /// The patch's own outcome: 404, 412, or 503 when storage fails.
+    pub(crate) async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Book, ApiError> {
+        Ok(self.call(patch).await??)
+    }
+}
+
+fn patch_books(
+    service: &BookService,
+    patches: &[PatchOf],
+) -> Result<Vec<Result<Book, WriteBookError>>, StorageError> {
+    Ok(service.patch_books(patches))
 }

@@ -15,7 +15,7 @@ use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
-use crate::coalesce::{Coalescer, CreateCoalescer, ListCoalescer, ReadCoalescer};
+use crate::coalesce::{Coalescer, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer};
 use crate::feed::ChangeHub;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::budget::RateLimit;
@@ -164,6 +164,10 @@ impl Application {
             service.clone(),
             settings.batches_in_flight,
         )));
+        let patches = web::Data::from(Arc::new(PatchCoalescer::patches(
+            service.clone(),
+            settings.batches_in_flight,
+        )));
         let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
         let hub = web::Data::new(ChangeHub::start(service.clone(), change_signal));
         let hub_for_shutdown = hub.clone();
@@ -250,6 +254,17 @@ impl Application {
                 ),
                 Self::counts_of(&listings),
             ),
+            (
+                (
+                    "book_writes_coalesced",
+                    "Patches and replacements served so far through the write coalescer.",
+                ),
+                (
+                    "book_write_batches",
+                    "Batches the write coalescer worked on (one UPDATE for those that apply).",
+                ),
+                Self::counts_of(&patches),
+            ),
         ] {
             let other = counts.clone();
             metrics = metrics
@@ -272,6 +287,7 @@ impl Application {
                 .app_data(reads.clone())
                 .app_data(creates.clone())
                 .app_data(listings.clone())
+                .app_data(patches.clone())
                 .app_data(exports.clone())
                 .app_data(hub.clone())
                 .app_data(key_cache_for_workers.clone())

@@ -7,13 +7,13 @@ use std::future::{Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
-    Author, Book, BookFilter, BookId, BookService, Created, Genre, IdempotencyKey, ListQuery,
-    PageSize, SearchTerm, Sort, TextError, VersionCheck,
+    Author, Book, BookFilter, BookId, BookPatch, BookService, Created, Genre, IdempotencyKey,
+    ListQuery, PageSize, PatchOf, SearchTerm, Sort, TextError, VersionCheck,
 };
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
-use crate::coalesce::{CreateCoalescer, ListCoalescer, ReadCoalescer};
+use crate::coalesce::{CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer};
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
@@ -410,13 +410,22 @@ pub(crate) async fn get_book(
 )]
 pub(crate) async fn replace_book(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    writes: web::Data<PatchCoalescer>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
-    let book = blocking(&service, move |s| s.replace_book(id, &replacement, &check)).await?;
+    // A replacement is a patch of every field, written with the other writes waiting now.
+    let patch = BookPatch {
+        title: Some(replacement.title),
+        author: Some(replacement.author),
+        genre: Some(replacement.genre),
+    };
+    let book = writes
+        .into_inner()
+        .patch(PatchOf { id, patch, check })
+        .await?;
     Ok(book_response(HttpResponse::Ok(), &book))
 }
 
@@ -443,13 +452,17 @@ pub(crate) async fn replace_book(
 )]
 pub(crate) async fn patch_book(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    writes: web::Data<PatchCoalescer>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
-    let book = blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
+    // Written with the other writes waiting now: one statement and one commit for them all.
+    let book = writes
+        .into_inner()
+        .patch(PatchOf { id, patch, check })
+        .await?;
     Ok(book_response(HttpResponse::Ok(), &book))
 }
 

@@ -286,3 +286,136 @@ async fn when_the_database_fails_each_create_of_a_batch_gets_its_own_503_and_non
     drop(app);
     drop(database);
 }
+
+#[actix_web::test]
+async fn concurrent_writes_share_statements_and_each_keeps_its_own_outcome() {
+    let (app, url, held) = one_connection_and_one_book().await;
+    let mut books = Vec::new();
+    for i in 0..8 {
+        books.push(
+            app.create(json!({"title": format!("W{i}"), "author": "A"}))
+                .await,
+        );
+    }
+    let id = |i: usize| books[i]["id"].as_i64().unwrap();
+    let missing = id(7) + 1000;
+    let (writes_before, batches_before) = (
+        metric(&app, "book_writes_coalesced").await,
+        metric(&app, "book_write_batches").await,
+    );
+    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
+    let path = format!("/api/v1/books/{held}");
+    let held_genre = json!({"genre": "Held"});
+    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
+    let app_ref = &app;
+    let writes = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let stale = "\"0-1\"".to_owned();
+        let current = |i: usize| format!("\"{}-1\"", id(i));
+        let requests: Vec<(Method, String, serde_json::Value, Option<String>)> = vec![
+            // Plain patches of distinct books.
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(0)),
+                json!({"genre": "G0"}),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(1)),
+                json!({"title": "T1"}),
+                None,
+            ),
+            // Two writes to one book: both apply, in order.
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(2)),
+                json!({"genre": "first"}),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(2)),
+                json!({"genre": "second"}),
+                None,
+            ),
+            // The right ETag, and a stale one.
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(3)),
+                json!({"genre": "G3"}),
+                Some(current(3)),
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(4)),
+                json!({"genre": "G4"}),
+                Some(stale.replace('0', &id(4).to_string()).replace("-1", "-9")),
+            ),
+            // A patch that changes nothing, a replacement, a missing book.
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{}", id(5)),
+                json!({"title": "W5"}),
+                None,
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/books/{}", id(6)),
+                json!({"title": "New", "author": "B"}),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/books/{missing}"),
+                json!({"genre": "G"}),
+                None,
+            ),
+        ];
+        futures_util::future::join_all(requests.iter().map(|(method, path, body, etag)| {
+            let headers: Vec<(&str, &str)> =
+                etag.iter().map(|e| ("if-match", e.as_str())).collect();
+            let (method, path, body) = (method.clone(), path.clone(), body.clone());
+            async move { app_ref.send_json(method, &path, &body, &headers).await }
+        }))
+        .await
+    };
+    let (patched, replies) = futures_util::join!(blocked, writes);
+    locker.join().unwrap();
+    assert_eq!(patched.status, 200);
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 412, 200, 200, 404]);
+    assert_eq!(replies[0].json()["genre"], "G0");
+    assert_eq!(replies[1].json()["title"], "T1");
+    assert_eq!(replies[2].json()["version"], 2);
+    assert_eq!(
+        (
+            replies[3].json()["genre"].clone(),
+            replies[3].json()["version"].clone()
+        ),
+        (json!("second"), json!(3))
+    );
+    assert_eq!(replies[4].json()["version"], 2);
+    assert_eq!(
+        replies[6].json()["version"],
+        1,
+        "a patch that changes nothing keeps the version"
+    );
+    assert_eq!(
+        (
+            replies[7].json()["title"].clone(),
+            replies[7].json()["genre"].clone()
+        ),
+        (json!("New"), json!(null))
+    );
+    let stored = app.get(&format!("/api/v1/books/{}", id(4))).await.json();
+    assert_eq!(
+        (stored["version"].clone(), stored["genre"].clone()),
+        (json!(1), json!(null)),
+        "the stale write changed nothing"
+    );
+    let writes = metric(&app, "book_writes_coalesced").await - writes_before;
+    let batches = metric(&app, "book_write_batches").await - batches_before;
+    assert_eq!(writes, 9 + 1, "nine writes and the held patch");
+    assert!(batches <= 4, "ten writes took {batches} batches");
+}

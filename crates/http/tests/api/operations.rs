@@ -360,13 +360,18 @@ async fn db_pool_waiting_counts_book_requests_that_wait_for_a_connection() {
     let locker = lock_row(url, id, Duration::from_millis(1500)).await;
     let path = format!("/api/v1/books/{id}");
     let body = json!({"genre": "SF"});
-    // The patch takes the pool's only connection and waits for the row lock; three listings then
-    // wait for the connection. (The key cache's reload may wait too: one at most. Reads by id
-    // would share one batch, so one waiter.)
+    // The patch takes the pool's only connection and waits for the row lock; a listing, a read
+    // by id and a create then wait for the connection. (The key cache's reload may wait too: one
+    // at most. Requests of one kind would share one batch, so one waiter.)
     let blocked = app.send_json(Method::PATCH, &path, &body, &[]);
     let waiting = async {
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-        let reads = futures_util::future::join_all((0..3).map(|_| app.get("/api/v1/books")));
+        let new_book = json!({"title": "Waiting", "author": "A"});
+        let reads = futures_util::future::join3(
+            app.get("/api/v1/books"),
+            app.get(&path),
+            app.send_json(Method::POST, "/api/v1/books", &new_book, &[]),
+        );
         let probe = async {
             actix_web::rt::time::sleep(Duration::from_millis(400)).await;
             let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
