@@ -167,9 +167,10 @@ pub(crate) fn forget_older_than(pool: &PgPool, age: TimeDelta) -> Result<u64, St
     Ok(u64::try_from(purged.count).unwrap_or(0))
 }
 
-/// Wakes when a write commits, through PostgreSQL's `LISTEN`/`NOTIFY`, on a connection of its
-/// own (a pooled one would be handed to others, and a session behind PgBouncer's transaction
-/// mode may not keep its `LISTEN`). When it cannot listen, callers fall back to polling.
+/// Wakes when any instance numbers new changes (`sequence_book_changes()` sends `NOTIFY
+/// book_changes` when it gives seqs), through PostgreSQL's `LISTEN`, on a connection of its own
+/// (a pooled one would be handed to others, and a session behind PgBouncer's transaction mode may
+/// not keep its `LISTEN`). When it cannot listen, callers poll.
 pub struct ChangeListener {
     url: String,
     connection: Option<PgConnection>,

@@ -1,6 +1,8 @@
-//! The live change feed of one instance: a thread that learns of new changes (woken by the
-//! storage's [`ChangeSignal`], or polling once a second without one), reads them once, and
-//! broadcasts them to every open Server-Sent Events stream.
+//! The live change feed of one instance: a thread that learns of new changes, reads them once,
+//! and broadcasts them to every open Server-Sent Events stream. While streams are open it reads
+//! every [`POLL_EVERY`] (reading numbers the changes committed since, see `adapters::changes`),
+//! and at once when the storage's [`ChangeSignal`] says another instance has numbered some.
+//! Writers do not signal: a `NOTIFY` in every write transaction would serialize their commits.
 //!
 //! A stream subscribes first, then catches up from storage on its own, then follows the
 //! broadcast. It waits on the broadcast only once it has sent everything up to the hub's
@@ -20,9 +22,8 @@ use tokio::sync::broadcast;
 
 /// How often the hub asks its signal whether something changed.
 const WAKE_CHECK: Duration = Duration::from_millis(100);
-/// How often the hub reads storage when nothing signalled (the fallback when notifications are
-/// not available, and a guard against a lost one).
-const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often the hub reads storage while streams are open and nothing signalled.
+const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How many batches of changes a slow stream may fall behind before it reads from storage.
 const BACKLOG: usize = 64;
 
@@ -134,7 +135,7 @@ fn run(
             }
             Some(Err(error)) => {
                 if !signal_failing {
-                    tracing::warn!(error = %error, "the change feed cannot be notified; it polls every second");
+                    tracing::warn!(error = %error, "the change feed cannot be notified by other instances; it polls on its own");
                     signal_failing = true;
                 }
                 false
