@@ -723,7 +723,7 @@ impl BookRepository for PostgresBookRepository {
         // `patch`'s one-statement path). Whatever it did not write (a missing book, a stale
         // version, a patch that changes nothing, an If-Match with several versions) then takes
         // the one-by-one path, which says why under the row's lock.
-        let batched: Vec<(usize, Option<i64>)> = patches
+        let mut batched: Vec<(usize, Option<i64>)> = patches
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
@@ -735,6 +735,9 @@ impl BookRepository for PostgresBookRepository {
                 differs(&p.patch).map(|_| (i, expected))
             })
             .collect();
+        // Rows are locked in the order given: in id order, two batches in flight at once can
+        // never wait for each other in a circle.
+        batched.sort_by_key(|(i, _)| patches[*i].id);
         let mut written: Vec<Option<Result<Book, WriteBookError>>> =
             patches.iter().map(|_| None).collect();
         if batched.len() > 1 {

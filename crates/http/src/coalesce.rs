@@ -8,11 +8,13 @@
 //!   asked for by many clients at once is read once), all on one blocking thread;
 //! - [`PatchCoalescer`]: patches and replacements, one `UPDATE` (one commit) per batch for those
 //!   that apply, each with its own version check and outcome; a batch never holds two writes to
-//!   one book, so writes to a book keep their order.
+//!   one book (each write is its own version of it), and rows are locked in id order, so batches
+//!   in flight together never deadlock.
 //!
-//! At most `lanes` batches of a kind are worked on at once (by default one per two cores: each
-//! batch in flight keeps a core busy between the database and the thread that answers it, and
-//! fewer lanes make larger batches and fewer thread hand-offs). A request joins the last batch
+//! At most `lanes` batches of a kind are worked on at once (for reads, by default one per two
+//! cores: each batch in flight keeps a core busy between the database and the thread that answers
+//! it, and fewer lanes make larger batches and fewer thread hand-offs; for writes, half the pool,
+//! because a write batch mostly waits for its commit's flush, which batches in flight share). A request joins the last batch
 //! that is still waiting for a lane, or opens a new one; a lane that comes free takes the oldest
 //! waiting batch (closing it: later requests open the next one) and works on it at once, so every
 //! answer reflects a state at least as new as its request's arrival: coalescing never makes a read

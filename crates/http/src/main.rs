@@ -103,6 +103,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         // A quarter of the connections at most for exports, so that reads and writes always
         // find one.
         exports_in_flight: (args.pool_size() as usize / 4).max(1),
+        write_batches_in_flight: (args.pool_size() as usize / 2).max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
         compress: args.compress,
         rate_limit_redis_url: args

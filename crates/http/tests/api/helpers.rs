@@ -132,6 +132,7 @@ impl TestApp {
             handle_signals: false,
             blocking_threads_per_worker: 8,
             batches_in_flight: 1,
+            write_batches_in_flight: 2,
             exports_in_flight: 2,
             rate_limit,
             rate_limit_redis_url: redis_url,
