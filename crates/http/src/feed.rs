@@ -38,12 +38,18 @@ pub(crate) struct ChangeHub {
     stopped: Arc<AtomicBool>,
     /// The last seq the hub has broadcast, or knows of (see [`ChangeHub::position`]).
     position: Arc<AtomicU64>,
+    /// How often an idle stream sends a comment, so that proxies keep it open.
+    heartbeat: Duration,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ChangeHub {
     /// Starts the hub's thread.
-    pub(crate) fn start(service: BookService, signal: Option<Box<dyn ChangeSignal>>) -> Self {
+    pub(crate) fn start(
+        service: BookService,
+        signal: Option<Box<dyn ChangeSignal>>,
+        heartbeat: Duration,
+    ) -> Self {
         let (sender, _) = broadcast::channel(BACKLOG);
         let stopped = Arc::new(AtomicBool::new(false));
         let position = Arc::new(AtomicU64::new(0));
@@ -63,6 +69,7 @@ impl ChangeHub {
             sender: Mutex::new(Some(sender)),
             stopped,
             position,
+            heartbeat,
             thread: Mutex::new(thread),
         }
     }
@@ -81,6 +88,11 @@ impl ChangeHub {
     /// following the feed, or broadcast them before the stream subscribed).
     pub(crate) fn position(&self) -> Arc<AtomicU64> {
         self.position.clone()
+    }
+
+    /// How often an idle stream sends a heartbeat comment.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat
     }
 
     /// How many streams are open.

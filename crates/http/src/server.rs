@@ -71,6 +71,8 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// How long the change feed keeps changes (purged in the background).
     pub changes_retention: TimeDelta,
+    /// How often an idle change stream sends a heartbeat comment (15 s).
+    pub change_heartbeat: Duration,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +91,7 @@ impl Default for ServerSettings {
             compress: false,
             cors_origins: Vec::new(),
             changes_retention: CHANGES_RETENTION,
+            change_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -178,7 +181,11 @@ impl Application {
             settings.write_batches_in_flight,
         )));
         let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
-        let hub = web::Data::new(ChangeHub::start(service.clone(), change_signal));
+        let hub = web::Data::new(ChangeHub::start(
+            service.clone(),
+            change_signal,
+            settings.change_heartbeat,
+        ));
         let hub_for_shutdown = hub.clone();
         let streams = hub.clone();
         let key_cache = web::Data::new(KeyCache::load(keys));

@@ -22,9 +22,6 @@ use crate::representation::problem::ApiError;
 const EVENT_STREAM: &str = "text/event-stream";
 const FORMATS: [&str; 2] = ["application/json", EVENT_STREAM];
 
-/// How often an idle stream says it is alive, so that proxies keep it open.
-const HEARTBEAT: Duration = Duration::from_secs(15);
-
 /// Where to start reading the feed.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -178,6 +175,7 @@ struct Follower {
     behind: bool,
     /// The hub's position (see [`ChangeHub::position`]).
     hub_position: Arc<AtomicU64>,
+    heartbeat: Duration,
     greeted: bool,
 }
 
@@ -199,6 +197,7 @@ async fn stream(
         pending: first.items.into(),
         greeted: false,
         hub_position: hub.position(),
+        heartbeat: hub.heartbeat(),
     };
     let body = futures_util::stream::unfold(follower, |mut follower| async move {
         let event = follower.next_event().await?;
@@ -224,7 +223,7 @@ impl Follower {
             self.greeted = true;
             return Some(format!(": changes after {}\n\n", self.after));
         }
-        let heartbeat = actix_web::rt::time::sleep(HEARTBEAT);
+        let heartbeat = actix_web::rt::time::sleep(self.heartbeat);
         tokio::pin!(heartbeat);
         loop {
             if let Some(change) = self.pending.pop_front() {

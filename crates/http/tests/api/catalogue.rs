@@ -10,7 +10,7 @@ use books_adapters::testing::TestDatabase;
 use diesel::prelude::*;
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, TestApp, free_port, serve, wait_ready};
+use crate::helpers::{Reply, TestApp, free_port, memory, serve, wait_ready};
 
 const BATCH: &str = "/api/v1/books/batch";
 const EXPORT: &str = "/api/v1/books/export";
@@ -467,26 +467,6 @@ async fn a_client_that_leaves_mid_export_releases_the_database_connection_at_onc
     assert_eq!(app.get("/api/v1/books?limit=1").await.status, 200);
 }
 
-/// The resident memory of a process now and at its peak, in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let read = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap()
-            * 1024
-    };
-    (read("VmRSS:"), read("VmHWM:"))
-}
-
 #[test]
 fn exporting_two_hundred_thousand_books_keeps_memory_flat_and_reads_one_snapshot() {
     let database = TestDatabase::new();
@@ -509,7 +489,7 @@ fn exporting_two_hundred_thousand_books_keeps_memory_flat_and_reads_one_snapshot
         .unwrap();
         std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
     }
-    let (_, peak_before) = rss(pid);
+    let (_, peak_before) = memory(pid);
 
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -532,7 +512,7 @@ fn exporting_two_hundred_thousand_books_keeps_memory_flat_and_reads_one_snapshot
     );
     let mut body = Vec::new();
     reader.read_to_end(&mut body).unwrap();
-    let (_, peak_after) = rss(pid);
+    let (_, peak_after) = memory(pid);
 
     // The body is chunked: count CSV rows by their id column, which starts each data line.
     let text = String::from_utf8(body).unwrap();

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, free_port, serve, wait_ready};
+use crate::helpers::{TestApp, free_port, memory, serve, wait_ready};
 
 const CHANGES: &str = "/api/v1/books/changes";
 
@@ -439,6 +439,34 @@ async fn a_stream_delivers_changes_live_and_resumes_after_the_last_event_id() {
     assert_eq!((id.as_str(), kind.as_str()), ("3", "deleted"));
 }
 
+impl Events {
+    /// True when a heartbeat comment arrives within `patience`.
+    async fn heartbeat(&mut self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while !self.buffer.contains(": heartbeat\n\n") {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            match actix_web::rt::time::timeout(left, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(std::str::from_utf8(&chunk).unwrap()),
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+#[actix_web::test]
+async fn an_idle_stream_sends_heartbeats() {
+    // The test server beats every 300 ms (the service, every 15 s).
+    let app = TestApp::spawn().await;
+    let mut events = Events::open(&app, &[]).await;
+    for _ in 0..2 {
+        assert!(events.heartbeat(Duration::from_secs(3)).await);
+        events.buffer.clear();
+    }
+}
+
 #[actix_web::test]
 async fn a_change_on_one_instance_reaches_streams_on_the_other_with_or_without_notifications() {
     let database = TestDatabase::new();
@@ -480,23 +508,6 @@ async fn idle_streams_hold_no_database_connection() {
     }
 }
 
-/// The resident memory of a process now, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap()
-        * 1024
-}
-
 fn open_stream(port: u16) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -524,10 +535,10 @@ fn a_thousand_idle_streams_stay_small_and_shutdown_ends_them_cleanly() {
     // Warm up with a few streams, so that the baseline holds what any stream needs.
     let warm: Vec<TcpStream> = (0..10).map(|_| open_stream(port)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss(pid);
+    let (before, _) = memory(pid);
     let streams: Vec<TcpStream> = (0..1000).map(|_| open_stream(port)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss(pid);
+    let (after, _) = memory(pid);
     eprintln!(
         "1 000 idle streams: RSS {} MiB before, {} MiB after",
         before / (1024 * 1024),

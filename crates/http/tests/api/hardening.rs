@@ -11,7 +11,7 @@ use books_domain::{KeyName, Scope};
 use books_http::RateLimit;
 use serde_json::json;
 
-use crate::helpers::{Process, TestApp, free_port, serve, wait_ready};
+use crate::helpers::{TestApp, free_port, memory, serve, wait_ready};
 
 /// Sends `request` over a raw connection to `address` (`http://host:port`) and reads until the
 /// server closes it or `patience` runs out.
@@ -377,17 +377,6 @@ async fn a_cursor_carries_its_page_size_and_a_limit_beside_it_wins() {
     assert_eq!(wider["items"].as_array().unwrap().len(), 3);
 }
 
-/// The peak resident memory of a process, in bytes.
-fn peak_rss(process: &Process) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.0.id())).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 #[test]
 fn thousands_of_connections_opened_held_and_closed_leave_the_service_small() {
     let database = TestDatabase::new();
@@ -413,7 +402,7 @@ fn thousands_of_connections_opened_held_and_closed_leave_the_service_small() {
         drop(held);
     }
     assert!(wait_ready(port, &mut service, Duration::from_secs(10)));
-    let peak = peak_rss(&service);
+    let (_, peak) = memory(service.0.id());
     assert!(peak < 64 * 1024 * 1024, "peak RSS {} MiB", peak >> 20);
 }
 

@@ -139,6 +139,8 @@ impl TestApp {
             compress: true,
             cors_origins: vec!["https://books.example".to_owned()],
             changes_retention: books_domain::CHANGES_RETENTION,
+            // Short, so that a test can see one without waiting 15 s.
+            change_heartbeat: Duration::from_millis(300),
         };
         let services = Services {
             books: service,
@@ -367,4 +369,24 @@ pub(crate) fn wait_ready(port: u16, process: &mut Process, patience: Duration) -
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// The resident memory of a process now (`VmRSS`) and at its peak (`VmHWM`), in bytes.
+pub(crate) fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let read = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap()
+            * 1024
+    };
+    (read("VmRSS:"), read("VmHWM:"))
 }
