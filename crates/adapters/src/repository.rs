@@ -678,13 +678,7 @@ impl BookRepository for PostgresBookRepository {
         new: &NewBook,
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError> {
-        // A replacement is a patch that sets every field.
-        let every_field = BookPatch {
-            title: Some(new.title.clone()),
-            author: Some(new.author.clone()),
-            genre: Some(new.genre.clone()),
-        };
-        self.patch(id, &every_field, check)
+        self.patch(id, &BookPatch::from(new.clone()), check)
     }
 
     fn patch(

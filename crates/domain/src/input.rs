@@ -177,6 +177,18 @@ pub struct BookPatch {
     pub genre: Option<Option<Genre>>,
 }
 
+/// A replacement is the patch that sets every field: title, author, and the genre (none clears
+/// it).
+impl From<NewBook> for BookPatch {
+    fn from(book: NewBook) -> Self {
+        Self {
+            title: Some(book.title),
+            author: Some(book.author),
+            genre: Some(book.genre),
+        }
+    }
+}
+
 impl BookPatch {
     /// Checks the members of a merge patch and reports every invalid one. A null title or
     /// author is refused (a book always has both); a null or blank genre clears the genre.

@@ -14,7 +14,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use books_domain::{BookService, Change, ChangeLimit, ChangeSignal};
@@ -40,7 +39,6 @@ pub(crate) struct ChangeHub {
     position: Arc<AtomicU64>,
     /// How often an idle stream sends a comment, so that proxies keep it open.
     heartbeat: Duration,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ChangeHub {
@@ -53,14 +51,14 @@ impl ChangeHub {
         let (sender, _) = broadcast::channel(BACKLOG);
         let stopped = Arc::new(AtomicBool::new(false));
         let position = Arc::new(AtomicU64::new(0));
-        let thread = {
+        // Never joined: the thread ends by itself once stopped (see `stop`).
+        let started = {
             let (sender, stopped, position) = (sender.clone(), stopped.clone(), position.clone());
             std::thread::Builder::new()
                 .name("change-feed".to_owned())
                 .spawn(move || run(&service, signal, &sender, &stopped, &position))
-                .ok()
         };
-        if thread.is_none() {
+        if started.is_err() {
             tracing::error!(
                 "could not start the change feed's thread; live streams get no changes"
             );
@@ -70,7 +68,6 @@ impl ChangeHub {
             stopped,
             position,
             heartbeat,
-            thread: Mutex::new(thread),
         }
     }
 
@@ -104,15 +101,13 @@ impl ChangeHub {
             .unwrap_or(0)
     }
 
-    /// Ends every stream (each ends its body cleanly) and the hub's thread.
+    /// Ends every stream (each ends its body cleanly) and tells the hub's thread to end, without
+    /// waiting for it (it may be in a query): it ends within a tick of its current work, and
+    /// drops its copy of the sender then.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
-        }
-        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
-        if let Some(thread) = thread {
-            let _ = thread.join();
         }
     }
 }

@@ -432,8 +432,7 @@ async fn stop_on_signal(server: ServerHandle, hub: web::Data<ChangeHub>) {
     #[cfg(not(unix))]
     drop(interrupt.await);
     tracing::info!("stopping: ending change streams, then finishing requests in flight");
-    let hub = hub.into_inner();
-    drop(actix_web::web::block(move || hub.stop()).await);
+    hub.stop();
     server.stop(true).await;
 }
 

@@ -23,3 +23,11 @@ pub(crate) async fn head_as_get(
     }
     next.call(request).await
 }
+
+impl HeadRequest {
+    /// True when `request` came as a HEAD. Handlers whose body is a stream with no end of its
+    /// own (a live feed) or a costly one (an export) answer it with their headers alone.
+    pub(crate) fn came_as_head(request: &actix_web::HttpRequest) -> bool {
+        request.extensions().contains::<Self>()
+    }
+}

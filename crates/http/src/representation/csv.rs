@@ -87,7 +87,8 @@ pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiE
     let columns = columns(&header, body).map_err(header_problem)?;
     let mut books = Vec::new();
     for (index, record) in records.enumerate() {
-        if index == max {
+        // One row past the most is enough to say the batch is too long.
+        if index > max {
             break;
         }
         let record = record.map_err(|error| malformed(&error, Some(index)))?;
@@ -245,6 +246,25 @@ mod tests {
         assert_eq!(books[0].title.as_deref(), Some("Dune, the novel"));
         assert_eq!(books[0].genre.as_deref(), Some("SF"));
         assert_eq!(books[1].title.as_deref(), Some("Say \"hi\""));
+    }
+
+    #[test]
+    fn reading_stops_one_row_past_the_most_so_that_a_long_batch_is_seen_as_too_long() {
+        let body = format!("title,author\n{}", "T,A\n".repeat(5));
+        assert_eq!(
+            read_books(body.as_bytes(), 3)
+                .expect("valid CSV")
+                .books
+                .len(),
+            4
+        );
+        assert_eq!(
+            read_books(body.as_bytes(), 5)
+                .expect("valid CSV")
+                .books
+                .len(),
+            5
+        );
     }
 
     #[test]

@@ -94,16 +94,22 @@ pub(super) fn book_response(
         .json(BookResponse::from(book))
 }
 
-/// The query parameters of a listing.
+/// The paging parameters of a listing.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(crate) struct ListParams {
+pub(crate) struct PageParams {
     /// Page size, 1 to 100.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page. It carries the sort and filters of the query it
     /// came from; other values for them are refused.
     cursor: Option<String>,
+}
+
+/// Which books a listing or an export shows, and in what order.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SelectionParams {
     /// Only books by this author (exact match, case-insensitive).
     #[param(max_length = 250)]
     author: Option<String>,
@@ -124,45 +130,66 @@ pub(super) fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-impl ListParams {
-    /// Reads the query string; other parameters than these are ignored.
-    fn read(request: &HttpRequest) -> Result<Self, ApiError> {
-        let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+impl SelectionParams {
+    /// Takes its parameters from a query string's.
+    pub(super) fn take(params: &Params) -> Self {
         let take = |name: &str| params.get(name).map(str::to_owned);
-        Ok(Self {
-            limit: take("limit"),
-            cursor: take("cursor"),
+        Self {
             author: take("author"),
             genre: take("genre"),
             q: take("q"),
             sort: take("sort"),
+        }
+    }
+
+    /// The filters; a blank one counts as not given, as HTML forms send them.
+    pub(super) fn filter(&self) -> Result<BookFilter, ApiError> {
+        Ok(BookFilter {
+            author: text_filter("author", self.author.as_ref(), Author::new)?,
+            genre: text_filter("genre", self.genre.as_ref(), Genre::new)?,
+            search: text_filter("q", self.q.as_ref(), SearchTerm::new)?,
         })
     }
 
-    /// The listing asked for: a new one, or the continuation of a cursor's (paging policy is
-    /// the domain's: [`ListQuery::resume`]).
-    fn into_query(self) -> Result<ListQuery, ApiError> {
-        let limit = self.limit.as_deref().map(page_size).transpose()?;
-        // Unlike the filters, a blank sort or limit is a mistake worth reporting.
-        let sort = self.sort.as_deref().map(sort).transpose()?;
-        let filter = book_filter(self.author.as_ref(), self.genre.as_ref(), self.q.as_ref())?;
-        let Some(raw_cursor) = given(self.cursor.as_ref()) else {
-            return Ok(ListQuery {
-                filter,
-                sort: sort.unwrap_or_default(),
-                limit: limit.unwrap_or_default(),
-                after: None,
-            });
-        };
-        let continued = cursor::decode(raw_cursor).ok_or_else(|| {
-            ApiError::BadRequest(
-                "cursor is not one this service made; start again without it".to_owned(),
-            )
-        })?;
-        ListQuery::resume(continued, sort, &filter, limit).map_err(|conflict| {
-            ApiError::BadRequest(format!("{conflict}; leave them out or start again"))
-        })
+    /// The order, when one is given. Unlike a filter, a blank sort is a mistake worth reporting.
+    pub(super) fn sort(&self) -> Result<Option<Sort>, ApiError> {
+        self.sort.as_deref().map(sort).transpose()
     }
+}
+
+/// Reads a listing's query string; other parameters than these are ignored.
+fn read_listing(request: &HttpRequest) -> Result<ListQuery, ApiError> {
+    let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+    let page = PageParams {
+        limit: params.get("limit").map(str::to_owned),
+        cursor: params.get("cursor").map(str::to_owned),
+    };
+    into_query(&page, &SelectionParams::take(&params))
+}
+
+/// The listing asked for: a new one, or the continuation of a cursor's (paging policy is the
+/// domain's: [`ListQuery::resume`]).
+fn into_query(page: &PageParams, selection: &SelectionParams) -> Result<ListQuery, ApiError> {
+    // Unlike the filters, a blank limit is a mistake worth reporting.
+    let limit = page.limit.as_deref().map(page_size).transpose()?;
+    let sort = selection.sort()?;
+    let filter = selection.filter()?;
+    let Some(raw_cursor) = given(page.cursor.as_ref()) else {
+        return Ok(ListQuery {
+            filter,
+            sort: sort.unwrap_or_default(),
+            limit: limit.unwrap_or_default(),
+            after: None,
+        });
+    };
+    let continued = cursor::decode(raw_cursor).ok_or_else(|| {
+        ApiError::BadRequest(
+            "cursor is not one this service made; start again without it".to_owned(),
+        )
+    })?;
+    ListQuery::resume(continued, sort, &filter, limit).map_err(|conflict| {
+        ApiError::BadRequest(format!("{conflict}; leave them out or start again"))
+    })
 }
 
 fn page_size(raw: &str) -> Result<PageSize, ApiError> {
@@ -174,25 +201,12 @@ fn page_size(raw: &str) -> Result<PageSize, ApiError> {
     })
 }
 
-pub(super) fn sort(raw: &str) -> Result<Sort, ApiError> {
+fn sort(raw: &str) -> Result<Sort, ApiError> {
     Sort::parse(raw).ok_or_else(|| {
         ApiError::BadRequest(
             "sort must be one of id, title, author, created_at, optionally prefixed with -"
                 .to_owned(),
         )
-    })
-}
-
-/// The filters of a listing or an export, from their raw parameters.
-pub(super) fn book_filter(
-    author: Option<&String>,
-    genre: Option<&String>,
-    q: Option<&String>,
-) -> Result<BookFilter, ApiError> {
-    Ok(BookFilter {
-        author: text_filter("author", author, Author::new)?,
-        genre: text_filter("genre", genre, Genre::new)?,
-        search: text_filter("q", q, SearchTerm::new)?,
     })
 }
 
@@ -218,7 +232,7 @@ fn text_filter<T>(
     path = "/api/v1/books",
     operation_id = "listBooks",
     tag = "books",
-    params(ListParams),
+    params(PageParams, SelectionParams),
     responses(
         (status = 200, description = "A page of books",
             content(
@@ -237,7 +251,7 @@ pub(crate) async fn list_books(
     let format = preferred(&request, &LIST_FORMATS).ok_or_else(|| {
         ApiError::NotAcceptable(format!("a page is {} (Accept)", LIST_FORMATS.join(" or ")))
     })?;
-    let query = ListParams::read(&request)?.into_query()?;
+    let query = read_listing(&request)?;
     // Read with the other listings waiting at the same time (identical ones once).
     let page = listings.into_inner().page(query.clone()).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
@@ -417,11 +431,7 @@ pub(crate) async fn replace_book(
 ) -> Result<HttpResponse, ApiError> {
     let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     // A replacement is a patch of every field, written with the other writes waiting now.
-    let patch = BookPatch {
-        title: Some(replacement.title),
-        author: Some(replacement.author),
-        genre: Some(replacement.genre),
-    };
+    let patch = BookPatch::from(replacement);
     let book = writes
         .into_inner()
         .patch(PatchOf { id, patch, check })

@@ -8,17 +8,17 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
 use tokio::sync::{Semaphore, mpsc};
-use utoipa::IntoParams;
 
 use crate::blocking::blocking;
 use crate::middleware::auth::WriteAccess;
+use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{BookBatch, BookBatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, check_batch, read_batch_json};
 use crate::representation::csv::{self, CSV};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
-use crate::routes::books::{IdempotencyKeyHeader, book_filter, sort};
+use crate::routes::books::{IdempotencyKeyHeader, SelectionParams};
 
 /// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
 pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
@@ -97,50 +97,19 @@ fn media_type(request: &HttpRequest) -> Option<String> {
     Some(value.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-/// The query parameters of an export: a listing's, without pages.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ExportParams {
-    /// Only books by this author (exact match, case-insensitive).
-    #[param(max_length = 250)]
-    author: Option<String>,
-    /// Only books of this genre (exact match, case-insensitive).
-    #[param(max_length = 250)]
-    genre: Option<String>,
-    /// Only books whose title or author contains this text (case-insensitive).
-    #[param(max_length = 250)]
-    q: Option<String>,
-    /// Order: `id`, `title`, `author` or `created_at`, with a leading `-` for descending. Ties
-    /// are broken by id.
-    #[param(pattern = "^-?(id|title|author|created_at)$", default = "id")]
-    sort: Option<String>,
-}
-
-impl ExportParams {
-    fn read(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
-        let params = Params::parse(request.query_string().as_bytes(), "query string")?;
-        if params.get("limit").is_some() || params.get("cursor").is_some() {
-            return Err(ApiError::BadRequest(
-                "an export has no pages: leave out limit and cursor".to_owned(),
-            ));
-        }
-        let take = |name: &str| params.get(name).map(str::to_owned);
-        let raw = Self {
-            author: take("author"),
-            genre: take("genre"),
-            q: take("q"),
-            sort: take("sort"),
-        };
-        Ok(ExportQuery {
-            filter: book_filter(raw.author.as_ref(), raw.genre.as_ref(), raw.q.as_ref())?,
-            sort: raw
-                .sort
-                .as_deref()
-                .map(sort)
-                .transpose()?
-                .unwrap_or_default(),
-        })
+/// Reads an export's query string: a listing's filters and sort, without pages.
+fn read_export(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
+    let params = Params::parse(request.query_string().as_bytes(), "query string")?;
+    if params.get("limit").is_some() || params.get("cursor").is_some() {
+        return Err(ApiError::BadRequest(
+            "an export has no pages: leave out limit and cursor".to_owned(),
+        ));
     }
+    let selection = SelectionParams::take(&params);
+    Ok(ExportQuery {
+        filter: selection.filter()?,
+        sort: selection.sort()?.unwrap_or_default(),
+    })
 }
 
 /// The export's formats, in order of preference when the client has none.
@@ -177,7 +146,7 @@ const SLICES_IN_FLIGHT: usize = 2;
     path = "/api/v1/books/export",
     operation_id = "exportBooks",
     tag = "books",
-    params(ExportParams),
+    params(SelectionParams),
     responses(
         (status = 200, description = "Every matching book, streamed", headers(
             ("Changes-After" = i64, description = "Follow `GET /api/v1/books/changes?after=` this seq to keep the exported copy current: every change up to it is in the export (a few after it may be too; apply changes by version)"),
@@ -200,7 +169,12 @@ pub(crate) async fn export_books(
             EXPORT_FORMATS.join(" or ")
         ))
     })?;
-    let query = ExportParams::read(&request)?;
+    let query = read_export(&request)?;
+    if HeadRequest::came_as_head(&request) {
+        // The headers alone: no slot, no snapshot, nothing read.
+        let changes_after = blocking(&service, BookService::last_change).await?;
+        return Ok(export_head(format, changes_after).finish());
+    }
     let slot = Arc::clone(&slots.0)
         .try_acquire_owned()
         .map_err(|_| ApiError::Busy("every export slot is in use; retry shortly".to_owned()))?;
@@ -251,16 +225,21 @@ pub(crate) async fn export_books(
         });
         Some((item, (None, receiver)))
     });
+    Ok(export_head(format, changes_after).streaming(body))
+}
+
+/// The headers of an export in `format`.
+fn export_head(format: &str, changes_after: u64) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response.content_type(format);
     response.insert_header(("Changes-After", changes_after.to_string()));
-    if csv {
+    if format == CSV {
         response.insert_header((
             header::CONTENT_DISPOSITION,
             "attachment; filename=\"books.csv\"",
         ));
     }
-    Ok(response.streaming(body))
+    response
 }
 
 /// One slice of books in the export's format.

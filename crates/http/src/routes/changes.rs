@@ -13,6 +13,7 @@ use utoipa::IntoParams;
 
 use crate::blocking::blocking;
 use crate::feed::{Batch, ChangeHub};
+use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{ChangePageResponse, ChangeResponse, Problem};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
@@ -97,7 +98,15 @@ impl ChangeParams {
         let resumed = resume
             .last_event_id
             .as_deref()
-            .map(|id| seq("Last-Event-ID", id))
+            .map(|id| {
+                // As the document says (`^[0-9]{1,18}$`): every seq this service sends fits.
+                if id.len() > 18 {
+                    return Err(ApiError::BadRequest(
+                        "Last-Event-ID must be a seq: 1 to 18 digits".to_owned(),
+                    ));
+                }
+                seq("Last-Event-ID", id)
+            })
             .transpose()?;
         let after = resumed.or(after).unwrap_or(0);
         let limit = match &raw.limit {
@@ -152,6 +161,10 @@ pub(crate) async fn list_changes(
         ApiError::NotAcceptable(format!("the feed is {} (Accept)", FORMATS.join(" or ")))
     })?;
     let (after, limit) = ChangeParams::read(&request)?;
+    if format == EVENT_STREAM && HeadRequest::came_as_head(&request) {
+        // A stream never ends: a HEAD gets its headers, and nothing is held open.
+        return Ok(stream_head(&mut HttpResponse::Ok()).finish());
+    }
     if format == EVENT_STREAM {
         return stream(service.get_ref().clone(), &hub, after).await;
     }
@@ -203,12 +216,18 @@ async fn stream(
         let event = follower.next_event().await?;
         Some((Ok::<_, actix_web::Error>(web::Bytes::from(event)), follower))
     });
-    Ok(HttpResponse::Ok()
+    Ok(stream_head(&mut HttpResponse::Ok()).streaming(body))
+}
+
+/// The headers of a stream of events.
+fn stream_head(
+    response: &mut actix_web::HttpResponseBuilder,
+) -> &mut actix_web::HttpResponseBuilder {
+    response
         .content_type(EVENT_STREAM)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         // Tells nginx not to buffer the stream.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
 }
 
 fn catch_up_limit() -> ChangeLimit {

@@ -161,7 +161,9 @@ async fn batches_of_the_wrong_size_or_shape_are_refused() {
         )
         .await;
     assert_eq!(fields(&reply.problem(422)), ["books[0].title"]);
+    let too_many_rows = format!("title,author\n{}", "T,A\n".repeat(1001));
     for (csv, field) in [
+        (too_many_rows.as_str(), "books"),
         ("title,isbn\nT,1\n", "header"),
         ("genre,author\nG,A\n", "header"),
         ("title,title,author\nT,T,A\n", "header"),

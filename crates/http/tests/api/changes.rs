@@ -322,15 +322,13 @@ async fn bad_positions_and_limits_are_refused() {
         app.get(&format!("{CHANGES}?{query}")).await.problem(400);
     }
     for accept in ["application/json", "text/event-stream"] {
-        let reply = app
-            .request(
-                Method::GET,
-                CHANGES,
-                &[("accept", accept), ("last-event-id", "x")],
-                None,
-            )
-            .await;
-        reply.problem(400);
+        // Not a seq, negative, and 19 digits (the document allows 1 to 18).
+        for id in ["x", "-1", "1234567890123456789"] {
+            let headers = [("accept", accept), ("last-event-id", id)];
+            app.request(Method::GET, CHANGES, &headers, None)
+                .await
+                .problem(400);
+        }
     }
     let both = format!("{CHANGES}?after=-1");
     app.request(Method::GET, &both, &[("last-event-id", "3")], None)
@@ -339,6 +337,22 @@ async fn bad_positions_and_limits_are_refused() {
     app.request(Method::GET, CHANGES, &[("accept", "text/html")], None)
         .await
         .problem(406);
+    // HEAD answers as GET would, for the feed (a stream included) and the export alike, and
+    // holds nothing open.
+    for (path, accept, status) in [
+        (CHANGES, "*/*", 200),
+        (CHANGES, "text/event-stream", 200),
+        (CHANGES, "text/csv", 406),
+        ("/api/v1/books/export", "*/*", 200),
+        ("/api/v1/books/export", "text/csv", 200),
+        ("/api/v1/books/export", "text/event-stream", 406),
+    ] {
+        let reply = app
+            .request(Method::HEAD, path, &[("accept", accept)], None)
+            .await;
+        assert_eq!(reply.status, status, "HEAD {path} ({accept})");
+        assert!(reply.body.is_empty());
+    }
     let empty = app.get(&format!("{CHANGES}?after=50")).await.json();
     assert_eq!(empty, json!({"items": [], "next_after": 50}));
 }

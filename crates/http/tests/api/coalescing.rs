@@ -17,6 +17,28 @@ async fn metric(app: &TestApp, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {text}")) as u64
 }
 
+/// Runs `requests` while the pool's only connection is taken by a patch that waits for a row
+/// lock: every lane waits for it, so the requests queue up and share batches.
+async fn while_the_connection_is_held<T>(
+    app: &TestApp,
+    url: String,
+    held: i64,
+    requests: impl std::future::Future<Output = T>,
+) -> T {
+    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
+    let path = format!("/api/v1/books/{held}");
+    let held_genre = json!({"genre": "Held"});
+    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
+    let later = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        requests.await
+    };
+    let (patched, output) = futures_util::join!(blocked, later);
+    locker.join().unwrap();
+    assert_eq!(patched.status, 200);
+    output
+}
+
 #[actix_web::test]
 async fn concurrent_reads_of_the_same_and_other_ids_share_queries_and_each_gets_its_own_book() {
     // One connection, held by a patch waiting for a row lock: every lane waits for it, and
@@ -36,12 +58,7 @@ async fn concurrent_reads_of_the_same_and_other_ids_share_queries_and_each_gets_
         metric(&app, "book_reads_coalesced").await,
         metric(&app, "book_read_queries").await,
     );
-    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
-    let path = format!("/api/v1/books/{held}");
-    let held_genre = json!({"genre": "Held"});
-    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
     let reads = async {
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let wanted: Vec<i64> = (0..66)
             .map(|i| {
                 if i % 11 == 10 {
@@ -60,9 +77,7 @@ async fn concurrent_reads_of_the_same_and_other_ids_share_queries_and_each_gets_
         };
         (wanted, replies)
     };
-    let (patched, (wanted, replies)) = futures_util::join!(blocked, reads);
-    locker.join().unwrap();
-    assert_eq!(patched.status, 200);
+    let (wanted, replies) = while_the_connection_is_held(&app, url, held, reads).await;
     for (id, reply) in wanted.iter().zip(&replies) {
         if *id == missing {
             reply.problem(404);
@@ -157,12 +172,7 @@ async fn concurrent_creates_share_transactions_and_each_gets_its_own_book() {
         metric(&app, "book_creates_coalesced").await,
         metric(&app, "book_create_batches").await,
     );
-    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
-    let path = format!("/api/v1/books/{held}");
-    let held_genre = json!({"genre": "Held"});
-    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
     let creates = async {
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let bodies: Vec<serde_json::Value> = (0..40)
             .map(|i| json!({"title": format!("Created {i}"), "author": "Batch"}))
             .collect();
@@ -173,9 +183,7 @@ async fn concurrent_creates_share_transactions_and_each_gets_its_own_book() {
         )
         .await
     };
-    let (patched, replies) = futures_util::join!(blocked, creates);
-    locker.join().unwrap();
-    assert_eq!(patched.status, 200);
+    let replies = while_the_connection_is_held(&app, url, held, creates).await;
     let mut ids = std::collections::HashSet::new();
     for (i, reply) in replies.iter().enumerate() {
         assert_eq!(reply.status, 201);
@@ -213,12 +221,7 @@ async fn listings_waiting_together_share_a_batch_and_each_gets_its_own_page() {
         metric(&app, "book_listings_coalesced").await,
         metric(&app, "book_listing_batches").await,
     );
-    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
-    let path = format!("/api/v1/books/{held}");
-    let held_genre = json!({"genre": "Held"});
-    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
     let listings = async {
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let paths: Vec<String> = (0..30)
             .map(|i| {
                 if i % 3 == 0 {
@@ -230,9 +233,7 @@ async fn listings_waiting_together_share_a_batch_and_each_gets_its_own_page() {
             .collect();
         futures_util::future::join_all(paths.iter().map(|path| app.get(path))).await
     };
-    let (patched, pages) = futures_util::join!(blocked, listings);
-    locker.join().unwrap();
-    assert_eq!(patched.status, 200);
+    let pages = while_the_connection_is_held(&app, url, held, listings).await;
     for (i, page) in pages.iter().enumerate() {
         let items = page.json()["items"].as_array().unwrap().clone();
         if i % 3 == 0 {
@@ -303,13 +304,8 @@ async fn concurrent_writes_share_statements_and_each_keeps_its_own_outcome() {
         metric(&app, "book_writes_coalesced").await,
         metric(&app, "book_write_batches").await,
     );
-    let locker = lock_row(url, held, Duration::from_millis(1200)).await;
-    let path = format!("/api/v1/books/{held}");
-    let held_genre = json!({"genre": "Held"});
-    let blocked = app.send_json(Method::PATCH, &path, &held_genre, &[]);
     let app_ref = &app;
     let writes = async {
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let stale = "\"0-1\"".to_owned();
         let current = |i: usize| format!("\"{}-1\"", id(i));
         let requests: Vec<(Method, String, serde_json::Value, Option<String>)> = vec![
@@ -380,9 +376,7 @@ async fn concurrent_writes_share_statements_and_each_keeps_its_own_outcome() {
         }))
         .await
     };
-    let (patched, replies) = futures_util::join!(blocked, writes);
-    locker.join().unwrap();
-    assert_eq!(patched.status, 200);
+    let replies = while_the_connection_is_held(&app, url, held, writes).await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 412, 200, 200, 404]);
     assert_eq!(replies[0].json()["genre"], "G0");
