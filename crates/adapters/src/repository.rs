@@ -782,6 +782,10 @@ impl BookRepository for PostgresBookRepository {
         crate::changes::last_change(&self.pool)
     }
 
+    fn sequence_changes(&self) -> Result<u64, StorageError> {
+        crate::changes::sequence_all(&self.pool)
+    }
+
     fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
         crate::changes::forget_older_than(&self.pool, age)
     }

@@ -58,5 +58,6 @@ diesel::table! {
         only_row -> Bool,
         last_seq -> Int8,
         purged_through -> Int8,
+        timeline -> Nullable<Int8>,
     }
 }

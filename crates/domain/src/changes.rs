@@ -61,7 +61,9 @@ pub struct Change {
     pub kind: ChangeKind,
     /// To which book.
     pub book_id: BookId,
-    /// The book's version after the change (for a delete: the version that was deleted).
+    /// The book's version after the change. A deletion counts as one more change: it carries
+    /// the deleted version + 1, so that a copy which applies a change only when its version is
+    /// newer than the one it holds never misses a deletion.
     pub version: Version,
     /// When the change was made.
     pub at: DateTime<Utc>,
@@ -115,6 +117,16 @@ pub enum ChangesError {
     Expired {
         /// The last `seq` that was purged; `after` must be at least this.
         purged_through: u64,
+    },
+    /// `after` is past the newest seq ever given: the reader holds a position this feed never
+    /// reached (it followed a server that was replaced by a failover, or made the number up).
+    /// Answering an empty page would make it skip every change up to its position.
+    #[error("{after} is past the newest change, {newest}")]
+    Ahead {
+        /// The position asked for.
+        after: u64,
+        /// The newest seq given.
+        newest: u64,
     },
     /// Storage failed.
     #[error(transparent)]

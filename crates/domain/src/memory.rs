@@ -135,7 +135,12 @@ impl State {
             seq: self.last_seq,
             kind,
             book_id: book.id(),
-            version: book.version(),
+            // A deletion is one more change of the book.
+            version: if kind == ChangeKind::Deleted {
+                book.version().next()
+            } else {
+                book.version()
+            },
             at: after.as_ref().map_or_else(Utc::now, Book::updated_at),
             book: after,
         });
@@ -324,6 +329,12 @@ impl BookRepository for InMemoryBookRepository {
         if after < state.purged_through {
             return Err(ChangesError::Expired {
                 purged_through: state.purged_through,
+            });
+        }
+        if after > state.last_seq {
+            return Err(ChangesError::Ahead {
+                after,
+                newest: state.last_seq,
             });
         }
         // Sorted by seq: the first change after `after` is found by bisection.
@@ -548,7 +559,7 @@ mod tests {
                 (1, ChangeKind::Created, 1),
                 (2, ChangeKind::Created, 1),
                 (3, ChangeKind::Updated, 2),
-                (4, ChangeKind::Deleted, 2),
+                (4, ChangeKind::Deleted, 3),
             ]
         );
         assert_eq!(
@@ -568,5 +579,12 @@ mod tests {
             Err(ChangesError::Expired { purged_through: 4 })
         ));
         assert!(service.changes(4, limit).unwrap().items.is_empty());
+        assert!(matches!(
+            service.changes(5, limit),
+            Err(ChangesError::Ahead {
+                after: 5,
+                newest: 4
+            })
+        ));
     }
 }

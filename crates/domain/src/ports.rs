@@ -195,8 +195,22 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`ChangesError::Expired`] when changes after `after` were purged.
+    /// [`ChangesError::Expired`] when changes after `after` were purged,
+    /// [`ChangesError::Ahead`] when `after` is past the newest seq.
     fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError>;
+
+    /// Gives seqs to the changes committed since the last call, if storage numbers them apart
+    /// from the writes (in bounded steps, so that a backlog of any size is numbered by short
+    /// operations), and returns the newest seq. Run in the background, so that changes are
+    /// numbered as they commit whether or not anyone reads. Storage that numbers each change as
+    /// it commits has nothing to do: the default returns [`BookRepository::last_change`].
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn sequence_changes(&self) -> Result<u64, crate::StorageError> {
+        self.last_change()
+    }
 
     /// The `seq` of the newest committed change (0 when there is none): where a reader who has
     /// just read the whole catalogue starts following the feed.
@@ -302,6 +316,10 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
 
     fn last_change(&self) -> Result<u64, crate::StorageError> {
         (**self).last_change()
+    }
+
+    fn sequence_changes(&self) -> Result<u64, crate::StorageError> {
+        (**self).sequence_changes()
     }
 
     fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {

@@ -285,7 +285,8 @@ impl BookService {
     ///
     /// # Errors
     ///
-    /// [`ChangesError::Expired`] when changes after `after` were purged.
+    /// [`ChangesError::Expired`] when changes after `after` were purged, [`ChangesError::Ahead`]
+    /// when `after` is past the newest seq.
     pub fn changes(&self, after: u64, limit: ChangeLimit) -> Result<ChangePage, ChangesError> {
         let items = self.repository.changes(after, limit)?;
         let next_after = items.last().map_or(after, |change| change.seq);
@@ -299,6 +300,16 @@ impl BookService {
     /// [`StorageError`] when storage fails.
     pub fn last_change(&self) -> Result<u64, StorageError> {
         self.repository.last_change()
+    }
+
+    /// Numbers the changes committed since the last call (see
+    /// [`BookRepository::sequence_changes`]); returns the newest seq.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn sequence_changes(&self) -> Result<u64, StorageError> {
+        self.repository.sequence_changes()
     }
 
     /// Purges changes older than `retention`; returns how many.

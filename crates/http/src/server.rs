@@ -395,12 +395,14 @@ impl Application {
             self.service.clone(),
             self.changes_retention,
         ));
+        let sequence = actix_web::rt::spawn(sequence_changes_continuously(self.service.clone()));
         let signals = self
             .handle_signals
             .then(|| actix_web::rt::spawn(stop_on_signal(self.server.handle(), self.hub.clone())));
         let outcome = self.server.await;
         self.hub.stop();
         forget_changes.abort();
+        sequence.abort();
         if let Some(signals) = signals {
             signals.abort();
         }
@@ -436,13 +438,42 @@ async fn stop_on_signal(server: ServerHandle, hub: web::Data<ChangeHub>) {
     server.stop(true).await;
 }
 
+/// How often committed changes are numbered in the background.
+const SEQUENCE_EVERY: Duration = Duration::from_millis(200);
+
+/// Numbers committed changes as they come, whether or not anyone reads the feed, so that no
+/// backlog builds up for a reader to meet (each call numbers in bounded steps). With several
+/// instances each one does; they take turns, and a turn with nothing to do costs one short
+/// query. A failure is logged once, and again when it clears.
+async fn sequence_changes_continuously(service: BookService) {
+    let mut interval = actix_web::rt::time::interval(SEQUENCE_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        match blocking(&service, BookService::sequence_changes).await {
+            Ok(_) if failing => {
+                tracing::info!("changes are numbered again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(error) if !failing => {
+                tracing::warn!(error = %error, "could not number new changes; trying again");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Purges changes older than the retention, at a pace that follows it (a tenth of it, between
-/// a second and an hour), on the blocking pool.
+/// a second and a minute: each purge goes in bounded steps through whatever is due, so a write
+/// rate of any size is kept up with), on the blocking pool.
 async fn forget_old_changes_periodically(service: BookService, retention: TimeDelta) {
     let every = (retention / 10)
         .to_std()
-        .unwrap_or(Duration::from_secs(3600))
-        .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        .unwrap_or(Duration::from_secs(60))
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut interval = actix_web::rt::time::interval(every);
     loop {
         interval.tick().await;

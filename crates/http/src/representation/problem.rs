@@ -327,6 +327,11 @@ impl From<ChangesError> for ApiError {
                 "changes up to {purged_through} are no longer kept: start again from a full export \
                  (GET /api/v1/books/export, whose Changes-After header says where to follow on)"
             )),
+            ChangesError::Ahead { after, newest } => Self::Conflict(format!(
+                "{after} is past the newest change, {newest}: this position was never reached \
+                 here (a failover replaced the server it came from?); start again from a full \
+                 export (GET /api/v1/books/export, whose Changes-After header says where to follow on)"
+            )),
             ChangesError::Storage(error) => error.into(),
         }
     }

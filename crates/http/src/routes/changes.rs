@@ -134,7 +134,7 @@ impl ChangeParams {
 /// order. With `Accept: text/event-stream` the same changes come live as Server-Sent Events (`id:`
 /// the seq, `event:` the kind, `data:` the Change), starting after `Last-Event-ID` or `after`, with
 /// a comment every 15 s. Changes are kept for a retention period (7 days by default); an `after`
-/// older than that is a 410: start again from an export.
+/// older than that is a 410, and one past the newest change a 409: start again from an export.
 #[utoipa::path(
     get,
     path = "/api/v1/books/changes",
@@ -147,6 +147,8 @@ impl ChangeParams {
             (String = "text/event-stream", example = "id: 1207\nevent: updated\ndata: {\"seq\":1207,\"kind\":\"updated\",\"book_id\":42,\"version\":3,\"at\":\"2026-11-24T07:01:02.000001Z\",\"book\":{\"id\":42,\"title\":\"Dune\",\"author\":\"Frank Herbert\",\"genre\":null,\"version\":3,\"created_at\":\"2026-11-24T06:26:29.123456Z\",\"updated_at\":\"2026-11-24T07:01:02.000001Z\"}}\n\n"),
         )),
         (status = 406, description = "The client accepts neither application/json nor text/event-stream",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` (or `Last-Event-ID`) is past the newest change: a position this feed never reached, as after a failover to a server that lacks it; start again from an export",
             body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Changes after `after` are no longer kept: start again from an export",
             body = Problem, content_type = "application/problem+json"),

@@ -136,8 +136,8 @@ async fn every_write_path_records_its_change_in_order() {
             s("created", b, 1),
             s("created", emma, 1),
             s("updated", emma, 2),
-            s("deleted", emma, 2),
-            s("deleted", id, 3),
+            s("deleted", emma, 3),
+            s("deleted", id, 4),
         ]
     );
     assert_dense_and_ordered(&changes, 1);
@@ -353,8 +353,47 @@ async fn bad_positions_and_limits_are_refused() {
         assert_eq!(reply.status, status, "HEAD {path} ({accept})");
         assert!(reply.body.is_empty());
     }
-    let empty = app.get(&format!("{CHANGES}?after=50")).await.json();
-    assert_eq!(empty, json!({"items": [], "next_after": 50}));
+    let empty = app.get(&format!("{CHANGES}?after=0")).await.json();
+    assert_eq!(empty, json!({"items": [], "next_after": 0}));
+}
+
+#[actix_web::test]
+async fn a_position_past_the_newest_change_is_a_409_never_an_empty_page() {
+    let app = TestApp::spawn().await;
+    app.create(json!({"title": "Dune", "author": "Frank Herbert"}))
+        .await;
+    let (changes, newest) = follow(&app, 0).await;
+    assert_eq!(changes.len(), 1);
+    // At the newest seq: an empty page, and a stream that waits.
+    let at_newest = app.get(&format!("{CHANGES}?after={newest}")).await;
+    assert_eq!(at_newest.status, 200);
+    // Past it: a position this feed never reached would silently skip what comes next.
+    let past = newest + 1;
+    let problem = app
+        .get(&format!("{CHANGES}?after={past}"))
+        .await
+        .problem(409);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("export"),
+        "{problem}"
+    );
+    let id = past.to_string();
+    for headers in [
+        vec![
+            ("accept", "text/event-stream"),
+            ("last-event-id", id.as_str()),
+        ],
+        vec![("accept", "text/event-stream")],
+    ] {
+        let path = if headers.len() == 1 {
+            format!("{CHANGES}?after={past}")
+        } else {
+            CHANGES.to_owned()
+        };
+        app.request(Method::GET, &path, &headers, None)
+            .await
+            .problem(409);
+    }
 }
 
 /// The body of an awc response.

@@ -104,6 +104,19 @@ impl TestApp {
         redis_url: Option<String>,
         replicas: Option<Arc<Replicas>>,
     ) -> Self {
+        Self::spawn_tuned(pool, database, replicas, |settings| {
+            settings.rate_limit = rate_limit;
+            settings.rate_limit_redis_url = redis_url;
+        })
+    }
+
+    /// A server on `pool` with the tests' settings, changed by `tune`.
+    pub(crate) fn spawn_tuned(
+        pool: PgPool,
+        database: Option<TestDatabase>,
+        replicas: Option<Arc<Replicas>>,
+        tune: impl FnOnce(&mut ServerSettings),
+    ) -> Self {
         let mut books = PostgresBookRepository::new(pool.clone());
         if let Some(replicas) = &replicas {
             books = books.reading_from(replicas.clone());
@@ -126,7 +139,7 @@ impl TestApp {
             create(&format!("tests-read-{n}"), Scope::Read),
         );
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let settings = ServerSettings {
+        let mut settings = ServerSettings {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
@@ -134,14 +147,15 @@ impl TestApp {
             batches_in_flight: 1,
             write_batches_in_flight: 2,
             exports_in_flight: 2,
-            rate_limit,
-            rate_limit_redis_url: redis_url,
+            rate_limit: None,
+            rate_limit_redis_url: None,
             compress: true,
             cors_origins: vec!["https://books.example".to_owned()],
             changes_retention: books_domain::CHANGES_RETENTION,
             // Short, so that a test can see one without waiting 15 s.
             change_heartbeat: Duration::from_millis(300),
         };
+        tune(&mut settings);
         let services = Services {
             books: service,
             keys: keys.clone(),

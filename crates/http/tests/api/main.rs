@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod coalescing;
 mod compression;
+mod endurance;
 mod errors;
 mod hardening;
 mod helpers;
