@@ -3,9 +3,9 @@
 use anyhow::{Context, anyhow};
 use books_domain::{
     Author, Book, BookFilter, BookId, BookPatch, BookRepository, Change, ChangeLimit, ChangesError,
-    CreateBookError, Created, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, Genre,
-    GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, PatchOf, Position,
-    Sort, StorageError, Title, Version, VersionCheck, WriteBookError,
+    ConsistencyToken, CreateBookError, Created, CreatedBooks, EXPORT_SLICE, ExportQuery,
+    ExportSink, Genre, GetBookError, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks,
+    PatchOf, Position, Sort, StorageError, Title, Version, VersionCheck, WriteBookError,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection;
@@ -50,16 +50,18 @@ impl PostgresBookRepository {
         }
     }
 
-    /// Runs `read` on a replica in use, or else (none is, or the read failed there) on the
-    /// primary: a replica's trouble never fails a read the primary can answer.
+    /// Runs `read` on a replica in use that holds every write up to `seen`, or else (none does,
+    /// or the read failed there) on the primary: a replica's trouble never fails a read the
+    /// primary can answer.
     fn read<T>(
         &self,
+        seen: Option<ConsistencyToken>,
         read: impl Fn(&mut PgConnection) -> Result<T, DieselError>,
     ) -> Result<T, StorageError> {
         if let Some(value) = self
             .replicas
             .as_ref()
-            .and_then(|replicas| replicas.read(&read))
+            .and_then(|replicas| replicas.read(seen, &read))
         {
             return Ok(value);
         }
@@ -640,7 +642,7 @@ impl BookRepository for PostgresBookRepository {
     }
 
     fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
-        let row = self.read(|conn| {
+        let row = self.read(None, |conn| {
             book::table
                 .find(id.get())
                 .select(BookRow::as_select())
@@ -651,10 +653,18 @@ impl BookRepository for PostgresBookRepository {
     }
 
     fn find_by_ids(&self, ids: &[BookId]) -> Result<Vec<Book>, StorageError> {
+        self.find_by_ids_seeing(ids, None)
+    }
+
+    fn find_by_ids_seeing(
+        &self,
+        ids: &[BookId],
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, StorageError> {
         let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
         // One statement for the whole batch: `id = ANY($1)`, one bind parameter whatever the
         // count, so that diesel's statement cache holds one entry for every batch size.
-        let rows = self.read(|conn| {
+        let rows = self.read(seen, |conn| {
             book::table
                 .filter(book::id.eq_any(&ids))
                 .select(BookRow::as_select())
@@ -664,8 +674,18 @@ impl BookRepository for PostgresBookRepository {
     }
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
-        let rows =
-            self.read(|conn| page(conn, &query.filter, query.sort, query.after.as_ref(), count))?;
+        self.list_seeing(query, count, None)
+    }
+
+    fn list_seeing(
+        &self,
+        query: &ListQuery,
+        count: usize,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, ListBooksError> {
+        let rows = self.read(seen, |conn| {
+            page(conn, &query.filter, query.sort, query.after.as_ref(), count)
+        })?;
         Ok(rows
             .into_iter()
             .map(Book::try_from)
@@ -780,6 +800,10 @@ impl BookRepository for PostgresBookRepository {
 
     fn last_change(&self) -> Result<u64, StorageError> {
         crate::changes::last_change(&self.pool)
+    }
+
+    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, StorageError> {
+        crate::replicas::write_position(&self.pool).map(|lsn| Some(ConsistencyToken::new(lsn)))
     }
 
     fn sequence_changes(&self) -> Result<u64, StorageError> {

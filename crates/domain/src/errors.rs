@@ -20,6 +20,18 @@ pub enum StorageError {
     Unknown(#[from] anyhow::Error),
 }
 
+impl StorageError {
+    /// The same kind of error with the same message (its cause chain as text), for answering
+    /// several callers that met one failure.
+    #[must_use]
+    pub fn copy(&self) -> Self {
+        match self {
+            Self::Unavailable(cause) => Self::Unavailable(anyhow::anyhow!("{cause:#}")),
+            Self::Unknown(cause) => Self::Unknown(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+}
+
 /// Why a book could not be created.
 #[derive(Debug, Error)]
 pub enum CreateBookError {

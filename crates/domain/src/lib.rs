@@ -27,6 +27,7 @@
 mod batch;
 mod book;
 mod changes;
+mod consistency;
 mod errors;
 mod idempotency;
 mod input;
@@ -43,6 +44,7 @@ pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Ve
 pub use changes::{
     CHANGES_RETENTION, Change, ChangeKind, ChangeLimit, ChangePage, ChangeSignal, ChangesError,
 };
+pub use consistency::ConsistencyToken;
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};

@@ -3,9 +3,9 @@
 use chrono::TimeDelta;
 
 use crate::{
-    Book, BookId, BookPatch, Change, ChangeLimit, ChangesError, CreateBookError, Created,
-    CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError, ListQuery,
-    NewBook, NewBooks, Version, WriteBookError,
+    Book, BookId, BookPatch, Change, ChangeLimit, ChangesError, ConsistencyToken, CreateBookError,
+    Created, CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError,
+    ListQuery, NewBook, NewBooks, Version, WriteBookError,
 };
 
 /// Which versions of a book a write may apply to.
@@ -117,6 +117,49 @@ pub trait BookRepository: Send + Sync + 'static {
             }
         }
         Ok(books)
+    }
+
+    /// [`BookRepository::find_by_ids`], answered from a copy of the data that holds every write
+    /// up to `seen` (see [`ConsistencyToken`]). Storage without lagging copies reads as
+    /// `find_by_ids` does, which is the default.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn find_by_ids_seeing(
+        &self,
+        ids: &[BookId],
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, crate::StorageError> {
+        let _ = seen;
+        self.find_by_ids(ids)
+    }
+
+    /// [`BookRepository::list`], answered from a copy of the data that holds every write up to
+    /// `seen`. The default reads as `list` does.
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError::Storage`] when storage fails.
+    fn list_seeing(
+        &self,
+        query: &ListQuery,
+        count: usize,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, ListBooksError> {
+        let _ = seen;
+        self.list(query, count)
+    }
+
+    /// Where storage's history of writes stands now: every write that has returned is at or
+    /// before it, so a caller that asks right after a write gets a token for it. `None` for
+    /// storage whose reads always see every write (the default).
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, crate::StorageError> {
+        Ok(None)
     }
 
     /// Returns at most `count` books that match `query.filter`, in `query.sort` order, strictly
@@ -282,6 +325,27 @@ impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
 
     fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
         (**self).list(query, count)
+    }
+
+    fn find_by_ids_seeing(
+        &self,
+        ids: &[BookId],
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, crate::StorageError> {
+        (**self).find_by_ids_seeing(ids, seen)
+    }
+
+    fn list_seeing(
+        &self,
+        query: &ListQuery,
+        count: usize,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, ListBooksError> {
+        (**self).list_seeing(query, count, seen)
+    }
+
+    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, crate::StorageError> {
+        (**self).consistency_token()
     }
 
     fn replace(

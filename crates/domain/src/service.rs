@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::{
     Book, BookId, BookPatch, BookRepository, ChangeLimit, ChangePage, ChangesError,
-    CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink, GetBookError,
-    IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook, NewBooks, Page,
-    Position, StorageError, VersionCheck, WriteBookError,
+    ConsistencyToken, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
+    GetBookError, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook,
+    NewBooks, Page, Position, StorageError, VersionCheck, WriteBookError,
 };
 
 /// The use cases of the catalogue, over any [`BookRepository`].
@@ -170,6 +170,37 @@ impl BookService {
         self.repository.find_by_ids(ids)
     }
 
+    /// [`BookService::get_books`], from data that holds every write up to `seen` (see
+    /// [`ConsistencyToken`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn get_books_seeing(
+        &self,
+        ids: &[BookId],
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Vec<Book>, StorageError> {
+        self.repository.find_by_ids_seeing(ids, seen)
+    }
+
+    /// Where the history of writes stands now: asked right after a write, a token that a later
+    /// read can send back to be sure to see it. `None` when every read sees every write anyway.
+    ///
+    /// ```
+    /// use books_domain::{BookService, InMemoryBookRepository};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// assert_eq!(service.consistency_token()?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when storage fails.
+    pub fn consistency_token(&self) -> Result<Option<ConsistencyToken>, StorageError> {
+        self.repository.consistency_token()
+    }
+
     /// Lists one page of books and says where the next page starts.
     ///
     /// ```
@@ -193,6 +224,20 @@ impl BookService {
     /// [`ListBooksError`] when storage fails, or when the query's position was made for another
     /// sort key (a caller bug, reported as an unknown storage error).
     pub fn list_books(&self, query: &ListQuery) -> Result<Page, ListBooksError> {
+        self.list_books_seeing(query, None)
+    }
+
+    /// [`BookService::list_books`], from data that holds every write up to `seen` (see
+    /// [`ConsistencyToken`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`BookService::list_books`].
+    pub fn list_books_seeing(
+        &self,
+        query: &ListQuery,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Page, ListBooksError> {
         if let Some(after) = &query.after
             && (after.key != query.sort.key || !after.is_consistent())
         {
@@ -204,7 +249,7 @@ impl BookService {
             return Err(StorageError::Unknown(bug).into());
         }
         let limit = query.limit.get();
-        let mut items = self.repository.list(query, limit + 1)?;
+        let mut items = self.repository.list_seeing(query, limit + 1, seen)?;
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|last| Position::of(last, query.sort.key))

@@ -4,7 +4,7 @@
 //! async worker that blocks on a query stalls every other request it serves.
 
 use actix_web::web;
-use books_domain::BookService;
+use books_domain::{BookService, ConsistencyToken};
 
 use crate::representation::problem::ApiError;
 
@@ -44,4 +44,30 @@ where
             "the database work took longer than {HANDLER_DEADLINE:?}"
         ))),
     }
+}
+
+/// Runs a write on the blocking pool and, once it has committed, asks where the history of
+/// writes stands (in the same hand-off), for the answer's `Consistency-Token`.
+pub(crate) async fn blocking_write<T, E>(
+    service: &BookService,
+    call: impl FnOnce(&BookService) -> Result<T, E> + Send + 'static,
+) -> Result<(T, Option<ConsistencyToken>), ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    blocking(service, move |s| {
+        let outcome = call(s)?;
+        Ok::<_, E>((outcome, token_after_write(s)))
+    })
+    .await
+}
+
+/// Where the history of writes stands, asked right after a write has committed (blocking). A
+/// failure here does not undo the write: the answer then goes without a token (logged).
+pub(crate) fn token_after_write(service: &BookService) -> Option<ConsistencyToken> {
+    service.consistency_token().unwrap_or_else(|error| {
+        tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "no Consistency-Token for a write that committed");
+        None
+    })
 }

@@ -28,13 +28,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use books_domain::{
-    Book, BookId, BookService, ListQuery, NewBook, NewBooks, Page, PatchOf, StorageError,
-    WriteBookError,
+    Book, BookId, BookService, ConsistencyToken, ListBooksError, ListQuery, NewBook, NewBooks,
+    Page, PatchOf, StorageError, WriteBookError,
 };
 use tokio::sync::oneshot;
 
-use crate::blocking::HANDLER_DEADLINE;
+use crate::blocking::{HANDLER_DEADLINE, token_after_write};
 use crate::representation::problem::ApiError;
 
 /// The most requests one batch serves.
@@ -62,6 +64,9 @@ pub(crate) struct Coalescer<T, A> {
     work: Work<T, A>,
     /// Two requests that must not share a batch (two writes to one book).
     conflict: Option<fn(&T, &T) -> bool>,
+    /// How long a request waits for its answer before it is answered 503 and its item is
+    /// dropped (unless its batch is already being worked on).
+    deadline: Duration,
     /// Requests served, and batches worked on: their ratio is the batching achieved.
     served: AtomicU64,
     batches: AtomicU64,
@@ -93,6 +98,7 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
             }),
             work,
             conflict: None,
+            deadline: HANDLER_DEADLINE,
             served: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         }
@@ -121,13 +127,17 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
                 coalescer.run_lane()
             }));
         }
-        match actix_web::rt::time::timeout(HANDLER_DEADLINE, receiver).await {
+        match actix_web::rt::time::timeout(self.deadline, receiver).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            // Only a batch whose work panicked goes unanswered (see `run_lane`): a bug.
+            Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
                 "the batch of this request was dropped unanswered"
             ))),
+            // Dropping the receiver tells the lane: an item not yet worked on is left out of its
+            // batch (a create the client was told failed must not happen later).
             Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
-                "the database work took longer than {HANDLER_DEADLINE:?}"
+                "the database work took longer than {:?}",
+                self.deadline
             ))),
         }
     }
@@ -154,6 +164,8 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
     }
 
     /// On a blocking thread: works on the oldest waiting batch, and the next, until none waits.
+    /// A batch whose work panics is dropped (each of its requests gets a 500) and the lane goes
+    /// on: a bug in one batch must not stop every later request of its kind.
     fn run_lane(&self) {
         loop {
             let batch = {
@@ -166,12 +178,24 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
                     }
                 }
             };
-            self.answer(batch);
+            let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.answer(batch);
+            }));
+            if worked.is_err() {
+                tracing::error!("a batch of database work panicked; its requests get 500");
+            }
         }
     }
 
     fn answer(&self, batch: Batch<T, A>) {
-        let (items, senders): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+        // Requests that have stopped waiting (past their deadline) are not worked on.
+        let (items, senders): (Vec<T>, Vec<_>) = batch
+            .into_iter()
+            .filter(|(_, sender)| !sender.is_closed())
+            .unzip();
+        if items.is_empty() {
+            return;
+        }
         self.served.fetch_add(items.len() as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         match (self.work)(&self.service, &items) {
@@ -207,8 +231,8 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
     }
 }
 
-/// Reads of a book by id.
-pub(crate) type ReadCoalescer = Coalescer<BookId, Option<Book>>;
+/// Reads of a book by id, each with the token of the writes it must see.
+pub(crate) type ReadCoalescer = Coalescer<(BookId, Option<ConsistencyToken>), Option<Book>>;
 
 impl ReadCoalescer {
     /// Reads through `service`, at most `lanes` queries at once.
@@ -216,31 +240,51 @@ impl ReadCoalescer {
         Self::new(service, lanes, read_books)
     }
 
-    /// The book with `id`, read in a batch with the other reads waiting at the same time.
+    /// The book with `id`, read in a batch with the other reads waiting at the same time, from
+    /// data that holds every write up to `seen`.
     ///
     /// # Errors
     ///
     /// 404 when there is no such book, 503 when storage fails or the read takes too long.
-    pub(crate) async fn get(self: &Arc<Self>, id: BookId) -> Result<Book, ApiError> {
-        self.call(id)
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        id: BookId,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Book, ApiError> {
+        self.call((id, seen))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("there is no book with id {id}")))
     }
 }
 
-fn read_books(service: &BookService, ids: &[BookId]) -> Result<Vec<Option<Book>>, StorageError> {
-    let mut distinct = ids.to_vec();
+fn read_books(
+    service: &BookService,
+    reads: &[(BookId, Option<ConsistencyToken>)],
+) -> Result<Vec<Option<Book>>, StorageError> {
+    let mut distinct: Vec<BookId> = reads.iter().map(|(id, _)| *id).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let books = service.get_books(&distinct)?;
-    Ok(ids
+    // One read for the batch, so it must see the latest write any of its requests saw.
+    let seen = reads.iter().fold(None, |seen, (_, token)| {
+        ConsistencyToken::latest(seen, *token)
+    });
+    let books = service.get_books_seeing(&distinct, seen)?;
+    Ok(reads
         .iter()
-        .map(|id| books.iter().find(|book| book.id() == *id).cloned())
+        .map(|(id, _)| books.iter().find(|book| book.id() == *id).cloned())
         .collect())
 }
 
+/// A write's outcome, with where the history of writes stood once it had committed (for the
+/// answer's `Consistency-Token`).
+#[derive(Debug)]
+pub(crate) struct Written<A> {
+    pub(crate) outcome: A,
+    pub(crate) token: Option<ConsistencyToken>,
+}
+
 /// Creates without an idempotency key.
-pub(crate) type CreateCoalescer = Coalescer<NewBook, Book>;
+pub(crate) type CreateCoalescer = Coalescer<NewBook, Written<Book>>;
 
 impl CreateCoalescer {
     /// Creates through `service`, at most `lanes` batches at once.
@@ -253,22 +297,32 @@ impl CreateCoalescer {
     /// # Errors
     ///
     /// 503 when storage fails (then none of the batch's books exists).
-    pub(crate) async fn create(self: &Arc<Self>, book: NewBook) -> Result<Book, ApiError> {
+    pub(crate) async fn create(self: &Arc<Self>, book: NewBook) -> Result<Written<Book>, ApiError> {
         self.call(book).await
     }
 }
 
-fn create_books(service: &BookService, books: &[NewBook]) -> Result<Vec<Book>, StorageError> {
+fn create_books(
+    service: &BookService,
+    books: &[NewBook],
+) -> Result<Vec<Written<Book>>, StorageError> {
     let batch = NewBooks::new(books.to_vec())
         .map_err(|error| StorageError::Unknown(anyhow::anyhow!(error)))?;
-    service.create_books(&batch).map_err(|error| match error {
+    let created = service.create_books(&batch).map_err(|error| match error {
         books_domain::CreateBookError::Storage(error) => error,
         other => StorageError::Unknown(anyhow::anyhow!(other)),
-    })
+    })?;
+    let token = token_after_write(service);
+    Ok(created
+        .into_iter()
+        .map(|outcome| Written { outcome, token })
+        .collect())
 }
 
-/// Pages of listings.
-pub(crate) type ListCoalescer = Coalescer<ListQuery, Page>;
+/// Pages of listings, each with the token of the writes it must see; each page succeeds or fails
+/// on its own.
+pub(crate) type ListCoalescer =
+    Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Page, ListBooksError>>;
 
 impl ListCoalescer {
     /// Lists through `service`, at most `lanes` batches at once.
@@ -276,37 +330,63 @@ impl ListCoalescer {
         Self::new(service, lanes, list_pages)
     }
 
-    /// The page `query` asks for, read with the other listings waiting at the same time.
+    /// The page `query` asks for, read with the other listings waiting at the same time, from
+    /// data that holds every write up to `seen`.
     ///
     /// # Errors
     ///
-    /// 503 when storage fails or the read takes too long.
-    pub(crate) async fn page(self: &Arc<Self>, query: ListQuery) -> Result<Page, ApiError> {
-        self.call(query).await
+    /// 503 when storage fails (for this query: another listing's failure is not this one's) or
+    /// the read takes too long.
+    pub(crate) async fn page(
+        self: &Arc<Self>,
+        query: ListQuery,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<Page, ApiError> {
+        Ok(self.call((query, seen)).await??)
     }
 }
 
-fn list_pages(service: &BookService, queries: &[ListQuery]) -> Result<Vec<Page>, StorageError> {
-    let mut read: Vec<(&ListQuery, Page)> = Vec::new();
-    let mut pages = Vec::with_capacity(queries.len());
-    for query in queries {
-        let page = match read.iter().find(|(done, _)| *done == query) {
-            Some((_, page)) => page.clone(),
-            None => {
-                let page = service.list_books(query).map_err(|error| match error {
-                    books_domain::ListBooksError::Storage(error) => error,
-                })?;
-                read.push((query, page.clone()));
-                page
+fn list_pages(
+    service: &BookService,
+    queries: &[(ListQuery, Option<ConsistencyToken>)],
+) -> Result<Vec<Result<Page, ListBooksError>>, StorageError> {
+    let seen = queries.iter().fold(None, |seen, (_, token)| {
+        ConsistencyToken::latest(seen, *token)
+    });
+    Ok(pages_of(
+        queries.iter().map(|(query, _)| query),
+        |query| service.list_books_seeing(query, seen),
+        |ListBooksError::Storage(error)| ListBooksError::Storage(error.copy()),
+    ))
+}
+
+/// Each query's page, identical queries read once; a query that fails fails alone (one listing
+/// that meets the statement timeout must not fail the unrelated listings of its batch).
+fn pages_of<'q, E>(
+    queries: impl Iterator<Item = &'q ListQuery>,
+    read: impl Fn(&ListQuery) -> Result<Page, E>,
+    copy_error: impl Fn(&E) -> E,
+) -> Vec<Result<Page, E>> {
+    let copy = |page: &Result<Page, E>| match page {
+        Ok(page) => Ok(page.clone()),
+        Err(error) => Err(copy_error(error)),
+    };
+    let mut read_so_far: Vec<(&ListQuery, Result<Page, E>)> = Vec::new();
+    queries
+        .map(|query| {
+            if let Some((_, page)) = read_so_far.iter().find(|(done, _)| *done == query) {
+                return copy(page);
             }
-        };
-        pages.push(page);
-    }
-    Ok(pages)
+            let page = read(query);
+            let answer = copy(&page);
+            read_so_far.push((query, page));
+            answer
+        })
+        .collect()
 }
 
 /// Patches and replacements (a replacement is a patch of every field).
-pub(crate) type PatchCoalescer = Coalescer<PatchOf, Result<Book, WriteBookError>>;
+pub(crate) type PatchCoalescer = Coalescer<PatchOf, Written<Result<Book, WriteBookError>>>;
 
 impl PatchCoalescer {
     /// Writes through `service`, at most `lanes` batches at once.
@@ -322,14 +402,132 @@ impl PatchCoalescer {
     /// # Errors
     ///
     /// The patch's own outcome: 404, 412, or 503 when storage fails.
-    pub(crate) async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Book, ApiError> {
-        Ok(self.call(patch).await??)
+    pub(crate) async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Written<Book>, ApiError> {
+        let Written { outcome, token } = self.call(patch).await?;
+        Ok(Written {
+            outcome: outcome?,
+            token,
+        })
     }
 }
 
 fn patch_books(
     service: &BookService,
     patches: &[PatchOf],
-) -> Result<Vec<Result<Book, WriteBookError>>, StorageError> {
-    Ok(service.patch_books(patches))
+) -> Result<Vec<Written<Result<Book, WriteBookError>>>, StorageError> {
+    let outcomes = service.patch_books(patches);
+    let token = outcomes
+        .iter()
+        .any(Result::is_ok)
+        .then(|| token_after_write(service))
+        .flatten();
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| Written { outcome, token })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use books_domain::{InMemoryBookRepository, PageSize};
+
+    use super::*;
+
+    fn service() -> BookService {
+        BookService::new(InMemoryBookRepository::default())
+    }
+
+    fn coalescer<A: Send + 'static>(
+        work: Work<u32, A>,
+        deadline: Duration,
+    ) -> Arc<Coalescer<u32, A>> {
+        Arc::new(Coalescer {
+            deadline,
+            ..Coalescer::new(service(), 1, work)
+        })
+    }
+
+    static WORKED_ON: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+    /// Item 1 keeps the only lane busy for 300 ms.
+    fn slow_first(_: &BookService, items: &[u32]) -> Result<Vec<u32>, StorageError> {
+        lock(&WORKED_ON).extend_from_slice(items);
+        if items.contains(&1) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(items.to_vec())
+    }
+
+    #[actix_web::test]
+    async fn a_request_that_stopped_waiting_is_left_out_of_its_batch() {
+        let coalescer = coalescer(slow_first, Duration::from_millis(100));
+        let busy = {
+            let coalescer = coalescer.clone();
+            actix_web::rt::spawn(async move { coalescer.call(1).await })
+        };
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        // Queued behind the slow batch, it gives up at its deadline: 503, and it must not run
+        // later (a create the client was told failed would happen after all).
+        let late = coalescer.call(2).await;
+        assert!(matches!(late, Err(ApiError::Unavailable(_))), "{late:?}");
+        // (The slow one outlives its deadline too, but its batch was already being worked on.)
+        let _ = busy.await;
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*lock(&WORKED_ON), [1], "the abandoned item was worked on");
+        // The lane is free again, and a request that waits is answered.
+        assert_eq!(coalescer.call(3).await.unwrap(), 3);
+    }
+
+    /// Item 13 is a bug.
+    fn panics_on_13(_: &BookService, items: &[u32]) -> Result<Vec<u32>, StorageError> {
+        assert!(!items.contains(&13), "a bug in the batch's work");
+        Ok(items.to_vec())
+    }
+
+    #[actix_web::test]
+    async fn a_batch_that_panics_gets_500s_and_its_lane_serves_the_next() {
+        let coalescer = coalescer(panics_on_13, Duration::from_secs(2));
+        let failed = coalescer.call(13).await;
+        assert!(matches!(failed, Err(ApiError::Internal(_))), "{failed:?}");
+        for n in [1, 2, 3] {
+            assert_eq!(coalescer.call(n).await.unwrap(), n, "the lane was lost");
+        }
+    }
+
+    #[test]
+    fn a_listing_that_fails_fails_alone_and_identical_ones_are_read_once() {
+        let a = ListQuery::default();
+        let b = ListQuery {
+            limit: PageSize::new(5).unwrap(),
+            ..ListQuery::default()
+        };
+        let reads = AtomicUsize::new(0);
+        let pages = pages_of(
+            [&a, &b, &a, &b].into_iter(),
+            |query| {
+                reads.fetch_add(1, Ordering::Relaxed);
+                if *query == b {
+                    Err(StorageError::Unavailable(anyhow::anyhow!(
+                        "canceling statement due to statement timeout"
+                    )))
+                } else {
+                    Ok(Page {
+                        items: Vec::new(),
+                        next: None,
+                    })
+                }
+            },
+            StorageError::copy,
+        );
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+        assert!(pages[0].is_ok() && pages[2].is_ok());
+        for failed in [&pages[1], &pages[3]] {
+            assert!(
+                matches!(failed, Err(StorageError::Unavailable(cause)) if cause.to_string().contains("statement timeout")),
+                "{failed:?}"
+            );
+        }
+    }
 }

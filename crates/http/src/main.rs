@@ -69,6 +69,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         None
     } else {
         Some(Arc::new(Replicas::new(
+            pool.clone(),
             &replica_urls,
             &database.pool_options(args.pool_size()),
             Duration::from_secs_f64(args.replica_max_lag),

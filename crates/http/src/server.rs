@@ -485,12 +485,10 @@ async fn forget_old_changes_periodically(service: BookService, retention: TimeDe
     }
 }
 
-/// How often the replicas' health and lag are checked.
-const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Checks the replicas every [`REPLICA_CHECK_EVERY`], on the blocking pool.
+/// Checks the replicas every [`Replicas::check_interval`], on the blocking pool.
 async fn check_replicas_periodically(replicas: Arc<Replicas>) {
-    let mut interval = actix_web::rt::time::interval(REPLICA_CHECK_EVERY);
+    let mut interval = actix_web::rt::time::interval(replicas.check_interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         let replicas = replicas.clone();

@@ -4,6 +4,7 @@
 
 pub(crate) mod bodies;
 pub(crate) mod body;
+pub(crate) mod consistency;
 pub(crate) mod csv;
 pub(crate) mod cursor;
 pub(crate) mod etag;

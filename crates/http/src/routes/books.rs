@@ -12,11 +12,12 @@ use books_domain::{
 };
 use utoipa::IntoParams;
 
-use crate::blocking::blocking;
-use crate::coalesce::{CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer};
+use crate::blocking::blocking_write;
+use crate::coalesce::{CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, Written};
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
+use crate::representation::consistency::{ConsistencyTokenHeader, stamp};
 use crate::representation::csv::{self, CSV};
 use crate::representation::cursor;
 use crate::representation::etag::{IfMatchHeader, IfNoneMatchHeader, etag};
@@ -232,7 +233,7 @@ fn text_filter<T>(
     path = "/api/v1/books",
     operation_id = "listBooks",
     tag = "books",
-    params(PageParams, SelectionParams),
+    params(PageParams, SelectionParams, ConsistencyTokenHeader),
     responses(
         (status = 200, description = "A page of books",
             content(
@@ -246,6 +247,7 @@ fn text_filter<T>(
 )]
 pub(crate) async fn list_books(
     listings: web::Data<ListCoalescer>,
+    ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let format = preferred(&request, &LIST_FORMATS).ok_or_else(|| {
@@ -253,7 +255,7 @@ pub(crate) async fn list_books(
     })?;
     let query = read_listing(&request)?;
     // Read with the other listings waiting at the same time (identical ones once).
-    let page = listings.into_inner().page(query.clone()).await?;
+    let page = listings.into_inner().page(query.clone(), token).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {
@@ -337,6 +339,7 @@ impl FromRequest for IdempotencyKeyHeader {
             ("Location" = String, description = "The new book's URL"),
             ("ETag" = String, description = "The new book's entity tag"),
             ("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same Idempotency-Key"),
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),
         )),
         (status = 409, description = "A request with the same Idempotency-Key is still in progress; retry shortly",
             body = Problem, content_type = "application/problem+json"),
@@ -353,15 +356,20 @@ pub(crate) async fn create_book(
     // An idempotency key is the writer's own: another client's identical key is another request.
     let key = key.map(|key| key.owned_by(writer.key));
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
-    let created = match key {
-        Some(key) => blocking(&service, move |s| s.create_book_once(&key, &draft)).await?,
+    let (created, token) = match key {
+        Some(key) => blocking_write(&service, move |s| s.create_book_once(&key, &draft)).await?,
         // Without a key, created in one transaction with the other creates waiting now.
-        None => Created {
-            book: creates.into_inner().create(draft).await?,
-            replayed: false,
-        },
+        None => {
+            let Written { outcome, token } = creates.into_inner().create(draft).await?;
+            let created = Created {
+                book: outcome,
+                replayed: false,
+            };
+            (created, token)
+        }
     };
     let mut response = HttpResponse::Created();
+    stamp(&mut response, token);
     response.insert_header((
         header::LOCATION,
         format!("{BASE}/books/{}", created.book.id()),
@@ -381,6 +389,7 @@ pub(crate) async fn create_book(
     params(
         ("id" = i64, Path, description = "The book's id", minimum = 1),
         IfNoneMatchHeader,
+        ConsistencyTokenHeader,
     ),
     responses(
         (status = 200, description = "The book", body = BookResponse,
@@ -393,9 +402,11 @@ pub(crate) async fn get_book(
     reads: web::Data<ReadCoalescer>,
     BookPath(id): BookPath,
     cached: IfNoneMatchHeader,
+    ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
 ) -> Result<HttpResponse, ApiError> {
-    // The hottest read: answered together with the other reads waiting for the database.
-    let book = reads.into_inner().get(id).await?;
+    // The hottest read: answered together with the other reads waiting for the database (from
+    // data that holds the client's last write, when it says which: then a 304 is never stale).
+    let book = reads.into_inner().get(id, token).await?;
     if cached.matches(&book) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&book)))
@@ -419,7 +430,8 @@ pub(crate) async fn get_book(
     request_body(content = BookInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The book as replaced", body = BookResponse,
-            headers(("ETag" = String, description = "The book's new entity tag"))),
+            headers(("ETag" = String, description = "The book's new entity tag"),
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),)),
     )
 )]
 pub(crate) async fn replace_book(
@@ -432,11 +444,16 @@ pub(crate) async fn replace_book(
     let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     // A replacement is a patch of every field, written with the other writes waiting now.
     let patch = BookPatch::from(replacement);
-    let book = writes
+    let Written {
+        outcome: book,
+        token,
+    } = writes
         .into_inner()
         .patch(PatchOf { id, patch, check })
         .await?;
-    Ok(book_response(HttpResponse::Ok(), &book))
+    let mut response = HttpResponse::Ok();
+    stamp(&mut response, token);
+    Ok(book_response(response, &book))
 }
 
 /// Patch a book
@@ -457,7 +474,8 @@ pub(crate) async fn replace_book(
     )),
     responses(
         (status = 200, description = "The book as patched", body = BookResponse,
-            headers(("ETag" = String, description = "The book's new entity tag"))),
+            headers(("ETag" = String, description = "The book's new entity tag"),
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),)),
     )
 )]
 pub(crate) async fn patch_book(
@@ -469,11 +487,16 @@ pub(crate) async fn patch_book(
 ) -> Result<HttpResponse, ApiError> {
     let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
     // Written with the other writes waiting now: one statement and one commit for them all.
-    let book = writes
+    let Written {
+        outcome: book,
+        token,
+    } = writes
         .into_inner()
         .patch(PatchOf { id, patch, check })
         .await?;
-    Ok(book_response(HttpResponse::Ok(), &book))
+    let mut response = HttpResponse::Ok();
+    stamp(&mut response, token);
+    Ok(book_response(response, &book))
 }
 
 /// Delete a book
@@ -486,13 +509,17 @@ pub(crate) async fn patch_book(
         ("id" = i64, Path, description = "The book's id", minimum = 1),
         IfMatchHeader,
     ),
-    responses((status = 204, description = "The book was deleted")),
+    responses((status = 204, description = "The book was deleted", headers(
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),
+    ))),
 )]
 pub(crate) async fn delete_book(
     _writer: WriteAccess,
     service: web::Data<BookService>,
     WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    blocking(&service, move |s| s.delete_book(id, &check)).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let ((), token) = blocking_write(&service, move |s| s.delete_book(id, &check)).await?;
+    let mut response = HttpResponse::NoContent();
+    stamp(&mut response, token);
+    Ok(response.finish())
 }

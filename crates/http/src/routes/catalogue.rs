@@ -9,11 +9,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, blocking_write};
 use crate::middleware::auth::WriteAccess;
 use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{BookBatch, BookBatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, check_batch, read_batch_json};
+use crate::representation::consistency::stamp;
 use crate::representation::csv::{self, CSV};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
@@ -43,6 +44,7 @@ pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
     responses(
         (status = 201, description = "Every book was created (or, for a retried Idempotency-Key, had been), in input order", body = BookBatch, headers(
             ("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same Idempotency-Key"),
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),
         )),
         (status = 400, description = "Malformed JSON or CSV (an unclosed quote, invalid UTF-8): the detail names the row",
             body = Problem, content_type = "application/problem+json"),
@@ -72,7 +74,7 @@ pub(crate) async fn create_books(
         }
     };
     let books = NewBooks::new(books).map_err(|error| ApiError::Internal(error.into()))?;
-    let created = blocking(&service, move |s| match key {
+    let (created, token) = blocking_write(&service, move |s| match key {
         Some(key) => s.create_books_once(&key, &books),
         None => s
             .create_books(&books)
@@ -83,6 +85,7 @@ pub(crate) async fn create_books(
     })
     .await?;
     let mut response = HttpResponse::Created();
+    stamp(&mut response, token);
     if created.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }

@@ -13,11 +13,12 @@ use books_domain::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, blocking_write};
 use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::FieldViolation;
 use crate::representation::body::Body;
+use crate::representation::consistency::stamp;
 use crate::representation::etag::IfMatchHeader;
 use crate::representation::params::{Params, shown};
 use crate::representation::problem::ApiError;
@@ -197,8 +198,10 @@ fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<Params, ApiError>
     Ok(form)
 }
 
-fn text_response(message: String) -> HttpResponse {
-    HttpResponse::Ok()
+fn text_response(message: String, token: Option<books_domain::ConsistencyToken>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    stamp(&mut response, token);
+    response
         .content_type("text/plain; charset=utf-8")
         .body(message)
 }
@@ -294,7 +297,8 @@ impl Pages {
     tag = "booksApi",
     request_body(content = LegacyNewFields, content_type = "application/x-www-form-urlencoded"),
     responses((status = 201, description = "The book was created", body = LegacyCreated,
-        headers(("Location" = String, description = "The new book's URL")))),
+        headers(("Location" = String, description = "The new book's URL"),
+            ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write")))),
 )]
 pub(crate) async fn create(
     _writer: WriteAccess,
@@ -303,8 +307,10 @@ pub(crate) async fn create(
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let draft = LegacyNewFields::read(&legacy_fields(&request, &body)?).to_new_book()?;
-    let book = blocking(&service, move |s| s.create_book(&draft)).await?;
-    Ok(HttpResponse::Created()
+    let (book, token) = blocking_write(&service, move |s| s.create_book(&draft)).await?;
+    let mut response = HttpResponse::Created();
+    stamp(&mut response, token);
+    Ok(response
         .insert_header((header::LOCATION, format!("/booksApi/{}", book.id())))
         .json(LegacyCreated {
             book: LegacyBook::from(&book),
@@ -324,7 +330,7 @@ pub(crate) async fn get(
     reads: web::Data<ReadCoalescer>,
     BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
-    let book = reads.into_inner().get(id).await?;
+    let book = reads.into_inner().get(id, None).await?;
     Ok(HttpResponse::Ok().json(LegacyBookItem {
         books: LegacyBook::from(&book),
     }))
@@ -342,7 +348,8 @@ pub(crate) async fn get(
     tag = "booksApi",
     params(("id" = i64, Path, description = "The book's id", minimum = 1), IfMatchHeader),
     request_body(content = LegacyFields, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "`Updated a Book with id {id}`", body = String, content_type = "text/plain")),
+    responses((status = 200, description = "`Updated a Book with id {id}`", body = String, content_type = "text/plain",
+        headers(("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write")))),
 )]
 pub(crate) async fn update(
     _writer: WriteAccess,
@@ -352,8 +359,8 @@ pub(crate) async fn update(
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let patch = LegacyFields::read(&legacy_fields(&request, &body)?).to_patch()?;
-    blocking(&service, move |s| s.patch_book(id, &patch, &check)).await?;
-    Ok(text_response(format!("Updated a Book with id {id}")))
+    let (_, token) = blocking_write(&service, move |s| s.patch_book(id, &patch, &check)).await?;
+    Ok(text_response(format!("Updated a Book with id {id}"), token))
 }
 
 /// Delete a book (tutorial route)
@@ -363,13 +370,14 @@ pub(crate) async fn update(
     operation_id = "legacyDeleteBook",
     tag = "booksApi",
     params(("id" = i64, Path, description = "The book's id", minimum = 1), IfMatchHeader),
-    responses((status = 200, description = "`Removed Book with id {id}`", body = String, content_type = "text/plain")),
+    responses((status = 200, description = "`Removed Book with id {id}`", body = String, content_type = "text/plain",
+        headers(("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write")))),
 )]
 pub(crate) async fn delete(
     _writer: WriteAccess,
     service: web::Data<BookService>,
     WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    blocking(&service, move |s| s.delete_book(id, &check)).await?;
-    Ok(text_response(format!("Removed Book with id {id}")))
+    let ((), token) = blocking_write(&service, move |s| s.delete_book(id, &check)).await?;
+    Ok(text_response(format!("Removed Book with id {id}"), token))
 }

@@ -228,15 +228,16 @@ async fn reads_go_to_a_replica_in_use_and_to_the_primary_when_it_lags_or_is_down
         max_size: 4,
         ..PoolOptions::default()
     };
+    let pool = connect(&primary_url, &options).unwrap();
     let replicas = std::sync::Arc::new(
         books_adapters::Replicas::new(
+            pool.clone(),
             std::slice::from_ref(&replica_url),
             &options,
             std::time::Duration::from_secs(1),
         )
         .unwrap(),
     );
-    let pool = connect(&primary_url, &options).unwrap();
     let app = TestApp::spawn_configured(pool, None, None, None, Some(replicas));
     assert!(
         wait_for_metric(&app, "replica_in_use", "1").await,
@@ -275,13 +276,15 @@ async fn reads_go_to_a_replica_in_use_and_to_the_primary_when_it_lags_or_is_down
 
     // A service that trusts the replica however far behind it is, to show where reads go: with
     // replay paused, a book just written is not found through it.
+    let trusting_pool = connect(&primary_url, &options).unwrap();
     let trusting = TestApp::spawn_configured(
-        connect(&primary_url, &options).unwrap(),
+        trusting_pool.clone(),
         None,
         None,
         None,
         Some(std::sync::Arc::new(
             books_adapters::Replicas::new(
+                trusting_pool,
                 std::slice::from_ref(&replica_url),
                 &options,
                 std::time::Duration::from_secs(3600),
