@@ -21,6 +21,7 @@ mod legacy;
 mod listing;
 mod openapi;
 mod operations;
+mod replicas;
 mod scaling;
 mod service;
 mod topology;

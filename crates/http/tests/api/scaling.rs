@@ -183,7 +183,7 @@ fn a_redis_url_that_is_not_one_stops_the_start_naming_the_setting() {
 
 /// The scans of `book` (index or sequential) the server at `url` has counted (on a standby: its
 /// own reads).
-fn book_reads(url: &str) -> i64 {
+pub(crate) fn book_reads(url: &str) -> i64 {
     query_text(
         url,
         "SELECT coalesce(sum(seq_scan + idx_scan), 0)::text AS value FROM pg_stat_user_tables WHERE relname = 'book'",
@@ -195,12 +195,12 @@ fn book_reads(url: &str) -> i64 {
 /// A server publishes a session's statistics when one of its transactions ends at least a second
 /// after the last publication: wait, then run a query on every pooled connection (listings, which
 /// are not coalesced, so that they spread over the connections).
-async fn publish_statistics(app: &TestApp) {
+pub(crate) async fn publish_statistics(app: &TestApp) {
     actix_web::rt::time::sleep(std::time::Duration::from_millis(1100)).await;
     futures_util::future::join_all((0..8).map(|_| app.get("/api/v1/books?limit=1"))).await;
 }
 
-async fn replica_metric(app: &TestApp, name: &str) -> Option<String> {
+pub(crate) async fn replica_metric(app: &TestApp, name: &str) -> Option<String> {
     let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
     let prefix = format!("{name}{{replica=\"0\"}} ");
     text.lines()
@@ -208,7 +208,7 @@ async fn replica_metric(app: &TestApp, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn wait_for_metric(app: &TestApp, name: &str, value: &str) -> bool {
+pub(crate) async fn wait_for_metric(app: &TestApp, name: &str, value: &str) -> bool {
     for _ in 0..60 {
         if replica_metric(app, name).await.as_deref() == Some(value) {
             return true;
