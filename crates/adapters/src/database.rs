@@ -100,6 +100,40 @@ pub fn open_pool(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
     connect(url, options)
 }
 
+/// The language PostgreSQL writes its messages in on a new session of `url`, when it is not
+/// English (`None` when it is). The service tells a few errors apart by their message, because
+/// diesel does not hand on their SQLSTATE (see the `errors` module): in another language a lock
+/// timeout would read as an unexpected error (500 instead of 409), and a statement timeout too
+/// (500 instead of 503). The migrations pin `lc_messages = 'C'` on the service's role in its
+/// database where the role may (a superuser-only setting); otherwise the caller should warn.
+///
+/// # Errors
+///
+/// When the database cannot be reached.
+pub fn foreign_message_language(url: &str) -> anyhow::Result<Option<String>> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
+    let language = diesel::sql_query("SELECT current_setting('lc_messages') AS value")
+        .get_result::<Setting>(&mut conn)
+        .context("could not read lc_messages")?
+        .value;
+    Ok((!is_english(&language)).then_some(language))
+}
+
+/// True for the locales whose messages are PostgreSQL's own English ones.
+fn is_english(locale: &str) -> bool {
+    let language = locale.split(['.', '@']).next().unwrap_or_default();
+    language.is_empty()
+        || ["C", "POSIX"].contains(&language)
+        || language == "en"
+        || language.starts_with("en_")
+}
+
 /// Waits until the database at `url` accepts a connection, trying once a second, for at most
 /// `patience`: a service started together with its database (a deployment, a compose file)
 /// should wait for it rather than fail.
@@ -210,6 +244,25 @@ mod tests {
             with_database("host=/tmp user=postgres", "db"),
             "host=/tmp user=postgres dbname=db"
         );
+    }
+
+    #[test]
+    fn english_and_the_c_locale_are_told_from_other_languages() {
+        for english in [
+            "",
+            "C",
+            "C.UTF-8",
+            "C.utf8",
+            "POSIX",
+            "en_US.UTF-8",
+            "en_GB",
+            "en",
+        ] {
+            assert!(is_english(english), "{english}");
+        }
+        for other in ["de_DE.UTF-8", "fr_FR", "es_ES.utf8@euro", "cs_CZ", "Enlish"] {
+            assert!(!is_english(other), "{other}");
+        }
     }
 
     #[test]

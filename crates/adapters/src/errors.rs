@@ -156,4 +156,55 @@ mod tests {
         let bug = error_of(&mut other, "SELECT * FROM no_such_table");
         assert_eq!(classify(&bug), Failure::Other);
     }
+
+    /// A lock timeout and a statement timeout, each on a new connection to `url`, classified.
+    fn timeouts_on(url: &str) -> (DieselError, DieselError) {
+        let mut conn = PgConnection::establish(url).unwrap();
+        let mut other = PgConnection::establish(url).unwrap();
+        other
+            .batch_execute("BEGIN; SELECT * FROM t FOR UPDATE")
+            .unwrap();
+        let locked = error_of(
+            &mut conn,
+            "BEGIN; SET LOCAL lock_timeout = 10; SELECT * FROM t FOR UPDATE",
+        );
+        conn.batch_execute("ROLLBACK").unwrap();
+        other.batch_execute("ROLLBACK").unwrap();
+        let slow = error_of(
+            &mut conn,
+            "SET statement_timeout = 10; SELECT pg_sleep(1); RESET statement_timeout",
+        );
+        (locked, slow)
+    }
+
+    #[test]
+    fn on_a_server_that_writes_in_german_the_migrations_pin_english_and_timeouts_are_still_told_apart()
+     {
+        // Needs the de_DE.UTF-8 locale on the machine (`localedef -i de_DE -f UTF-8 de_DE.UTF-8`,
+        // from Debian's `locales`; .ci/run makes it) and a superuser, as the tests' own cluster has.
+        let database = TestDatabase::unmigrated();
+        let url = database.url();
+        let mut conn = PgConnection::establish(url).unwrap();
+        conn.batch_execute(&format!(
+            "ALTER DATABASE {} SET lc_messages = 'de_DE.UTF-8'",
+            crate::database::quote_identifier(database.name())
+        ))
+        .expect("the de_DE.UTF-8 locale exists: localedef -i de_DE -f UTF-8 de_DE.UTF-8");
+        conn.batch_execute("CREATE TABLE t (k int); INSERT INTO t VALUES (1)")
+            .unwrap();
+        assert_eq!(
+            crate::foreign_message_language(url).unwrap().as_deref(),
+            Some("de_DE.UTF-8")
+        );
+        // What goes wrong without the pin: the messages are German, and not recognised.
+        let (locked, slow) = timeouts_on(url);
+        assert_eq!(classify(&locked), Failure::Other, "{locked}");
+        assert_eq!(classify(&slow), Failure::Other, "{slow}");
+
+        crate::run_migrations(url, true).unwrap();
+        assert_eq!(crate::foreign_message_language(url).unwrap(), None);
+        let (locked, slow) = timeouts_on(url);
+        assert_eq!(classify(&locked), Failure::LockTimeout, "{locked}");
+        assert_eq!(classify(&slow), Failure::Transient, "{slow}");
+    }
 }

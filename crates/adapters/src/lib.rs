@@ -30,7 +30,8 @@ pub use changes::ChangeListener;
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use connection::waiting_for_connection;
 pub use database::{
-    PgPool, PoolOptions, connect, ensure_database, open_pool, run_migrations, wait_for_database,
+    PgPool, PoolOptions, connect, ensure_database, foreign_message_language, open_pool,
+    run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;
 pub use replicas::{ReplicaState, Replicas};

@@ -59,6 +59,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     let embedded = database.cluster.is_some();
     wait_for_database(&database.url, Duration::from_secs(args.startup_wait))?;
     let pool = open_pool(&database.url, &database.pool_options(args.pool_size()))?;
+    warn_of_a_foreign_message_language(&database.url);
     let replica_urls: Vec<String> = args
         .replica_urls
         .iter()
@@ -135,4 +136,22 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     })?;
     tracing::info!("the server has stopped");
     Ok(())
+}
+
+/// Warns when PostgreSQL answers the service in another language than English: a few errors are
+/// told apart by their message (see `docs/operations.md`, "The database's language").
+fn warn_of_a_foreign_message_language(url: &str) {
+    match books_adapters::foreign_message_language(url) {
+        Ok(None) => {}
+        Ok(Some(language)) => tracing::warn!(
+            lc_messages = %language,
+            "PostgreSQL writes its messages in another language than English, and the service's \
+             role may not change that: lock and statement timeouts would be answered 500 instead \
+             of 409 and 503. Ask the database's administrator to run \
+             ALTER ROLE <role> IN DATABASE <database> SET lc_messages = 'C'"
+        ),
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "could not read the database's message language")
+        }
+    }
 }

@@ -73,6 +73,11 @@ pub struct ServerSettings {
     pub changes_retention: TimeDelta,
     /// How often an idle change stream sends a heartbeat comment (15 s).
     pub change_heartbeat: Duration,
+    /// How long the API keys are trusted after their last successful reload (10 s): while
+    /// reloads fail, a revoked key would otherwise keep working; past this, no key is verified
+    /// until a reload succeeds (writes get 503, reads go on as anonymous ones). Reloads run
+    /// every 2 s.
+    pub key_cache_max_age: Duration,
 }
 
 impl Default for ServerSettings {
@@ -92,6 +97,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             changes_retention: CHANGES_RETENTION,
             change_heartbeat: Duration::from_secs(15),
+            key_cache_max_age: Duration::from_secs(10),
         }
     }
 }
@@ -188,7 +194,7 @@ impl Application {
         ));
         let hub_for_shutdown = hub.clone();
         let streams = hub.clone();
-        let key_cache = web::Data::new(KeyCache::load(keys));
+        let key_cache = web::Data::new(KeyCache::load(keys, settings.key_cache_max_age));
         let key_cache_for_workers = key_cache.clone();
         let limiter = match settings.rate_limit {
             None => None,

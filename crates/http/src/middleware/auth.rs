@@ -7,11 +7,16 @@
 //!
 //! The keys live in a [`KeyCache`] refreshed from the database every [`REFRESH_EVERY`], so a
 //! request costs no database round trip and a revoked key stops working within that time, on
-//! every instance.
+//! every instance. While refreshes fail (the database is out of reach) the cache would keep a
+//! revoked key working; so it is trusted for a bounded time only (10 s by default,
+//! [`crate::ServerSettings::key_cache_max_age`]): past it, no key is verified until a refresh
+//! succeeds: a write is answered 503 with `Retry-After`, and a read goes on as an anonymous one
+//! (reads are open, so a revoked key gains nothing by it).
 
 use std::future::{Ready, ready};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -31,43 +36,75 @@ pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// The active keys, shared by all workers.
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    ring: RwLock<KeyRing>,
+    /// The keys, and when they were loaded (`None`: never).
+    ring: RwLock<(KeyRing, Option<Instant>)>,
     keys: KeyService,
+    /// How old the keys may get while refreshes fail before they are no longer trusted.
+    max_age: Duration,
+    /// True once the keys' going untrusted has been logged.
+    reported_stale: AtomicBool,
 }
 
 impl KeyCache {
-    /// A cache over `keys`, loaded once now (empty, with a warning, when the database is down:
-    /// the refresh will load it).
-    pub(crate) fn load(keys: KeyService) -> Self {
-        let ring = keys.ring().unwrap_or_else(|error| {
-            tracing::warn!(error = %error, "could not load the API keys; writes are refused until they load");
-            KeyRing::default()
-        });
+    /// A cache over `keys`, trusted for `max_age` after each successful load, loaded once now
+    /// (when the database is down, keys are answered 503 until a refresh loads them).
+    pub(crate) fn load(keys: KeyService, max_age: Duration) -> Self {
+        let ring = match keys.ring() {
+            Ok(ring) => (ring, Some(Instant::now())),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not load the API keys; requests with a key get 503 until they load");
+                (KeyRing::default(), None)
+            }
+        };
         Self {
             ring: RwLock::new(ring),
             keys,
+            max_age,
+            reported_stale: AtomicBool::new(false),
         }
     }
 
-    fn current(&self) -> KeyRing {
+    /// The keys, unless they are older than `max_age`: then a revoked key might still be among
+    /// them, and no key can be trusted.
+    fn current(&self) -> Result<KeyRing, ApiError> {
         // A poisoned lock still holds a valid ring: a panic cannot leave it half-written.
-        self.ring
+        let (ring, loaded) = &*self
+            .ring
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match loaded {
+            Some(loaded) if loaded.elapsed() <= self.max_age => Ok(ring.clone()),
+            _ => Err(ApiError::Unavailable(anyhow::anyhow!(
+                "the API keys could not be reloaded for longer than {:?}: no key is trusted until they are",
+                self.max_age
+            ))),
+        }
     }
 
-    /// Reloads the keys from the database, off the async workers.
+    /// Reloads the keys from the database, off the async workers. Keys that go untrusted are
+    /// logged once, and again when they load again.
     pub(crate) async fn refresh(&self) {
         let keys = self.keys.clone();
-        match blocking_call(move || keys.ring()).await {
+        let outcome = blocking_call(move || keys.ring()).await;
+        let mut state = self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
             Ok(ring) => {
-                *self
-                    .ring
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ring
+                if self.reported_stale.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the API keys are loaded again: keys are accepted again");
+                }
+                *state = (ring, Some(Instant::now()));
             }
-            Err(error) => tracing::warn!(error = %error, "could not reload the API keys"),
+            Err(error) => {
+                let stale = state.1.is_none_or(|loaded| loaded.elapsed() > self.max_age);
+                if stale && !self.reported_stale.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %error, "the API keys could not be reloaded for {:?}: requests with a key get 503 until they are", self.max_age);
+                } else {
+                    tracing::debug!(error = %error, "could not reload the API keys");
+                }
+            }
         }
     }
 
@@ -103,7 +140,8 @@ fn read_credentials(request: &ServiceRequest) -> Result<Option<Principal>, ApiEr
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match token.and_then(|token| cache.current().authenticate(token).cloned()) {
+    let ring = cache.current()?;
+    match token.and_then(|token| ring.authenticate(token).cloned()) {
         Some(principal) => Ok(Some(principal)),
         None => Err(ApiError::Unauthorized {
             detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
@@ -127,7 +165,17 @@ pub(crate) async fn admit(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let credentials = read_credentials(&request);
+    let credentials = match read_credentials(&request) {
+        // The keys are too old to trust (they cannot be reloaded): the request goes on as an
+        // anonymous one, so reads still work, and a write is refused with 503 (`WriteAccess`).
+        Err(ApiError::Unavailable(cause)) => {
+            request
+                .extensions_mut()
+                .insert(KeysUntrusted(cause.to_string()));
+            Ok(None)
+        }
+        other => other,
+    };
     let limit = match request.app_data::<web::Data<RateLimiter>>().cloned() {
         None => None,
         Some(limiter) => {
@@ -165,6 +213,10 @@ pub(crate) async fn admit(
     Ok(response)
 }
 
+/// Marks a request that sent a key while the keys could not be trusted.
+#[derive(Debug, Clone)]
+struct KeysUntrusted(String);
+
 /// Proof that the caller holds a key with the `write` scope. A handler that takes one refuses
 /// anonymous callers (401) and read keys (403) before it reads the body.
 #[derive(Debug)]
@@ -175,7 +227,11 @@ impl FromRequest for WriteAccess {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match request.extensions().get::<Principal>() {
+        let extensions = request.extensions();
+        if let Some(KeysUntrusted(cause)) = extensions.get::<KeysUntrusted>() {
+            return ready(Err(ApiError::Unavailable(anyhow::anyhow!("{cause}"))));
+        }
+        ready(match extensions.get::<Principal>() {
             None => Err(ApiError::Unauthorized {
                 detail: "this operation needs an API key with the write scope: send Authorization: Bearer <key>".to_owned(),
                 invalid_token: false,

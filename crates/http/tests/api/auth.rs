@@ -213,3 +213,67 @@ async fn the_document_declares_the_bearer_scheme_on_every_write_and_on_no_read()
         }
     }
 }
+
+#[actix_web::test]
+async fn while_the_keys_cannot_be_reloaded_a_revoked_key_stops_working_within_the_bound() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    let database = books_adapters::testing::TestDatabase::new();
+    let url = database.url().to_owned();
+    let max_age = Duration::from_secs(3);
+    let app = TestApp::spawn_tuned(database.pool(), Some(database), None, |settings| {
+        settings.key_cache_max_age = max_age;
+    });
+    let book = json!({"title": "T", "author": "A"});
+    let create = || app.send_json(Method::POST, "/api/v1/books", &book, &[]);
+    assert_eq!(create().await.status, 201);
+
+    // Revoked, and the keys out of reach in the same transaction: no reload sees the revocation.
+    let mut conn = PgConnection::establish(&url).unwrap();
+    conn.batch_execute(&format!(
+        "BEGIN; UPDATE api_key SET revoked_at = now() WHERE name = '{}'; \
+         ALTER TABLE api_key RENAME TO api_key_out_of_reach; COMMIT",
+        app.write_key_name
+    ))
+    .unwrap();
+    let revoked = std::time::Instant::now();
+    let refused = loop {
+        let reply = create().await;
+        if reply.status != 201 {
+            break reply;
+        }
+        assert!(
+            revoked.elapsed() < max_age + Duration::from_secs(1),
+            "a revoked key kept working while the keys could not be reloaded"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    refused.problem(503);
+    assert!(refused.header("retry-after").is_some());
+    // Reads go on, with the key (as an anonymous read: reads are open) or without.
+    assert_eq!(app.get("/api/v1/books").await.status, 200);
+    let anonymous = [("authorization", "")];
+    assert_eq!(
+        app.request(Method::GET, "/api/v1/books", &anonymous, None)
+            .await
+            .status,
+        200
+    );
+
+    // Reachable again: the revocation is seen, and the key is refused for good.
+    conn.batch_execute("ALTER TABLE api_key_out_of_reach RENAME TO api_key")
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status = create().await.status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -154,6 +154,7 @@ impl TestApp {
             changes_retention: books_domain::CHANGES_RETENTION,
             // Short, so that a test can see one without waiting 15 s.
             change_heartbeat: Duration::from_millis(300),
+            key_cache_max_age: Duration::from_secs(10),
         };
         tune(&mut settings);
         let services = Services {

@@ -167,7 +167,7 @@ async fn a_replica_cut_off_from_its_primary_is_left_out_within_the_maximum_lag()
 async fn reads_that_send_back_a_writes_token_see_it_through_an_asynchronous_replica_under_load() {
     let topology = actix_web::web::block(Streaming::start).await.unwrap();
     let replica_url = topology.replica_url();
-    let app = Arc::new(service_on(&topology, Duration::from_secs(5)));
+    let app = std::rc::Rc::new(service_on(&topology, Duration::from_secs(5)));
     assert!(
         wait_for_metric(&app, "replica_in_use", "1").await,
         "the replica never came into use"
