@@ -182,8 +182,13 @@ fn broadcast_new(
         let limit = ChangeLimit::new(ChangeLimit::MAX as u64).unwrap_or_default();
         let page = match service.changes(after, limit) {
             Ok(page) => page,
-            Err(books_domain::ChangesError::Expired { .. }) => {
-                // Purged under the hub's feet: start again from where the feed is now.
+            Err(
+                books_domain::ChangesError::Expired { .. }
+                | books_domain::ChangesError::Ahead { .. },
+            ) => {
+                // Purged under the hub's feet, or the feed is now behind the hub's place (a
+                // failover to a standby that lacked the last changes): start again from where
+                // the feed is now.
                 *last = None;
                 return Ok(());
             }

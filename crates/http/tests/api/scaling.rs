@@ -234,7 +234,7 @@ async fn reads_go_to_a_replica_in_use_and_to_the_primary_when_it_lags_or_is_down
             pool.clone(),
             std::slice::from_ref(&replica_url),
             &options,
-            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(2),
         )
         .unwrap(),
     );
