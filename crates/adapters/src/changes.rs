@@ -80,28 +80,36 @@ struct Sequenced {
     last: i64,
 }
 
-/// How many changes one numbering or purging statement handles at most: small enough that each
-/// takes a fraction of a second (about 0.2 s for 10 000 on two cores), far inside the statement
-/// timeout, however large the backlog.
-pub(crate) const STEP: i64 = 10_000;
+/// How many changes one numbering statement of the background sequencer handles at most: small
+/// enough that each takes a fraction of a second (about 0.1 s for 5 000 on two cores), far inside
+/// the statement timeout, however large the backlog. A reader that numbers before reading waits
+/// for at most one such step (it holds the counter's lock), then takes a smaller one itself.
+const STEP: i64 = 5_000;
+
+/// How many changes a reader numbers before it reads: enough to see its own write at once, little
+/// enough that a reader never waits long behind a backlog (the background numbers the rest).
+const READER_STEP: i64 = 1_000;
+
+/// How many changes one purging statement removes at most (no counter lock is held meanwhile).
+const PURGE_STEP: i64 = 10_000;
 
 /// The most steps one call goes through, so that a call returns even while writers keep up with
 /// it (the next call goes on).
 const MAX_STEPS: usize = 1_000;
 
-/// Gives seqs to at most [`STEP`] of the changes committed since the last call (one round trip;
+/// Gives seqs to at most `step` of the changes committed since the last call (one round trip;
 /// nothing is locked when there is nothing to give), and returns the newest seq.
-fn sequence(conn: &mut PgConnection) -> Result<i64, DieselError> {
+fn sequence(conn: &mut PgConnection, step: i64) -> Result<i64, DieselError> {
     diesel::sql_query("SELECT sequence_book_changes($1) AS last")
-        .bind::<diesel::sql_types::Integer, _>(STEP as i32)
+        .bind::<diesel::sql_types::Integer, _>(i32::try_from(step).unwrap_or(i32::MAX))
         .get_result::<Sequenced>(conn)
         .map(|row| row.last)
 }
 
-/// The newest seq, once one more step of the committed changes has its seq.
+/// The newest seq, once one more (reader's) step of the committed changes has its seq.
 pub(crate) fn last_change(pool: &PgPool) -> Result<u64, StorageError> {
     let mut conn = checkout(pool)?;
-    let last = sequence(&mut conn).map_err(|error| storage_error(&mut conn, error))?;
+    let last = sequence(&mut conn, READER_STEP).map_err(|error| storage_error(&mut conn, error))?;
     Ok(u64::try_from(last).unwrap_or(0))
 }
 
@@ -111,7 +119,7 @@ pub(crate) fn sequence_all(pool: &PgPool) -> Result<u64, StorageError> {
     let mut conn = checkout(pool)?;
     let mut previous: Option<i64> = None;
     for _ in 0..MAX_STEPS {
-        let last = sequence(&mut conn).map_err(|error| storage_error(&mut conn, error))?;
+        let last = sequence(&mut conn, STEP).map_err(|error| storage_error(&mut conn, error))?;
         // A step that gave fewer than STEP seqs found the end of the backlog.
         if previous.is_some_and(|previous| last - previous < STEP) {
             return Ok(u64::try_from(last).unwrap_or(0));
@@ -136,7 +144,7 @@ pub(crate) fn changes(
     limit: ChangeLimit,
 ) -> Result<Vec<Change>, ChangesError> {
     let mut conn = checkout(pool)?;
-    sequence(&mut conn).map_err(|error| storage_error(&mut conn, error))?;
+    sequence(&mut conn, READER_STEP).map_err(|error| storage_error(&mut conn, error))?;
     let after_seq = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit.get()).unwrap_or(i64::MAX);
     // The counter and the changes from one snapshot, so that a purge in between cannot make a
@@ -199,11 +207,11 @@ pub(crate) fn forget_older_than(pool: &PgPool, age: TimeDelta) -> Result<u64, St
     for _ in 0..MAX_STEPS {
         let purged = diesel::sql_query("SELECT purge_book_changes($1, $2) AS count")
             .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
-            .bind::<diesel::sql_types::Integer, _>(STEP as i32)
+            .bind::<diesel::sql_types::Integer, _>(PURGE_STEP as i32)
             .get_result::<Purged>(&mut conn)
             .map_err(|error| storage_error(&mut conn, error))?;
         total += u64::try_from(purged.count).unwrap_or(0);
-        if purged.count < STEP {
+        if purged.count < PURGE_STEP {
             break;
         }
     }
