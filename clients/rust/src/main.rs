@@ -1,5 +1,5 @@
-//! Drives the live service through the progenitor-generated client: create, get, list, batch
-//! create and delete. `books-client-roundtrip BASE_URL WRITE_KEY`; exits non-zero on any surprise.
+//! Drives the live service through the progenitor-generated client: create, get and list (with the
+//! create's Consistency-Token), batch create and delete. `books-client-roundtrip BASE_URL WRITE_KEY`; exits non-zero on any surprise.
 
 mod client {
     #![allow(clippy::all, unused, missing_docs)]
@@ -38,14 +38,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         author: "Frank Herbert".parse()?,
         genre: Some("Science fiction".parse()?),
     };
-    let created = client.create_book(None, &input).await?.into_inner();
+    let response = client.create_book(None, &input).await?;
+    // Sent back on the reads: they then see this write even through a lagging replica.
+    let token = response
+        .headers()
+        .get("consistency-token")
+        .ok_or("a write answers a Consistency-Token")?
+        .to_str()?
+        .to_owned();
+    let created = response.into_inner();
     check(
         created.title == "Dune (progenitor)",
         "create returns the book",
     )?;
     check(created.version.get() == 1, "a new book is at version 1")?;
 
-    let fetched = client.get_book(created.id, None).await?.into_inner();
+    let seen: types::GetBookConsistencyToken = token.parse()?;
+    let fetched = client
+        .get_book(created.id, Some(&seen), None)
+        .await?
+        .into_inner();
     check(
         fetched.id == created.id && fetched.genre.as_deref() == Some("Science fiction"),
         "get returns it",
@@ -54,7 +66,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let author: types::ListBooksAuthor = "Frank Herbert".parse()?;
     let limit = std::num::NonZeroU64::new(100);
     let page = client
-        .list_books(Some(&author), None, None, limit, None, None)
+        .list_books(
+            Some(&author),
+            None,
+            None,
+            limit,
+            None,
+            None,
+            Some(&token.parse::<types::ListBooksConsistencyToken>()?),
+        )
         .await?
         .into_inner();
     check(
@@ -86,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     client.delete_book(created.id, None).await?;
-    match client.get_book(created.id, None).await {
+    match client.get_book(created.id, None, None).await {
         Err(client::Error::ErrorResponse(response)) => {
             check(response.status() == 404, "a deleted book is gone")?;
         }
