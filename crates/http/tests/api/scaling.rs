@@ -630,10 +630,15 @@ fn the_scaled_out_topology_keeps_every_guarantee_through_a_load_balancer() {
         started.elapsed()
     );
     assert!(
-        (200..=200 + refilled + 10).contains(&allowed) && allowed < 400,
+        (200..=200 + refilled + 10).contains(&allowed),
         "{allowed} allowed in {:?}",
         started.elapsed()
     );
+    // Two budgets of their own would have allowed 400 at least; the bound above says so only
+    // while the refill since the start stays below 200 (a loaded machine can be slower).
+    if refilled < 190 {
+        assert!(allowed < 400, "{allowed} allowed: one budget per instance");
+    }
 
     // The replica stops: reads keep working (the primary answers); it comes back: in use again.
     topology.stop_replica();
