@@ -23,6 +23,10 @@ pub(crate) enum Part {
     Text(String),
     BigInt(i64),
     Time(DateTime<Utc>),
+    /// Plan the statement for its values each time instead of caching it: the plan that serves
+    /// one search term (a trigram index scan) is the wrong one for another, and a cached generic
+    /// plan walks the whole table by id (83 ms instead of 1 ms over 100,000 books).
+    PlanForEachValue,
 }
 
 /// A boolean condition on the `book` table.
@@ -54,6 +58,7 @@ impl QueryFragment<Pg> for Condition {
                 Part::Text(text) => out.push_bind_param::<Text, _>(text)?,
                 Part::BigInt(number) => out.push_bind_param::<BigInt, _>(number)?,
                 Part::Time(time) => out.push_bind_param::<Timestamptz, _>(time)?,
+                Part::PlanForEachValue => out.unsafe_to_cache_prepared(),
             }
         }
         Ok(())
@@ -93,6 +98,7 @@ pub(crate) fn filter_conditions(filter: &BookFilter) -> Vec<Condition> {
     if let Some(term) = &filter.search {
         let pattern = like_pattern(term.as_str());
         conditions.push(Condition(vec![
+            Part::PlanForEachValue,
             Part::Sql("(title ILIKE "),
             Part::Text(pattern.clone()),
             Part::Sql(" OR author ILIKE "),

@@ -346,6 +346,26 @@ impl ListCoalescer {
     }
 }
 
+/// The listings whose search term is too short for the trigram indexes (under three characters):
+/// each may read the whole table, so they have a lane of their own, one batch at a time, and
+/// however many clients send them they hold one connection and never delay other listings.
+#[derive(Debug)]
+pub(crate) struct ScanListings(pub(crate) Arc<ListCoalescer>);
+
+impl ScanListings {
+    /// The shortest search term the trigram indexes serve.
+    const INDEXED_TERM: usize = 3;
+
+    /// True when `query` must read the table rather than an index to find its matches.
+    pub(crate) fn needed_for(query: &ListQuery) -> bool {
+        query
+            .filter
+            .search
+            .as_ref()
+            .is_some_and(|term| term.as_str().chars().count() < Self::INDEXED_TERM)
+    }
+}
+
 fn list_pages(
     service: &BookService,
     queries: &[(ListQuery, Option<ConsistencyToken>)],
@@ -494,6 +514,27 @@ mod tests {
         for n in [1, 2, 3] {
             assert_eq!(coalescer.call(n).await.unwrap(), n, "the lane was lost");
         }
+    }
+
+    #[test]
+    fn only_search_terms_too_short_for_the_trigram_indexes_take_the_scanning_lane() {
+        use books_domain::{BookFilter, SearchTerm};
+        let with = |term: Option<&str>| ListQuery {
+            filter: BookFilter {
+                search: term.map(|term| SearchTerm::new(term).unwrap()),
+                ..BookFilter::default()
+            },
+            ..ListQuery::default()
+        };
+        assert!(!ScanListings::needed_for(&with(None)));
+        assert!(ScanListings::needed_for(&with(Some("a"))));
+        assert!(ScanListings::needed_for(&with(Some("zq"))));
+        assert!(
+            ScanListings::needed_for(&with(Some("é1"))),
+            "characters, not bytes"
+        );
+        assert!(!ScanListings::needed_for(&with(Some("dun"))));
+        assert!(!ScanListings::needed_for(&with(Some("García"))));
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod blocking;
 pub mod cli;
 mod coalesce;
 mod feed;
+mod longlived;
 pub mod middleware;
 pub mod openapi;
 pub mod openapi_3_0;

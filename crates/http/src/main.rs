@@ -119,6 +119,18 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         changes_retention: args.changes_retention,
+        streams_per_caller: args.streams_per_caller,
+        streams_total: args.streams_total,
+        stream_lifetime: args
+            .stream_lifetime
+            .to_std()
+            .unwrap_or(Duration::from_secs(1800)),
+        exports_per_caller: args.exports_per_caller,
+        export_max_duration: args
+            .export_max_duration
+            .to_std()
+            .unwrap_or(Duration::from_secs(600)),
+        ipv6_prefix: args.ipv6_prefix,
         ..ServerSettings::default()
     };
     let pool_probe = pool_probe(pool);

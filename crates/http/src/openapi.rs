@@ -297,7 +297,10 @@ fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditio
         add("413", problem("The request body is larger than 64 KiB"));
         add(
             "415",
-            problem("The request body is not of an accepted media type"),
+            problem(
+                "The request body is not of an accepted media type, is compressed \
+                 (Content-Encoding), or declares a charset other than UTF-8",
+            ),
         );
         add(
             "422",

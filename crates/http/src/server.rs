@@ -15,9 +15,13 @@ use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
-use crate::coalesce::{Coalescer, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer};
+use crate::coalesce::{
+    Coalescer, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings,
+};
 use crate::feed::ChangeHub;
+use crate::longlived::LongLived;
 use crate::middleware::auth::KeyCache;
+use crate::middleware::budget::AddressKeying;
 use crate::middleware::budget::RateLimit;
 use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
 use crate::middleware::cors::cors;
@@ -28,6 +32,7 @@ use crate::middleware::shared_limit::SharedBudgets;
 use crate::openapi::{document_3_0_json, document_json};
 use crate::representation::problem::ApiError;
 use crate::routes::catalogue::ExportSlots;
+use crate::routes::changes::StreamSlots;
 use crate::routes::configure;
 use crate::routes::service::Documents;
 
@@ -59,6 +64,25 @@ pub struct ServerSettings {
     /// a blocking thread while its client reads, so a few slow readers must not take them all.
     /// Past it, an export is a 503 with `Retry-After`.
     pub exports_in_flight: usize,
+    /// The most exports one caller (a key, or an address: see `ipv6_prefix`) streams at once;
+    /// past it, 429. One by default, so that no caller can take every slot.
+    pub exports_per_caller: usize,
+    /// The longest an export may take: its snapshot is held open meanwhile, which keeps vacuum
+    /// from cleaning `book` and `book_change`. Past it the export ends without its final chunk,
+    /// so the client sees an incomplete answer (10 minutes).
+    pub export_max_duration: Duration,
+    /// The most live change streams open at once on this instance; past it, 503. Well below the
+    /// connections a worker accepts, so that short requests and the health endpoints always find
+    /// room.
+    pub streams_total: usize,
+    /// The most live change streams one caller holds at once; past it, 429.
+    pub streams_per_caller: usize,
+    /// How long a live change stream lives: then it ends cleanly, and the client reconnects with
+    /// `Last-Event-ID` (30 minutes), so that no stream holds its place for ever.
+    pub stream_lifetime: Duration,
+    /// Callers without a key are told apart by address; IPv6 ones by this many leading bits
+    /// (64: a site's usual allocation, in which every address would otherwise be a new caller).
+    pub ipv6_prefix: u8,
     /// Requests per caller, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
     /// A Redis through which every instance shares one budget per caller (`redis://…`).
@@ -91,6 +115,12 @@ impl Default for ServerSettings {
                 .map_or(1, |cores| usize::from(cores).div_ceil(2)),
             write_batches_in_flight: 4,
             exports_in_flight: 2,
+            exports_per_caller: 1,
+            export_max_duration: Duration::from_secs(600),
+            streams_total: 1000,
+            streams_per_caller: 8,
+            stream_lifetime: Duration::from_secs(1800),
+            ipv6_prefix: 64,
             rate_limit: RateLimit::per_second(100),
             rate_limit_redis_url: None,
             compress: false,
@@ -182,11 +212,31 @@ impl Application {
             service.clone(),
             settings.batches_in_flight,
         )));
+        let scans = web::Data::new(ScanListings(Arc::new(ListCoalescer::listings(
+            service.clone(),
+            1,
+        ))));
         let patches = web::Data::from(Arc::new(PatchCoalescer::patches(
             service.clone(),
             settings.write_batches_in_flight,
         )));
-        let exports = web::Data::new(ExportSlots::new(settings.exports_in_flight));
+        let exports = web::Data::new(ExportSlots {
+            slots: LongLived::new(
+                "exports",
+                settings.exports_per_caller,
+                settings.exports_in_flight,
+            ),
+            max_duration: settings.export_max_duration,
+        });
+        let stream_slots = web::Data::new(StreamSlots {
+            slots: LongLived::new(
+                "live streams",
+                settings.streams_per_caller,
+                settings.streams_total,
+            ),
+            lifetime: settings.stream_lifetime,
+        });
+        let keying = web::Data::new(AddressKeying::new(settings.ipv6_prefix));
         let hub = web::Data::new(ChangeHub::start(
             service.clone(),
             change_signal,
@@ -237,6 +287,12 @@ impl Application {
                 Box::new(move || replica_state(lag.as_deref(), &name, |s| s.lag_seconds)),
             );
         }
+        let exports_open = exports.slots.clone();
+        metrics = metrics.with_gauge(
+            "exports_open",
+            "Exports streaming on this instance now.",
+            Box::new(move || exports_open.open_now() as f64),
+        );
         metrics = metrics.with_gauge(
             "change_streams_open",
             "Server-Sent Events streams of the change feed open on this instance.",
@@ -309,8 +365,11 @@ impl Application {
                 .app_data(reads.clone())
                 .app_data(creates.clone())
                 .app_data(listings.clone())
+                .app_data(scans.clone())
                 .app_data(patches.clone())
                 .app_data(exports.clone())
+                .app_data(stream_slots.clone())
+                .app_data(keying.clone())
                 .app_data(hub.clone())
                 .app_data(key_cache_for_workers.clone())
                 .app_data(replicas.clone())

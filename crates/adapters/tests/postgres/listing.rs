@@ -204,3 +204,72 @@ fn search_finds_substrings_of_title_or_author_and_treats_wildcards_literally() {
     assert_eq!(titles("_"), ["Dune_2"]);
     assert!(titles("nothing like it").is_empty());
 }
+
+#[test]
+fn a_search_term_is_served_by_the_trigram_indexes_every_time_not_only_while_plans_are_fresh() {
+    use books_adapters::{PoolOptions, PostgresBookRepository, connect};
+    use books_domain::BookService;
+    use diesel::prelude::*;
+
+    let database = books_adapters::testing::TestDatabase::new();
+    let mut admin = PgConnection::establish(database.url()).unwrap();
+    diesel::sql_query(
+        "INSERT INTO book (title, author) SELECT 'Title number ' || n || ' ' || md5(n::text), \
+         'Author ' || (n % 977) FROM generate_series(1, 100000) AS n",
+    )
+    .execute(&mut admin)
+    .unwrap();
+    diesel::sql_query("ANALYZE book")
+        .execute(&mut admin)
+        .unwrap();
+    // One connection, so that every listing runs on the same session: after five executions of a
+    // prepared statement PostgreSQL may switch to a generic plan, and for ILIKE that plan walks
+    // the whole table by id.
+    let pool = connect(
+        database.url(),
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let service = BookService::new(PostgresBookRepository::new(pool));
+    let scans = |conn: &mut PgConnection| -> i64 {
+        #[derive(QueryableByName)]
+        struct Scans {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            scans: i64,
+        }
+        diesel::sql_query(
+            "SELECT coalesce(sum(idx_scan), 0)::bigint AS scans FROM pg_stat_user_indexes \
+             WHERE indexrelname = 'book_title_trgm_idx'",
+        )
+        .get_result::<Scans>(conn)
+        .unwrap()
+        .scans
+    };
+    let before = scans(&mut admin);
+    let searches = 12;
+    for n in 0..searches {
+        let query = ListQuery {
+            filter: BookFilter {
+                search: Some(SearchTerm::new(&format!("zq{n}x")).unwrap()),
+                ..BookFilter::default()
+            },
+            ..ListQuery::default()
+        };
+        assert!(service.list_books(&query).unwrap().items.is_empty());
+    }
+    // A session publishes its statistics at most once a second, at the end of a transaction.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    service.list_books(&ListQuery::default()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    diesel::sql_query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut admin)
+        .unwrap();
+    let used = scans(&mut admin) - before;
+    assert!(
+        used >= searches,
+        "the title index served {used} of {searches} searches"
+    );
+}

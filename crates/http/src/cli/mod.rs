@@ -159,6 +159,29 @@ pub struct ServeArgs {
     /// `36h`). A reader further behind gets a 410 and starts again from an export.
     #[arg(long, env = "CHANGES_RETENTION", default_value = "7d", value_parser = retention)]
     pub changes_retention: chrono::TimeDelta,
+    /// The most live change streams (Server-Sent Events) one caller holds open at once (a key,
+    /// or an address); past it, 429.
+    #[arg(long, env = "STREAMS_PER_CALLER", default_value_t = 8)]
+    pub streams_per_caller: usize,
+    /// The most live change streams open at once on this instance; past it, 503. Keep it well
+    /// below the connections the workers accept (2 048 each).
+    #[arg(long, env = "STREAMS_TOTAL", default_value_t = 1000)]
+    pub streams_total: usize,
+    /// How long a live change stream lives before it ends cleanly (clients reconnect with
+    /// Last-Event-ID): `s`, `m`, `h` or `d`.
+    #[arg(long, env = "STREAM_LIFETIME", default_value = "30m", value_parser = retention)]
+    pub stream_lifetime: chrono::TimeDelta,
+    /// The most exports one caller streams at once; past it, 429.
+    #[arg(long, env = "EXPORTS_PER_CALLER", default_value_t = 1)]
+    pub exports_per_caller: usize,
+    /// The longest an export may take (it holds a snapshot open, which holds back vacuum); past
+    /// it the export ends without its final chunk, so the client sees it is incomplete.
+    #[arg(long, env = "EXPORT_MAX_DURATION", default_value = "10m", value_parser = retention)]
+    pub export_max_duration: chrono::TimeDelta,
+    /// Callers without a key are told apart by address; IPv6 ones by this many leading bits
+    /// (a site usually has a whole /64).
+    #[arg(long, env = "IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub ipv6_prefix: u8,
     /// Seconds to wait at start for the database to accept connections.
     #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
     pub startup_wait: u64,

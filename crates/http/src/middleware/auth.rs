@@ -7,7 +7,9 @@
 //!
 //! The keys live in a [`KeyCache`] refreshed from the database every [`REFRESH_EVERY`], so a
 //! request costs no database round trip and a revoked key stops working within that time, on
-//! every instance. While refreshes fail (the database is out of reach) the cache would keep a
+//! every instance. A key the cache does not know is looked up (the keys reloaded, once for all
+//! the requests waiting then, at most four times a second) before it is refused, so a key just
+//! created works at once; made-up keys are budgeted by address before they cost that look. While refreshes fail (the database is out of reach) the cache would keep a
 //! revoked key working; so it is trusted for a bounded time only (10 s by default,
 //! [`crate::ServerSettings::key_cache_max_age`]): past it, no key is verified until a refresh
 //! succeeds: a write is answered 503 with `Retry-After`, and a read goes on as an anonymous one
@@ -26,7 +28,7 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use books_domain::{KeyRing, KeyService, Principal, Scope};
 
 use crate::blocking::blocking_call;
-use crate::middleware::budget::Caller;
+use crate::middleware::budget::{AddressKeying, Caller};
 use crate::middleware::ratelimit::RateLimiter;
 use crate::representation::problem::ApiError;
 
@@ -43,7 +45,14 @@ pub(crate) struct KeyCache {
     max_age: Duration,
     /// True once the keys' going untrusted has been logged.
     reported_stale: AtomicBool,
+    /// Held by the one reload that requests with an unknown key wait for (see
+    /// [`KeyCache::look_up`]); it also says when the last such reload began.
+    looking_up: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// The least time between two reloads made for unknown keys: a flood of made-up keys costs at
+/// most this many reloads a second (one query each), whatever its size.
+const LOOK_UP_EVERY: Duration = Duration::from_millis(250);
 
 impl KeyCache {
     /// A cache over `keys`, trusted for `max_age` after each successful load, loaded once now
@@ -61,6 +70,7 @@ impl KeyCache {
             keys,
             max_age,
             reported_stale: AtomicBool::new(false),
+            looking_up: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -81,10 +91,37 @@ impl KeyCache {
         }
     }
 
+    /// The holder of `token`, which the keys in memory do not know: a key created since the last
+    /// reload (`books-api keys create` just printed it) must work at once, not 2 s later. So the
+    /// keys are reloaded first, once for all the requests waiting at the same time, and at most
+    /// every [`LOOK_UP_EVERY`]; `None` when the reload does not know it either.
+    async fn look_up(&self, token: &str) -> Option<Principal> {
+        let arrived = Instant::now();
+        let mut last = self.looking_up.lock().await;
+        // A reload that began after this request arrived already answers for it.
+        let reloaded_since = self
+            .ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .is_some_and(|loaded| loaded > arrived);
+        if !reloaded_since {
+            if let Some(wait) = last.map(|at| LOOK_UP_EVERY.saturating_sub(at.elapsed())) {
+                actix_web::rt::time::sleep(wait).await;
+            }
+            *last = Some(Instant::now());
+            self.refresh().await;
+        }
+        drop(last);
+        self.current().ok()?.authenticate(token).cloned()
+    }
+
     /// Reloads the keys from the database, off the async workers. Keys that go untrusted are
     /// logged once, and again when they load again.
     pub(crate) async fn refresh(&self) {
         let keys = self.keys.clone();
+        // The keys as of the query's start: a key made before it is in them.
+        let started = Instant::now();
         let outcome = blocking_call(move || keys.ring()).await;
         let mut state = self
             .ring
@@ -95,7 +132,7 @@ impl KeyCache {
                 if self.reported_stale.swap(false, Ordering::Relaxed) {
                     tracing::info!("the API keys are loaded again: keys are accepted again");
                 }
-                *state = (ring, Some(Instant::now()));
+                *state = (ring, Some(started));
             }
             Err(error) => {
                 let stale = state.1.is_none_or(|loaded| loaded.elapsed() > self.max_age);
@@ -118,13 +155,23 @@ impl KeyCache {
     }
 }
 
-/// The caller's credentials: none, a valid key's holder, or a refusal (401 for a credential that
-/// is not a valid bearer key, 400 for two `Authorization` headers, which would leave it to chance
-/// which one counts).
-fn read_credentials(request: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
+/// What a request's `Authorization` says.
+enum Credentials {
+    /// Nothing: an anonymous caller.
+    None,
+    /// A key the keys in memory know.
+    Known(Principal),
+    /// A bearer key they do not know (yet?): looked up once the request is within its budget.
+    Unknown(String),
+}
+
+/// The caller's credentials, or a refusal (401 for a credential that is not a bearer key, 400 for
+/// two `Authorization` headers, which would leave it to chance which one counts, 503 while the
+/// keys cannot be trusted).
+fn read_credentials(request: &ServiceRequest) -> Result<Credentials, ApiError> {
     let mut values = request.headers().get_all(header::AUTHORIZATION);
     let Some(value) = values.next() else {
-        return Ok(None);
+        return Ok(Credentials::None);
     };
     if values.next().is_some() {
         return Err(ApiError::BadRequest(
@@ -141,13 +188,20 @@ fn read_credentials(request: &ServiceRequest) -> Result<Option<Principal>, ApiEr
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let ring = cache.current()?;
-    match token.and_then(|token| ring.authenticate(token).cloned()) {
-        Some(principal) => Ok(Some(principal)),
-        None => Err(ApiError::Unauthorized {
-            detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
-                .to_owned(),
-            invalid_token: true,
+    match token {
+        None => Err(not_a_valid_key()),
+        Some(token) => Ok(match ring.authenticate(token) {
+            Some(principal) => Credentials::Known(principal.clone()),
+            None => Credentials::Unknown(token.to_owned()),
         }),
+    }
+}
+
+fn not_a_valid_key() -> ApiError {
+    ApiError::Unauthorized {
+        detail: "the API key is not valid: send Authorization: Bearer <key> with an active key"
+            .to_owned(),
+        invalid_token: true,
     }
 }
 
@@ -172,24 +226,43 @@ pub(crate) async fn admit(
             request
                 .extensions_mut()
                 .insert(KeysUntrusted(cause.to_string()));
-            Ok(None)
+            Ok(Credentials::None)
         }
         other => other,
+    };
+    let known = match &credentials {
+        Ok(Credentials::Known(principal)) => Some(principal),
+        _ => None,
     };
     let limit = match request.app_data::<web::Data<RateLimiter>>().cloned() {
         None => None,
         Some(limiter) => {
-            let caller = match &credentials {
-                Ok(Some(principal)) => Caller::Key(principal.name.as_str().to_owned()),
-                _ => Caller::Address(request.peer_addr().map(|address| address.ip())),
-            };
+            let keying = request
+                .app_data::<web::Data<AddressKeying>>()
+                .map_or_else(AddressKeying::default, |keying| *keying.get_ref());
+            let caller = Caller::of(
+                known,
+                request.peer_addr().map(|address| address.ip()),
+                keying,
+            );
             Some(limiter.check(&caller).await)
         }
     };
     let sent_credentials = request.headers().contains_key(header::AUTHORIZATION);
     let admitted = match (&limit, credentials) {
         (Some(decision), _) if !decision.allowed => Err(decision.refusal()),
-        (_, credentials) => credentials,
+        (_, Err(refusal)) => Err(refusal),
+        (_, Ok(Credentials::None)) => Ok(None),
+        (_, Ok(Credentials::Known(principal))) => Ok(Some(principal)),
+        // Within its address's budget: worth one look in the database.
+        (_, Ok(Credentials::Unknown(token))) => match request.app_data::<web::Data<KeyCache>>() {
+            Some(cache) => cache
+                .look_up(&token)
+                .await
+                .map(Some)
+                .ok_or_else(not_a_valid_key),
+            None => Err(not_a_valid_key()),
+        },
     };
     let mut response = match admitted {
         Err(refusal) => request.error_response(refusal).map_into_right_body(),

@@ -30,16 +30,9 @@ const BUCKETS: [f64; 12] = [
 ];
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const METADATA: Metadata<'static> = Metadata::new("books_http", metrics::Level::INFO, None);
-/// The methods that have series of their own; any other shares `TRACE`'s.
-const KNOWN_METHODS: [Method; 7] = [
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::PATCH,
-    Method::DELETE,
-    Method::OPTIONS,
-];
+/// The methods that have series of their own; any other (TRACE, CONNECT, PROPFIND, FOO…) is
+/// labelled `other`.
+const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// The pool's state: connections open, idle, and requests waiting for one.
 pub type PoolProbe = Box<dyn Fn() -> PoolState + Send + Sync>;
@@ -171,7 +164,7 @@ impl Metrics {
         self
     }
 
-    fn record(&self, method: &Method, route: String, status: u16, seconds: f64) {
+    fn record(&self, method: &'static str, route: String, status: u16, seconds: f64) {
         let counter = |name: &'static str| {
             self.recorder
                 .register_counter(&Key::from_static_name(name), &METADATA)
@@ -183,7 +176,7 @@ impl Metrics {
             _ => {}
         }
         let labels = vec![
-            Label::new("method", method.as_str().to_owned()),
+            Label::new("method", method),
             Label::new("route", route),
             Label::new("status", status.to_string()),
         ];
@@ -336,12 +329,11 @@ pub(crate) async fn observe(
             .request()
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_owned());
-        let series_method = if KNOWN_METHODS.contains(&method) {
-            method.clone()
-        } else {
-            Method::TRACE
-        };
-        metrics.record(&series_method, route, status, seconds);
+        let series_method = KNOWN_METHODS
+            .into_iter()
+            .find(|known| *known == method.as_str())
+            .unwrap_or("other");
+        metrics.record(series_method, route, status, seconds);
     }
     tracing::info!(method = %method, path, status, ms = seconds * 1000.0, "request");
     response.headers_mut().insert(REQUEST_ID, id.0);

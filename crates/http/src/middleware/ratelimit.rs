@@ -68,7 +68,7 @@ impl RateLimiter {
 
     /// Spends one of `caller`'s requests from this instance's budget.
     pub(crate) fn check_locally(&self, caller: &Caller) -> Decision {
-        let limit = u64::from(self.limit.burst);
+        let limit = self.limit;
         match self.keyed.check_key(caller) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();

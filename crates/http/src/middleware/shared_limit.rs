@@ -132,7 +132,7 @@ impl SharedBudgets {
         let seconds = |micros: i64| u64::try_from(micros).unwrap_or(0).div_ceil(1_000_000);
         Ok(Decision::new(
             allowed == 1,
-            u64::from(limit.burst),
+            limit,
             u64::try_from(remaining).unwrap_or(0),
             if allowed == 1 {
                 seconds(wait)

@@ -37,6 +37,9 @@ impl<const LIMIT: usize> FromRequest for Body<LIMIT> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if let Err(refusal) = readable_as_sent(request) {
+            return Box::pin(async move { Err(refusal) });
+        }
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -76,6 +79,45 @@ impl<const LIMIT: usize> FromRequest for Body<LIMIT> {
                 body.extend_from_slice(&chunk);
             }
         })
+    }
+}
+
+/// Refuses (415) a body the service would otherwise read wrongly: one sent compressed
+/// (`Content-Encoding`: bodies are read as sent, never decompressed), or in a character set other
+/// than UTF-8 (`Content-Type: …; charset=utf-16`: every body format here is UTF-8).
+fn readable_as_sent(request: &HttpRequest) -> Result<(), ApiError> {
+    for encoding in request.headers().get_all(header::CONTENT_ENCODING) {
+        let identity = encoding.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .all(|coding| coding.trim().eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(ApiError::UnsupportedMediaType(
+                "request bodies are read as sent: send it without Content-Encoding".to_owned(),
+            ));
+        }
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let charset = content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    });
+    match charset {
+        Some(charset)
+            if !charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("utf8") =>
+        {
+            Err(ApiError::UnsupportedMediaType(format!(
+                "request bodies are UTF-8; {charset} is not read (Content-Type charset)"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -333,6 +375,15 @@ fn within(prefix: &str, mut violation: FieldViolation) -> FieldViolation {
 /// A batch's books as JSON: `{"books": [BookInput, …]}`, read as strictly as one book's body
 /// (duplicate members at any level, unknown members and wrong types are each named).
 pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, ApiError> {
+    // Malformed JSON is a 400 whatever its first value is (`[`, `5x`), as on the other routes;
+    // only well-formed JSON of the wrong shape is a 422.
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "the request body is not valid JSON (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })?;
     let document: BatchDocument = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
             ApiError::InvalidBody(

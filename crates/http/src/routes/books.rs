@@ -3,6 +3,7 @@
 
 use actix_web::http::header;
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -13,7 +14,9 @@ use books_domain::{
 use utoipa::IntoParams;
 
 use crate::blocking::blocking_write;
-use crate::coalesce::{CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, Written};
+use crate::coalesce::{
+    CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings, Written,
+};
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
@@ -247,6 +250,7 @@ fn text_filter<T>(
 )]
 pub(crate) async fn list_books(
     listings: web::Data<ListCoalescer>,
+    scans: web::Data<ScanListings>,
     ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -254,8 +258,14 @@ pub(crate) async fn list_books(
         ApiError::NotAcceptable(format!("a page is {} (Accept)", LIST_FORMATS.join(" or ")))
     })?;
     let query = read_listing(&request)?;
-    // Read with the other listings waiting at the same time (identical ones once).
-    let page = listings.into_inner().page(query.clone(), token).await?;
+    // Read with the other listings waiting at the same time (identical ones once); a search that
+    // no index serves in a lane of its own, so that it cannot delay the others.
+    let lane = if ScanListings::needed_for(&query) {
+        Arc::clone(&scans.0)
+    } else {
+        listings.into_inner()
+    };
+    let page = lane.page(query.clone(), token).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {

@@ -2,15 +2,18 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::blocking::{blocking, blocking_write};
+use crate::longlived::LongLived;
 use crate::middleware::auth::WriteAccess;
+use crate::middleware::budget::Caller;
 use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{BookBatch, BookBatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, check_batch, read_batch_json};
@@ -20,6 +23,7 @@ use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::routes::books::{IdempotencyKeyHeader, SelectionParams};
+use crate::routes::changes::no_body;
 
 /// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
 pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
@@ -119,15 +123,14 @@ fn read_export(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
 const NDJSON: &str = "application/x-ndjson";
 const EXPORT_FORMATS: [&str; 2] = [NDJSON, CSV];
 
-/// How many exports may run at once on this instance, each holding one database connection and
-/// one blocking thread for as long as its client reads.
-#[derive(Debug, Clone)]
-pub(crate) struct ExportSlots(Arc<Semaphore>);
-
-impl ExportSlots {
-    pub(crate) fn new(count: usize) -> Self {
-        Self(Arc::new(Semaphore::new(count.max(1))))
-    }
+/// The exports this instance runs at once, each holding one database connection, one blocking
+/// thread and a snapshot for as long as its client reads: bounded in all and per caller, and each
+/// in duration.
+#[derive(Debug)]
+pub(crate) struct ExportSlots {
+    pub(crate) slots: Arc<LongLived>,
+    /// The longest an export may take (its snapshot holds back vacuum meanwhile).
+    pub(crate) max_duration: Duration,
 }
 
 /// How long an export waits for its client to take the next slice before giving up: a client
@@ -143,7 +146,11 @@ const SLICES_IN_FLIGHT: usize = 2;
 /// streamed as it is read: memory stays flat whatever the catalogue's size. `Accept: text/csv`
 /// gives CSV with the header `id,title,author,genre,version,created_at,updated_at` (text that a
 /// spreadsheet would run as a formula, starting with `=`, `+`, `-`, `@`, tab or carriage return, is
-/// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line.
+/// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line. A
+/// caller streams one export at a time (past it 429; past the instance's slots 503), and an export
+/// may take 10 minutes at most (it holds a
+/// snapshot open meanwhile): past that, or when its client stops reading for 30 s, it ends
+/// without its final chunk, so the client sees an incomplete answer and starts again.
 #[utoipa::path(
     get,
     path = "/api/v1/books/export",
@@ -176,27 +183,35 @@ pub(crate) async fn export_books(
     if HeadRequest::came_as_head(&request) {
         // The headers alone: no slot, no snapshot, nothing read.
         let changes_after = blocking(&service, BookService::last_change).await?;
-        return Ok(export_head(format, changes_after).finish());
+        return Ok(export_head(format, changes_after).streaming(no_body()));
     }
-    let slot = Arc::clone(&slots.0)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy("every export slot is in use; retry shortly".to_owned()))?;
+    let slot = slots.slots.open(Caller::of_request(&request))?;
+    let deadline = Instant::now() + slots.max_duration;
     // Where the feed stands before the snapshot is taken: everything up to it is in the export.
     let changes_after = blocking(&service, BookService::last_change).await?;
     let (sender, mut receiver) = mpsc::channel::<Result<web::Bytes, ApiError>>(SLICES_IN_FLIGHT);
     let service = service.get_ref().clone();
     let runtime = tokio::runtime::Handle::current();
     let csv = format == CSV;
+    let complete = Arc::new(AtomicBool::new(false));
+    let completed = Arc::clone(&complete);
     actix_web::rt::task::spawn_blocking(move || {
         let _slot = slot;
         let mut header = csv;
-        // Hands one message to the response; false once the client has gone or stalled.
+        // Hands one message to the response; false once the client has gone or stalled, or the
+        // export has run out of time.
         let send = |message| {
+            let patience = STALLED_READER.min(deadline.saturating_duration_since(Instant::now()));
             runtime
-                .block_on(sender.send_timeout(message, STALLED_READER))
+                .block_on(sender.send_timeout(message, patience))
                 .is_ok()
         };
+        let mut out_of_time = false;
         let mut sink = |books: Vec<Book>| {
+            if Instant::now() >= deadline {
+                out_of_time = true;
+                return ControlFlow::Break(());
+            }
             let bytes = encode(&books, csv, std::mem::take(&mut header));
             if send(Ok(bytes)) {
                 ControlFlow::Continue(())
@@ -204,10 +219,24 @@ pub(crate) async fn export_books(
                 ControlFlow::Break(())
             }
         };
-        match service.export_books(&query, &mut sink) {
+        let mut stopped = false;
+        let exported = service.export_books(&query, &mut |books| {
+            let flow = sink(books);
+            stopped |= flow.is_break();
+            flow
+        });
+        if out_of_time {
+            tracing::warn!(max = ?deadline, "an export took longer than it may; it is cut short");
+        }
+        match exported {
+            Ok(()) if stopped || out_of_time => {}
             // An empty CSV export is still its header.
-            Ok(()) if header => drop(send(Ok(encode(&[], true, true)))),
-            Ok(()) => {}
+            Ok(()) if header => {
+                if send(Ok(encode(&[], true, true))) {
+                    completed.store(true, Ordering::Release);
+                }
+            }
+            Ok(()) => completed.store(true, Ordering::Release),
             Err(error) => drop(send(Err(error.into()))),
         }
     });
@@ -217,17 +246,31 @@ pub(crate) async fn export_books(
         Some(Err(error)) => return Err(error),
         first => first,
     };
-    let body = futures_util::stream::unfold((first, receiver), |(next, mut receiver)| async move {
-        let item = match next {
-            Some(item) => item,
-            None => receiver.recv().await?,
-        };
-        let item = item.map_err(|error| {
-            tracing::error!(error = %error, "an export ended early; its response is cut short");
-            actix_web::error::ErrorInternalServerError("export failed")
-        });
-        Some((item, (None, receiver)))
-    });
+    let body = futures_util::stream::unfold(
+        (first, receiver, complete),
+        |(next, mut receiver, complete)| async move {
+            let item = match next {
+                Some(item) => item,
+                None => match receiver.recv().await {
+                    Some(item) => item,
+                    // Every slice sent: the body ends with its final chunk.
+                    None if complete.load(Ordering::Acquire) => return None,
+                    // The export stopped short (the client stalled, or time ran out): the body
+                    // must not look complete, so it ends without its final chunk.
+                    None => Err(ApiError::Busy("the export stopped short".to_owned())),
+                },
+            };
+            let item = item.map_err(|error| {
+                if matches!(error, ApiError::Busy(_)) {
+                    tracing::warn!(error = %error, "an export ran out of time or its client stalled; its response is cut short");
+                } else {
+                    tracing::error!(error = %error, "an export ended early; its response is cut short");
+                }
+                actix_web::error::ErrorInternalServerError("export cut short")
+            });
+            Some((item, (None, receiver, complete)))
+        },
+    );
     Ok(export_head(format, changes_after).streaming(body))
 }
 

@@ -1,6 +1,5 @@
 //! The change feed: `GET /api/v1/books/changes`, as pages of JSON or live as Server-Sent Events.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +12,8 @@ use utoipa::IntoParams;
 
 use crate::blocking::blocking;
 use crate::feed::{Batch, ChangeHub};
+use crate::longlived::{LongLived, Slot};
+use crate::middleware::budget::Caller;
 use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{ChangePageResponse, ChangeResponse, Problem};
 use crate::representation::negotiate::preferred;
@@ -133,7 +134,8 @@ impl ChangeParams {
 /// transaction has committed; a rolled-back write leaves none), and a book's changes in version
 /// order. With `Accept: text/event-stream` the same changes come live as Server-Sent Events (`id:`
 /// the seq, `event:` the kind, `data:` the Change), starting after `Last-Event-ID` or `after`, with
-/// a comment every 15 s. Changes are kept for a retention period (7 days by default); an `after`
+/// a comment every 15 s; a stream ends cleanly after 30 minutes (reconnect with `Last-Event-ID`),
+/// a caller holds at most 8 at once (past it 429) and the instance 1 000 (past it 503). Changes are kept for a retention period (7 days by default); an `after`
 /// older than that is a 410, and one past the newest change a 409: start again from an export.
 #[utoipa::path(
     get,
@@ -157,6 +159,7 @@ impl ChangeParams {
 pub(crate) async fn list_changes(
     service: web::Data<BookService>,
     hub: web::Data<ChangeHub>,
+    slots: web::Data<StreamSlots>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let format = preferred(&request, &FORMATS).ok_or_else(|| {
@@ -164,11 +167,13 @@ pub(crate) async fn list_changes(
     })?;
     let (after, limit) = ChangeParams::read(&request)?;
     if format == EVENT_STREAM && HeadRequest::came_as_head(&request) {
-        // A stream never ends: a HEAD gets its headers, and nothing is held open.
-        return Ok(stream_head(&mut HttpResponse::Ok()).finish());
+        // A stream never ends: a HEAD gets its headers (those of a streamed answer, as a GET's
+        // are), and nothing is held open.
+        return Ok(stream_head(&mut HttpResponse::Ok()).streaming(no_body()));
     }
     if format == EVENT_STREAM {
-        return stream(service.get_ref().clone(), &hub, after).await;
+        let caller = Caller::of_request(&request);
+        return stream(service.get_ref().clone(), &hub, &slots, caller, after).await;
     }
     let page = blocking(&service, move |s| s.changes(after, limit)).await?;
     Ok(HttpResponse::Ok()
@@ -179,26 +184,49 @@ pub(crate) async fn list_changes(
         }))
 }
 
+/// The live streams this instance holds open: bounded in all and per caller, and each in
+/// lifetime.
+#[derive(Debug)]
+pub(crate) struct StreamSlots {
+    pub(crate) slots: Arc<LongLived>,
+    /// How long a stream lives before it ends cleanly (the client reconnects with
+    /// `Last-Event-ID`).
+    pub(crate) lifetime: Duration,
+}
+
+/// How many changes a stream reads from storage at once while it catches up: it reads the next
+/// page only once the previous one has been written out to its client, so a stream holds at most
+/// this many, however far behind it starts and however slowly its client reads.
+const CATCH_UP_PAGE: u64 = 100;
+
 /// A stream's state between events.
 struct Follower {
     service: BookService,
     receiver: broadcast::Receiver<Batch>,
     /// The seq of the last change sent.
     after: u64,
-    pending: VecDeque<Change>,
+    /// What is left to send of the batch or page in hand (taken only once it is used up).
+    pending: Pending,
     /// True when the stream must read from storage before it can trust the broadcast again.
     behind: bool,
     /// The hub's position (see [`ChangeHub::position`]).
     hub_position: Arc<AtomicU64>,
     heartbeat: Duration,
     greeted: bool,
+    /// When the stream ends by itself.
+    ends_at: actix_web::rt::time::Instant,
+    /// Its place among the instance's streams, given back when the stream ends.
+    _slot: Slot,
 }
 
 async fn stream(
     service: BookService,
     hub: &ChangeHub,
+    slots: &StreamSlots,
+    caller: Caller,
     after: u64,
 ) -> Result<HttpResponse, ApiError> {
+    let slot = slots.slots.open(caller)?;
     let receiver = hub.subscribe().ok_or_else(|| {
         ApiError::Busy("the service is shutting down; reconnect shortly".to_owned())
     })?;
@@ -208,17 +236,25 @@ async fn stream(
         service,
         receiver,
         after,
-        behind: first.items.len() == ChangeLimit::MAX,
-        pending: first.items.into(),
+        behind: first.items.len() == catch_up_limit().get(),
+        pending: Pending::of(Arc::new(first.items)),
         greeted: false,
         hub_position: hub.position(),
         heartbeat: hub.heartbeat(),
+        ends_at: actix_web::rt::time::Instant::now() + slots.lifetime,
+        _slot: slot,
     };
     let body = futures_util::stream::unfold(follower, |mut follower| async move {
         let event = follower.next_event().await?;
         Some((Ok::<_, actix_web::Error>(web::Bytes::from(event)), follower))
     });
     Ok(stream_head(&mut HttpResponse::Ok()).streaming(body))
+}
+
+/// The body of a HEAD answer to a streamed GET: empty, but streamed, so that its headers are a
+/// GET's (`Transfer-Encoding: chunked`, no `Content-Length: 0`).
+pub(crate) fn no_body() -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures_util::stream::empty()
 }
 
 /// The headers of a stream of events.
@@ -232,8 +268,26 @@ fn stream_head(
         .insert_header(("X-Accel-Buffering", "no"))
 }
 
+/// The changes of one batch (shared with the other streams) or one page not yet sent.
+struct Pending {
+    changes: Batch,
+    next: usize,
+}
+
+impl Pending {
+    fn of(changes: Batch) -> Self {
+        Self { changes, next: 0 }
+    }
+
+    fn next(&mut self) -> Option<&Change> {
+        let change = self.changes.get(self.next)?;
+        self.next += 1;
+        Some(change)
+    }
+}
+
 fn catch_up_limit() -> ChangeLimit {
-    ChangeLimit::new(ChangeLimit::MAX as u64).unwrap_or_default()
+    ChangeLimit::new(CATCH_UP_PAGE).unwrap_or_default()
 }
 
 impl Follower {
@@ -246,20 +300,26 @@ impl Follower {
         }
         let heartbeat = actix_web::rt::time::sleep(self.heartbeat);
         tokio::pin!(heartbeat);
+        let end = actix_web::rt::time::sleep_until(self.ends_at);
+        tokio::pin!(end);
         loop {
-            if let Some(change) = self.pending.pop_front() {
+            if actix_web::rt::time::Instant::now() >= self.ends_at {
+                // Lived its time: ends cleanly, and the client resumes with Last-Event-ID.
+                return None;
+            }
+            if let Some(change) = self.pending.next() {
                 if change.seq <= self.after {
                     continue;
                 }
                 self.after = change.seq;
-                return Some(event(&change));
+                return Some(event(change));
             }
             if self.behind {
                 let after = self.after;
                 match blocking(&self.service, move |s| s.changes(after, catch_up_limit())).await {
                     Ok(page) => {
-                        self.behind = page.items.len() == ChangeLimit::MAX;
-                        self.pending.extend(page.items);
+                        self.behind = page.items.len() == catch_up_limit().get();
+                        self.pending = Pending::of(Arc::new(page.items));
                         continue;
                     }
                     Err(error) => {
@@ -281,13 +341,15 @@ impl Follower {
                         if batch.first().is_some_and(|first| first.seq > self.after + 1) {
                             self.behind = true;
                         } else {
-                            self.pending.extend(batch.iter().cloned());
+                            // Shared with every other stream: nothing is copied per stream.
+                            self.pending = Pending::of(batch);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 () = &mut heartbeat => return Some(": heartbeat\n\n".to_owned()),
+                () = &mut end => return None,
             }
         }
     }

@@ -417,7 +417,7 @@ fn sessions_in_a_transaction(url: &str) -> i64 {
     .count
 }
 
-fn seed(url: &str, count: u32) {
+pub(crate) fn seed(url: &str, count: u32) {
     execute(
         url,
         &format!(

@@ -582,7 +582,13 @@ fn a_thousand_idle_streams_stay_small_and_shutdown_ends_them_cleanly() {
     let database = TestDatabase::new();
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let mut service = serve(&[("DATABASE_URL", database.url()), ("BIND", &bind)]);
+    // One address stands for a thousand callers here.
+    let mut service = serve(&[
+        ("DATABASE_URL", database.url()),
+        ("BIND", &bind),
+        ("STREAMS_PER_CALLER", "2000"),
+        ("STREAMS_TOTAL", "2000"),
+    ]);
     assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
     let pid = service.0.id();
     // Warm up with a few streams, so that the baseline holds what any stream needs.

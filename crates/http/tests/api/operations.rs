@@ -436,12 +436,22 @@ async fn unknown_paths_and_methods_never_make_new_series() {
     for path in ["/nope-1", "/nope-2/deeper", "/api/v1/bookz"] {
         assert_eq!(app.get(path).await.status, 404);
     }
-    let made_up = Method::from_bytes(b"BREW").unwrap();
-    app.request(made_up, "/healthz", &[], None).await;
+    for made_up in ["BREW", "PROPFIND", "FOO"] {
+        let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+        app.request(method, "/healthz", &[], None).await;
+    }
+    app.request(Method::TRACE, "/healthz", &[], None).await;
     let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
-    assert!(!text.contains("nope") && !text.contains("bookz") && !text.contains("BREW"));
+    for never in ["nope", "bookz", "BREW", "PROPFIND", "FOO", "TRACE"] {
+        assert!(!text.contains(never), "{never} made a series");
+    }
     assert!(
         text.contains(r#"route="unmatched",status="404"} 3"#),
+        "{text}"
+    );
+    // Every method without a series of its own is one `other`, never passed off as another.
+    assert!(
+        text.contains(r#"http_requests_total{method="other",route="/healthz",status="405"} 4"#),
         "{text}"
     );
 }
