@@ -15,7 +15,10 @@ use actix_web::middleware::Next;
 /// Bodies at least this long are compressed when the client accepts it.
 pub(crate) const COMPRESS_FROM: u64 = 1024;
 
-/// Inside `Compress`: marks short bodies so that they are sent as they are.
+/// Inside `Compress`: marks short bodies, and event streams, so that they are sent as they are.
+/// An event stream is never compressed: a compressor holds small writes back until it has
+/// enough to compress, and an event must reach its client when it happens (and each compressed
+/// stream would keep a compressor's state, hundreds of KiB, for as long as it is open).
 ///
 /// # Errors
 ///
@@ -27,7 +30,11 @@ pub(crate) async fn keep_small_bodies_plain(
     let mut response = next.call(request).await?;
     let small =
         matches!(response.response().body().size(), BodySize::Sized(n) if n < COMPRESS_FROM);
-    if small && !response.headers().contains_key(header::CONTENT_ENCODING) {
+    let events = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    if (small || events) && !response.headers().contains_key(header::CONTENT_ENCODING) {
         response.headers_mut().insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static("identity"),

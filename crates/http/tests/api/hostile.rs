@@ -251,3 +251,29 @@ async fn what_the_http_library_refuses_before_the_application_runs_is_listed_in_
     }
     assert_eq!(app.count().await, 0, "nothing was created");
 }
+
+#[actix_web::test]
+async fn an_event_stream_is_never_compressed_even_for_a_client_that_accepts_gzip() {
+    // The tests' servers compress answers of 1 KiB and more.
+    let app = TestApp::spawn().await;
+    let request = "GET /api/v1/books/changes HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\
+                   Accept-Encoding: gzip, br, zstd\r\nConnection: close\r\n\r\n"
+        .to_owned();
+    let head = raw_head(&app, request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("content-encoding"), "{head}");
+    // A large page of the feed, as JSON, still is.
+    for n in 0..20 {
+        app.create(json!({"title": format!("Book {n} with a title long enough"), "author": "A"}))
+            .await;
+    }
+    let page = app
+        .request(
+            Method::GET,
+            "/api/v1/books/changes",
+            &[("accept-encoding", "gzip")],
+            None,
+        )
+        .await;
+    assert_eq!(page.header("content-encoding"), Some("gzip"));
+}
