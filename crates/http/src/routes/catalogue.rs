@@ -226,7 +226,9 @@ pub(crate) async fn export_books(
             flow
         });
         if out_of_time {
-            tracing::warn!(max = ?deadline, "an export took longer than it may; it is cut short");
+            tracing::warn!("an export took longer than it may; it is cut short");
+        } else if stopped {
+            tracing::info!("an export's client left or stopped reading; it is cut short");
         }
         match exported {
             Ok(()) if stopped || out_of_time => {}
@@ -262,7 +264,8 @@ pub(crate) async fn export_books(
             };
             let item = item.map_err(|error| {
                 if matches!(error, ApiError::Busy(_)) {
-                    tracing::warn!(error = %error, "an export ran out of time or its client stalled; its response is cut short");
+                    // Logged where the export stopped.
+                    tracing::debug!(error = %error, "an export's response is cut short");
                 } else {
                     tracing::error!(error = %error, "an export ended early; its response is cut short");
                 }
