@@ -124,23 +124,9 @@ mod tests {
         let duplicate = error_of(&mut conn, "INSERT INTO t VALUES (1)");
         assert_eq!(classify(&duplicate), Failure::UniqueViolation);
 
-        let slow = error_of(
-            &mut conn,
-            "SET statement_timeout = 10; SELECT pg_sleep(1); RESET statement_timeout",
-        );
+        let (locked, slow) = timeouts_on(database.url());
         assert_eq!(classify(&slow), Failure::Transient, "{slow}");
-        conn.batch_execute("RESET statement_timeout").unwrap();
-
-        other
-            .batch_execute("BEGIN; SELECT * FROM t FOR UPDATE")
-            .unwrap();
-        let locked = error_of(
-            &mut conn,
-            "BEGIN; SET LOCAL lock_timeout = 10; SELECT * FROM t FOR UPDATE",
-        );
         assert_eq!(classify(&locked), Failure::LockTimeout, "{locked}");
-        conn.batch_execute("ROLLBACK").unwrap();
-        other.batch_execute("ROLLBACK").unwrap();
 
         let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
             "pg_backend_pid()",
@@ -157,7 +143,8 @@ mod tests {
         assert_eq!(classify(&bug), Failure::Other);
     }
 
-    /// A lock timeout and a statement timeout, each on a new connection to `url`, classified.
+    /// A lock timeout and a statement timeout met on new connections to `url` (which has a table
+    /// `t` with a row).
     fn timeouts_on(url: &str) -> (DieselError, DieselError) {
         let mut conn = PgConnection::establish(url).unwrap();
         let mut other = PgConnection::establish(url).unwrap();

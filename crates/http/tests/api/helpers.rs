@@ -147,12 +147,6 @@ impl TestApp {
             batches_in_flight: 1,
             write_batches_in_flight: 2,
             exports_in_flight: 2,
-            exports_per_caller: 1,
-            export_max_duration: Duration::from_secs(600),
-            streams_total: 1000,
-            streams_per_caller: 8,
-            stream_lifetime: Duration::from_secs(1800),
-            ipv6_prefix: 64,
             rate_limit: None,
             rate_limit_redis_url: None,
             compress: true,
@@ -160,7 +154,8 @@ impl TestApp {
             changes_retention: books_domain::CHANGES_RETENTION,
             // Short, so that a test can see one without waiting 15 s.
             change_heartbeat: Duration::from_millis(300),
-            key_cache_max_age: Duration::from_secs(10),
+            // Long-lived answers' bounds and the keys' trust as in production.
+            ..ServerSettings::default()
         };
         tune(&mut settings);
         let services = Services {
