@@ -141,7 +141,7 @@ end
 def wrk(url, connections, seconds, work, script=""):
     path = work / "wrk.lua"
     path.write_text(script + COUNT_NON_2XX)
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s",
+    command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s",
                "-s", str(path)]
     out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
 
@@ -254,6 +254,11 @@ def main():
         if args.quick:
             rss = rss_under_load = peak_rss_mib(service.pid)
             return report(rows, args, rss_under_load, rss, None)
+        # One connection, one request at a time: where a stall between two writes of one answer
+        # shows at once (Nagle's algorithm against the client's delayed ACK: 40 ms an answer).
+        for label, server, zipped in (("", base, False), (", gzip", zbase, True)):
+            rows[f"1: GET /api/v1/books?limit=20{label}"] = dict(wrk(server, 1, t, work, lua(
+                key, "GET", '"/api/v1/books?limit=20"', gzip=zipped)), bound=None)
         rss_under_load = peak_rss_mib(service.pid)
         print(f"compressing instance peak RSS: {peak_rss_mib(compressing.pid):.1f} MiB")
         compressing.send_signal(signal.SIGTERM)

@@ -391,6 +391,17 @@ impl Application {
                 .configure(configure)
         })
         .workers(settings.workers)
+        // A streamed answer (a compressed one, an export, a live stream) leaves in several
+        // writes: the head, then each chunk. With Nagle's algorithm a small write that follows
+        // another waits for the client to acknowledge the first, and clients delay that
+        // acknowledgement by up to 40 ms: measured, a compressed list page took 20–44 ms on a
+        // kept-alive connection (53 requests/s on one connection against 4,066 uncompressed).
+        // Every write here is a whole head or chunk, so nothing gains from being held back.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         // Database work runs on each worker's blocking threads. As many of them as there are
         // pooled connections is enough: more only park on the pool's lock, and on a small machine
         // every parked and woken thread costs the CPU the database needs.
