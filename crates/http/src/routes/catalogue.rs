@@ -206,40 +206,32 @@ pub(crate) async fn export_books(
                 .block_on(sender.send_timeout(message, patience))
                 .is_ok()
         };
-        let mut out_of_time = false;
+        // Why the export stopped before its end, if it did.
+        let mut stopped: Option<&str> = None;
         let mut sink = |books: Vec<Book>| {
             if Instant::now() >= deadline {
-                out_of_time = true;
+                stopped = Some("took longer than it may");
                 return ControlFlow::Break(());
             }
             let bytes = encode(&books, csv, std::mem::take(&mut header));
             if send(Ok(bytes)) {
                 ControlFlow::Continue(())
             } else {
+                stopped = Some("lost its client, or its client stopped reading");
                 ControlFlow::Break(())
             }
         };
-        let mut stopped = false;
-        let exported = service.export_books(&query, &mut |books| {
-            let flow = sink(books);
-            stopped |= flow.is_break();
-            flow
-        });
-        if out_of_time {
-            tracing::warn!("an export took longer than it may; it is cut short");
-        } else if stopped {
-            tracing::info!("an export's client left or stopped reading; it is cut short");
-        }
-        match exported {
-            Ok(()) if stopped || out_of_time => {}
+        let exported = service.export_books(&query, &mut sink);
+        match (exported, stopped) {
+            (Ok(()), Some(why)) => tracing::info!(why, "an export is cut short"),
             // An empty CSV export is still its header.
-            Ok(()) if header => {
+            (Ok(()), None) if header => {
                 if send(Ok(encode(&[], true, true))) {
                     completed.store(true, Ordering::Release);
                 }
             }
-            Ok(()) => completed.store(true, Ordering::Release),
-            Err(error) => drop(send(Err(error.into()))),
+            (Ok(()), None) => completed.store(true, Ordering::Release),
+            (Err(error), _) => drop(send(Err(error.into()))),
         }
     });
     // The first message decides the status: a database that fails before any book is read is
