@@ -220,7 +220,7 @@ async fn stalled_exports_cannot_deny_the_export_to_others_and_end_within_their_t
         s.export_max_duration = Duration::from_secs(3);
     });
     let port = port_of(&app);
-    let key = app.write_key.clone();
+    let (key, read_key) = (app.write_key.clone(), app.read_key.clone());
     actix_web::web::block(move || {
         // An anonymous caller starts an export, reads a little, and stalls.
         let (status, mut stalled) = open(port, "/api/v1/books/export", &[]);
@@ -239,6 +239,14 @@ async fn stalled_exports_cannot_deny_the_export_to_others_and_end_within_their_t
             &[("Authorization", &bearer), ("Connection", "close")],
         );
         assert_eq!(status, 200);
+        // Both slots of the instance are taken now: a third caller waits, with a 503.
+        let third = format!("Bearer {read_key}");
+        let (status, _) = open(
+            port,
+            "/api/v1/books/export",
+            &[("Authorization", &third), ("Connection", "close")],
+        );
+        assert_eq!(status, 503);
         let mut body = Vec::new();
         normal.read_to_end(&mut body).unwrap();
         let body = String::from_utf8_lossy(&body);
