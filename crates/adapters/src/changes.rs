@@ -4,8 +4,8 @@
 
 use anyhow::{Context as _, anyhow};
 use books_domain::{
-    Author, Book, BookId, Change, ChangeKind, ChangeLimit, ChangeSignal, ChangesError, Genre,
-    StorageError, Title, Version,
+    Book, BookId, Change, ChangeFeed, ChangeKind, ChangeLimit, ChangeSignal, ChangesError,
+    StorageError, Version,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection as _;
@@ -14,9 +14,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 
-use crate::PgPool;
+use crate::books::BookRow;
 use crate::connection::{checkout, storage_error};
 use crate::schema::{book_change, book_change_counter};
+use crate::{PgPool, PostgresBookRepository};
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = book_change, check_for_backend(Pg))]
@@ -43,15 +44,17 @@ impl TryFrom<ChangeRow> for Change {
             let version = Version::new(row.version).context("version")?;
             let kind = ChangeKind::parse(&row.kind).context("kind")?;
             let book = match (row.title, row.author, row.created_at, row.updated_at) {
-                (Some(title), Some(author), Some(created_at), Some(updated_at)) => Some(Book::new(
-                    book_id,
-                    Title::new(&title).context("title")?,
-                    Author::new(&author).context("author")?,
-                    Genre::optional(row.genre.as_deref()).context("genre")?,
-                    version,
-                    created_at,
-                    updated_at,
-                )),
+                (Some(title), Some(author), Some(created_at), Some(updated_at)) => {
+                    Some(Book::try_from(BookRow {
+                        id: row.book_id,
+                        title,
+                        author,
+                        genre: row.genre,
+                        version: row.version,
+                        created_at,
+                        updated_at,
+                    })?)
+                }
                 _ => None,
             };
             anyhow::ensure!(
@@ -282,5 +285,24 @@ impl ChangeSignal for ChangeListener {
             ));
         }
         Ok(changed)
+    }
+}
+
+impl ChangeFeed for PostgresBookRepository {
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        // Always on the primary: giving seqs is a write.
+        changes(self.pool(), after, limit)
+    }
+
+    fn last_change(&self) -> Result<u64, StorageError> {
+        last_change(self.pool())
+    }
+
+    fn sequence_changes(&self) -> Result<u64, StorageError> {
+        sequence_all(self.pool())
+    }
+
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        forget_older_than(self.pool(), age)
     }
 }

@@ -13,6 +13,7 @@
 //! Driver errors never leave this crate: they become the domain's error types, with a lost or
 //! refused connection reported as [`books_domain::StorageError::Unavailable`].
 
+mod books;
 mod changes;
 mod cluster;
 mod condition;
@@ -21,11 +22,11 @@ mod database;
 mod errors;
 mod keys;
 mod replicas;
-mod repository;
 mod schema;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use books::PostgresBookRepository;
 pub use changes::ChangeListener;
 pub use cluster::{ClusterOptions, LocalCluster};
 pub use connection::waiting_for_connection;
@@ -35,4 +36,3 @@ pub use database::{
 };
 pub use keys::PostgresApiKeyRepository;
 pub use replicas::{ReplicaState, Replicas};
-pub use repository::PostgresBookRepository;

@@ -16,13 +16,9 @@ diesel::table! {
     idempotency_key (owner, key) {
         owner -> Bytea,
         key -> Varchar,
-        title -> Nullable<Varchar>,
-        author -> Nullable<Varchar>,
-        genre -> Nullable<Varchar>,
-        book_id -> Nullable<Int8>,
         created_at -> Timestamptz,
-        batch_digest -> Nullable<Bytea>,
         book_ids -> Nullable<Array<Int8>>,
+        request_digest -> Bytea,
     }
 }
 

@@ -210,3 +210,31 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// Applies the migrations in order up to, not including, the first whose name contains
+/// `before`: a database as an older release left it, for tests of an upgrade.
+///
+/// # Panics
+///
+/// When the database cannot be reached, a migration fails, or no migration is so named.
+pub fn migrate_until(url: &str, before: &str) {
+    use diesel_migrations::MigrationHarness as _;
+
+    let mut conn = PgConnection::establish(url).expect("the test database answers");
+    let pending = conn
+        .pending_migrations(crate::database::MIGRATIONS)
+        .expect("the embedded migrations are readable");
+    assert!(
+        pending
+            .iter()
+            .any(|m| m.name().to_string().contains(before)),
+        "no migration is named {before:?}"
+    );
+    for migration in pending {
+        if migration.name().to_string().contains(before) {
+            return;
+        }
+        conn.run_migration(&*migration)
+            .expect("an older migration applies");
+    }
+}

@@ -1,6 +1,7 @@
 //! Plug your own storage into the use cases: a repository that wraps another one and keeps an
-//! audit trail of every write. Any type that implements `BookRepository` will do, a database of
-//! your team's included.
+//! audit trail of every write. Any type that implements the four roles (`BookReader`,
+//! `BookWriter`, `IdempotencyRecords`, `ChangeFeed`) is a `BookRepository`, a database of your
+//! team's included.
 //!
 //! `cargo run -p books-domain --example audited_repository`
 
@@ -12,10 +13,10 @@
 use std::sync::Mutex;
 
 use books_domain::{
-    Book, BookId, BookPatch, BookRepository, BookService, Change, ChangeLimit, ChangesError,
-    CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey,
-    InMemoryBookRepository, ListBooksError, ListQuery, NewBook, NewBooks, StorageError,
-    VersionCheck, WriteBookError,
+    Book, BookId, BookInput, BookPatch, BookReader, BookService, BookWriter, Change, ChangeFeed,
+    ChangeLimit, ChangesError, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
+    GetBookError, IdempotencyKey, IdempotencyRecords, InMemoryBookRepository, ListBooksError,
+    ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
 };
 use chrono::TimeDelta;
 
@@ -34,13 +35,47 @@ impl<R> Audited<R> {
     }
 }
 
-impl<R: BookRepository> BookRepository for Audited<R> {
+impl<R: BookReader> BookReader for Audited<R> {
+    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
+        self.inner.export(query, sink)
+    }
+    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
+        self.inner.find_by_id(id)
+    }
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
+        self.inner.list(query, count)
+    }
+}
+
+impl<R: BookWriter> BookWriter for Audited<R> {
     fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
         let created = self.inner.create(book)?;
         self.note(format!("created {} ({})", created.id(), created.title()));
         Ok(created)
     }
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        let created = self.inner.create_many(books)?;
+        self.note(format!("created a batch of {}", created.len()));
+        Ok(created)
+    }
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        let patched = self.inner.patch(id, patch, check)?;
+        self.note(format!("patched {id}, now version {}", patched.version()));
+        Ok(patched)
+    }
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        self.inner.delete(id, check)?;
+        self.note(format!("deleted {id}"));
+        Ok(())
+    }
+}
 
+impl<R: IdempotencyRecords> IdempotencyRecords for Audited<R> {
     fn create_once(
         &self,
         key: &IdempotencyKey,
@@ -50,13 +85,6 @@ impl<R: BookRepository> BookRepository for Audited<R> {
         self.note(format!("created {} once for key {key}", created.book.id()));
         Ok(created)
     }
-
-    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
-        let created = self.inner.create_many(books)?;
-        self.note(format!("created a batch of {}", created.len()));
-        Ok(created)
-    }
-
     fn create_many_once(
         &self,
         key: &IdempotencyKey,
@@ -69,75 +97,39 @@ impl<R: BookRepository> BookRepository for Audited<R> {
         ));
         Ok(created)
     }
-
-    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
-        self.inner.export(query, sink)
-    }
-
-    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
-        self.inner.changes(after, limit)
-    }
-
-    fn last_change(&self) -> Result<u64, StorageError> {
-        self.inner.last_change()
-    }
-
-    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
-        self.inner.forget_changes_older_than(age)
-    }
-
     fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
         self.inner.forget_keys_older_than(age)
     }
+}
 
-    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
-        self.inner.find_by_id(id)
+impl<R: ChangeFeed> ChangeFeed for Audited<R> {
+    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
+        self.inner.changes(after, limit)
     }
-
-    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
-        self.inner.list(query, count)
+    fn last_change(&self) -> Result<u64, StorageError> {
+        self.inner.last_change()
     }
-
-    fn replace(
-        &self,
-        id: BookId,
-        book: &NewBook,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError> {
-        let replaced = self.inner.replace(id, book, check)?;
-        self.note(format!("replaced {id}, now version {}", replaced.version()));
-        Ok(replaced)
-    }
-
-    fn patch(
-        &self,
-        id: BookId,
-        patch: &BookPatch,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError> {
-        let patched = self.inner.patch(id, patch, check)?;
-        self.note(format!("patched {id}, now version {}", patched.version()));
-        Ok(patched)
-    }
-
-    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
-        self.inner.delete(id, check)?;
-        self.note(format!("deleted {id}"));
-        Ok(())
+    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
+        self.inner.forget_changes_older_than(age)
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repository = std::sync::Arc::new(Audited::<InMemoryBookRepository>::default());
-    // `Arc<R>` is a repository too, so the caller keeps a handle on what it gives the service.
-    let catalogue = BookService::new(repository.clone());
-    let book =
-        catalogue.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
-    catalogue.replace_book(
-        book.id(),
-        &NewBook::parse(Some("Dune"), Some("F. Herbert"), Some("SF"))?,
-        &VersionCheck::Any,
-    )?;
+    // The caller keeps a handle on what it gives the service.
+    let catalogue = BookService::shared(repository.clone());
+    let book = catalogue.create_book(&NewBook::parse(&BookInput {
+        title: "Dune".into(),
+        author: "Frank Herbert".into(),
+        ..BookInput::default()
+    })?)?;
+    // A full replacement is the patch that sets every field.
+    let replacement = NewBook::parse(&BookInput {
+        title: "Dune".into(),
+        author: "F. Herbert".into(),
+        genre: "SF".into(),
+    })?;
+    catalogue.patch_book(book.id(), &BookPatch::from(replacement), &VersionCheck::Any)?;
     catalogue.delete_book(book.id(), &VersionCheck::Any)?;
     for entry in repository.trail.lock().map_err(|_| "poisoned")?.iter() {
         println!("{entry}");

@@ -8,7 +8,7 @@
 )]
 
 use books_domain::{
-    BookPatch, BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize, PatchValue, Sort,
+    BookInput, BookPatch, BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize, Sort,
     SortKey, VersionCheck, WriteBookError,
 };
 
@@ -20,11 +20,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("Emma", "Jane Austen"),
         ("Beloved", "Toni Morrison"),
     ] {
-        catalogue.create_book(&NewBook::parse(Some(title), Some(author), None)?)?;
+        catalogue.create_book(&NewBook::parse(&BookInput {
+            title: title.into(),
+            author: author.into(),
+            ..BookInput::default()
+        })?)?;
     }
 
     // Invalid input never becomes a book: every field is checked, and all problems are reported.
-    if let Err(refused) = NewBook::parse(Some("   "), None, None) {
+    if let Err(refused) = NewBook::parse(&BookInput {
+        title: "   ".into(),
+        ..BookInput::default()
+    }) {
         println!("refused: {refused}");
     }
 
@@ -49,11 +56,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Optimistic concurrency: a write names the version it read.
     let dune = catalogue.list_books(&ListQuery::default())?.items[0].clone();
-    let patch = BookPatch::parse(
-        PatchValue::Keep,
-        PatchValue::Keep,
-        PatchValue::Set("Science fiction"),
-    )?;
+    let patch = BookPatch::parse(&BookInput {
+        genre: "Science fiction".into(),
+        ..BookInput::default()
+    })?;
     let read = VersionCheck::OneOf(vec![dune.version()]);
     let updated = catalogue.patch_book(dune.id(), &patch, &read)?;
     println!("{} is now version {}", updated.title(), updated.version());

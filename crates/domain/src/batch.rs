@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::{Book, BookFilter, Genre, NewBook, Sort};
+use crate::{Book, BookFilter, NewBook, Sort};
 
 /// The most books one batch may create.
 pub const MAX_BATCH: usize = 1000;
@@ -24,8 +24,8 @@ impl NewBooks {
     /// Checks the size of a batch.
     ///
     /// ```
-    /// use books_domain::{NewBook, NewBooks};
-    /// let dune = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?;
+    /// use books_domain::{BookInput, NewBook, NewBooks};
+    /// let dune = NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?;
     /// assert_eq!(NewBooks::new(vec![dune])?.len(), 1);
     /// assert!(NewBooks::new(Vec::new()).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -61,8 +61,8 @@ impl NewBooks {
     /// an idempotency key (other books) without storing every field of every book with the key.
     ///
     /// ```
-    /// use books_domain::{NewBook, NewBooks};
-    /// let book = |t| NewBook::parse(Some(t), Some("Anon"), None).unwrap();
+    /// use books_domain::{BookInput, NewBook, NewBooks};
+    /// let book = |t: &str| NewBook::parse(&BookInput { title: t.into(), author: "Anon".into(), ..BookInput::default() }).unwrap();
     /// let ab = NewBooks::new(vec![book("A"), book("B")])?;
     /// let ba = NewBooks::new(vec![book("B"), book("A")])?;
     /// assert_ne!(ab.digest(), ba.digest());
@@ -71,20 +71,8 @@ impl NewBooks {
     /// ```
     pub fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
-        // Every field is length-prefixed (and a missing genre is told from an empty one), so
-        // that no two different batches can run together into the same bytes.
-        let mut field = |text: Option<&str>| match text {
-            None => hasher.update([0]),
-            Some(text) => {
-                hasher.update([1]);
-                hasher.update((text.len() as u64).to_be_bytes());
-                hasher.update(text.as_bytes());
-            }
-        };
         for book in &self.0 {
-            field(Some(book.title.as_str()));
-            field(Some(book.author.as_str()));
-            field(book.genre.as_ref().map(Genre::as_str));
+            book.digest_into(&mut hasher);
         }
         hasher.finalize().into()
     }

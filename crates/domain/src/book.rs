@@ -5,6 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+use crate::NewBook;
+
 /// The most characters (Unicode scalar values, not bytes) a title, author or genre may have.
 pub const MAX_TEXT_CHARS: usize = 250;
 
@@ -195,9 +197,7 @@ impl fmt::Display for Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Book {
     id: BookId,
-    title: Title,
-    author: Author,
-    genre: Option<Genre>,
+    fields: NewBook,
     version: Version,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -207,18 +207,14 @@ impl Book {
     /// Assembles a book from stored parts. Storage adapters call this; the parts are already valid.
     pub fn new(
         id: BookId,
-        title: Title,
-        author: Author,
-        genre: Option<Genre>,
+        fields: NewBook,
         version: Version,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
     ) -> Self {
         Self {
             id,
-            title,
-            author,
-            genre,
+            fields,
             version,
             created_at,
             updated_at,
@@ -230,19 +226,24 @@ impl Book {
         self.id
     }
 
+    /// The fields callers write (see [`crate::BookField`]).
+    pub fn fields(&self) -> &NewBook {
+        &self.fields
+    }
+
     /// The book's title.
     pub fn title(&self) -> &Title {
-        &self.title
+        &self.fields.title
     }
 
     /// The book's author.
     pub fn author(&self) -> &Author {
-        &self.author
+        &self.fields.author
     }
 
     /// The book's genre, if it has one.
     pub fn genre(&self) -> Option<&Genre> {
-        self.genre.as_ref()
+        self.fields.genre.as_ref()
     }
 
     /// How many times the book has been written.

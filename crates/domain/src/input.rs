@@ -1,12 +1,20 @@
-//! What callers send to create, replace and patch books, checked field by field.
+//! A book's fields as callers write them, described once.
+//!
+//! [`BookField::ALL`] is the one list of a book's writable fields. Every reader and writer walks
+//! it instead of spelling the fields again: the JSON and CSV readers fill a [`BookInput`] field
+//! by field, the CSV writer and the document's rules take their columns from it, storage builds
+//! its statements from it, and the digest of an idempotent create covers every field in it. A new
+//! field is a new entry here (its name, its [`FieldKind`], whether it is required), a slot in
+//! [`BookInput`], [`NewBook`] and [`BookPatch`], and the lines that check it.
 
 use std::fmt;
 
+use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use crate::{Author, Genre, TextError, Title};
 
-/// A field of a book that a caller provides.
+/// A field of a book that a caller writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BookField {
     /// The title.
@@ -17,8 +25,19 @@ pub enum BookField {
     Genre,
 }
 
+/// What a field holds, as readers and storage need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Text: trimmed, 1 to [`crate::MAX_TEXT_CHARS`] characters, no control characters. An
+    /// optional text field takes blank text as "none".
+    Text,
+}
+
 impl BookField {
-    /// The field's name as clients spell it.
+    /// Every field, in the order they are shown, read and reported.
+    pub const ALL: [Self; 3] = [Self::Title, Self::Author, Self::Genre];
+
+    /// The field's name as clients spell it (a JSON member, a CSV column, a table column).
     pub fn name(self) -> &'static str {
         match self {
             Self::Title => "title",
@@ -26,11 +45,96 @@ impl BookField {
             Self::Genre => "genre",
         }
     }
+
+    /// What it holds.
+    pub fn kind(self) -> FieldKind {
+        match self {
+            Self::Title | Self::Author | Self::Genre => FieldKind::Text,
+        }
+    }
+
+    /// True when a new book must have it (and a patch may not clear it).
+    pub fn required(self) -> bool {
+        matches!(self, Self::Title | Self::Author)
+    }
+
+    /// The field of this name, if any.
+    ///
+    /// ```
+    /// use books_domain::BookField;
+    /// assert_eq!(BookField::named("genre"), Some(BookField::Genre));
+    /// assert_eq!(BookField::named("Genre"), None);
+    /// ```
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|field| field.name() == name)
+    }
 }
 
 impl fmt::Display for BookField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// One field as a caller gave it, before it is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Raw {
+    /// Not given.
+    #[default]
+    Absent,
+    /// Given as null: "none" in a new book, "clear it" in a patch.
+    Null,
+    /// Text, from a format whose values have types (a JSON string).
+    Text(String),
+    /// Text from a format where every value is text (a CSV cell): read as the field's kind.
+    Cell(String),
+    /// An integer (a JSON number without a fraction).
+    Integer(i64),
+    /// A value of another type (a JSON boolean, array, object or fractional number).
+    Other,
+}
+
+impl From<&str> for Raw {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+/// A book's fields as a caller gave them: what [`NewBook::parse`] and [`BookPatch::parse`] check.
+///
+/// ```
+/// use books_domain::{BookInput, NewBook};
+/// let dune = NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?;
+/// assert_eq!(dune.genre, None);
+/// # Ok::<(), books_domain::InvalidBook>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BookInput {
+    /// The title.
+    pub title: Raw,
+    /// The author.
+    pub author: Raw,
+    /// The genre.
+    pub genre: Raw,
+}
+
+impl BookInput {
+    /// The raw value of `field`.
+    pub fn field(&self, field: BookField) -> &Raw {
+        match field {
+            BookField::Title => &self.title,
+            BookField::Author => &self.author,
+            BookField::Genre => &self.genre,
+        }
+    }
+
+    /// The raw value of `field`, to fill in.
+    pub fn field_mut(&mut self, field: BookField) -> &mut Raw {
+        match field {
+            BookField::Title => &mut self.title,
+            BookField::Author => &mut self.author,
+            BookField::Genre => &mut self.genre,
+        }
     }
 }
 
@@ -43,6 +147,12 @@ pub enum FieldProblem {
     /// A required field was explicitly set to null in a patch.
     #[error("must not be null")]
     Null,
+    /// The value is of the wrong type (a number where text belongs).
+    #[error("must be {expected}")]
+    WrongType {
+        /// What the field takes ("a string").
+        expected: &'static str,
+    },
     /// The text breaks a rule.
     #[error(transparent)]
     Text(#[from] TextError),
@@ -61,7 +171,7 @@ pub struct FieldError {
 /// The input was refused; `errors` names every invalid field, not just the first.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub struct InvalidBook {
-    /// Each invalid field, in the order title, author, genre.
+    /// Each invalid field, in the order of [`BookField::ALL`].
     pub errors: Vec<FieldError>,
 }
 
@@ -77,6 +187,28 @@ impl fmt::Display for InvalidBook {
     }
 }
 
+/// A field's raw value, read as the field's kind: `None` for absent, null or (optional fields)
+/// blank text; what a patch does with `None` depends on whether the member was there at all.
+fn read<T>(
+    field: BookField,
+    raw: &Raw,
+    parse: fn(&str) -> Result<T, TextError>,
+) -> Result<Option<T>, FieldProblem> {
+    match (field.kind(), raw) {
+        (_, Raw::Absent | Raw::Null) => Ok(None),
+        (FieldKind::Text, Raw::Text(text) | Raw::Cell(text)) => {
+            if !field.required() && text.trim().is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(parse(text)?))
+            }
+        }
+        (FieldKind::Text, Raw::Integer(_) | Raw::Other) => Err(FieldProblem::WrongType {
+            expected: "a string",
+        }),
+    }
+}
+
 /// Collects field errors while the fields of one input are checked.
 #[derive(Default)]
 struct Checker(Vec<FieldError>);
@@ -88,16 +220,34 @@ impl Checker {
             .ok()
     }
 
-    fn required<T>(
+    /// The field of a new book: a required one must be there.
+    fn new_value<T>(
         &mut self,
+        input: &BookInput,
         field: BookField,
-        raw: Option<&str>,
         parse: fn(&str) -> Result<T, TextError>,
-    ) -> Option<T> {
-        let result = raw
-            .ok_or(FieldProblem::Missing)
-            .and_then(|raw| Ok(parse(raw)?));
-        self.check(field, result)
+    ) -> Option<Option<T>> {
+        let value = read(field, input.field(field), parse).and_then(|value| match value {
+            None if field.required() => Err(FieldProblem::Missing),
+            value => Ok(value),
+        });
+        self.check(field, value)
+    }
+
+    /// The member of a patch: `None` keeps, `Some(None)` clears (refused for a required field).
+    fn patch_value<T>(
+        &mut self,
+        input: &BookInput,
+        field: BookField,
+        parse: fn(&str) -> Result<T, TextError>,
+    ) -> Option<Option<Option<T>>> {
+        let raw = input.field(field);
+        let value = read(field, raw, parse).and_then(|value| match (raw, value) {
+            (Raw::Absent, _) => Ok(None),
+            (Raw::Null, _) if field.required() => Err(FieldProblem::Null),
+            (_, value) => Ok(Some(value)),
+        });
+        self.check(field, value)
     }
 
     fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, InvalidBook> {
@@ -108,7 +258,31 @@ impl Checker {
     }
 }
 
-/// The fields of a new book, or of a full replacement of an existing one.
+/// One checked field's value, as storage and writers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    /// The field has no value (an optional field left empty).
+    None,
+    /// Text.
+    Text(&'a str),
+}
+
+impl FieldValue<'_> {
+    /// The value as text (`None` when it has none): for CSV cells and digests.
+    pub fn to_text(self) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Text(text) => Some(text.to_owned()),
+        }
+    }
+}
+
+fn optional_text(value: Option<&str>) -> FieldValue<'_> {
+    value.map_or(FieldValue::None, FieldValue::Text)
+}
+
+/// The fields a caller writes, checked: those of a new book, of a full replacement, or of a
+/// stored book ([`crate::Book::fields`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBook {
     /// The title.
@@ -120,11 +294,11 @@ pub struct NewBook {
 }
 
 impl NewBook {
-    /// Checks raw fields (`None` where the caller gave none) and reports every invalid one.
+    /// Checks raw fields and reports every invalid one.
     ///
     /// ```
-    /// use books_domain::{BookField, NewBook};
-    /// let refused = NewBook::parse(Some(" "), None, Some("Poetry")).unwrap_err();
+    /// use books_domain::{BookField, BookInput, NewBook};
+    /// let refused = NewBook::parse(&BookInput { title: " ".into(), genre: "Poetry".into(), ..BookInput::default() }).unwrap_err();
     /// let fields: Vec<_> = refused.errors.iter().map(|e| e.field).collect();
     /// assert_eq!(fields, [BookField::Title, BookField::Author]);
     /// ```
@@ -132,25 +306,61 @@ impl NewBook {
     /// # Errors
     ///
     /// [`InvalidBook`] listing each missing or invalid field.
-    pub fn parse(
-        title: Option<&str>,
-        author: Option<&str>,
-        genre: Option<&str>,
-    ) -> Result<Self, InvalidBook> {
+    pub fn parse(input: &BookInput) -> Result<Self, InvalidBook> {
         let mut checker = Checker::default();
-        let title = checker.required(BookField::Title, title, Title::new);
-        let author = checker.required(BookField::Author, author, Author::new);
-        let genre = checker.check(
-            BookField::Genre,
-            Genre::optional(genre).map_err(FieldProblem::from),
-        );
+        let title = checker.new_value(input, BookField::Title, Title::new);
+        let author = checker.new_value(input, BookField::Author, Author::new);
+        let genre = checker.new_value(input, BookField::Genre, Genre::new);
         checker.finish(|| {
             Some(Self {
-                title: title?,
-                author: author?,
+                title: title??,
+                author: author??,
                 genre: genre?,
             })
         })
+    }
+
+    /// The value of `field`.
+    pub fn value(&self, field: BookField) -> FieldValue<'_> {
+        match field {
+            BookField::Title => FieldValue::Text(self.title.as_str()),
+            BookField::Author => FieldValue::Text(self.author.as_str()),
+            BookField::Genre => optional_text(self.genre.as_ref().map(Genre::as_str)),
+        }
+    }
+
+    /// Feeds every field, in [`BookField::ALL`] order, to a digest. Each value is length-prefixed
+    /// and "none" is told from empty, so that no two different inputs run together into the
+    /// same bytes.
+    pub(crate) fn digest_into(&self, hasher: &mut Sha256) {
+        for field in BookField::ALL {
+            match self.value(field).to_text() {
+                None => hasher.update([0]),
+                Some(text) => {
+                    hasher.update([1]);
+                    hasher.update((text.len() as u64).to_be_bytes());
+                    hasher.update(text.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// A digest of the fields, for telling a replay of an idempotent create (the same fields)
+    /// from a reuse of its key (other fields), and a single create from a batch of one.
+    ///
+    /// ```
+    /// use books_domain::{BookInput, NewBook, NewBooks};
+    /// let dune = NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?;
+    /// assert_eq!(dune.digest(), dune.clone().digest());
+    /// assert_ne!(dune.digest(), NewBooks::new(vec![dune])?.digest());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        // A batch's bytes start with a field's marker (0 or 1): 2 cannot begin one.
+        hasher.update([2]);
+        self.digest_into(&mut hasher);
+        hasher.finalize().into()
     }
 }
 
@@ -166,7 +376,7 @@ pub enum PatchValue<T> {
     Set(T),
 }
 
-/// A merge patch of a book: each field is kept, or replaced. Only the genre can be cleared.
+/// A merge patch of a book: each field is kept, or replaced. Only optional fields can be cleared.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BookPatch {
     /// The new title, if it changes.
@@ -177,8 +387,7 @@ pub struct BookPatch {
     pub genre: Option<Option<Genre>>,
 }
 
-/// A replacement is the patch that sets every field: title, author, and the genre (none clears
-/// it).
+/// A replacement is the patch that sets every field (an optional field left out is cleared).
 impl From<NewBook> for BookPatch {
     fn from(book: NewBook) -> Self {
         Self {
@@ -190,12 +399,12 @@ impl From<NewBook> for BookPatch {
 }
 
 impl BookPatch {
-    /// Checks the members of a merge patch and reports every invalid one. A null title or
-    /// author is refused (a book always has both); a null or blank genre clears the genre.
+    /// Checks the members of a merge patch and reports every invalid one. A null required field
+    /// is refused (a book always has it); a null or blank optional one is cleared.
     ///
     /// ```
-    /// use books_domain::{BookPatch, PatchValue};
-    /// let patch = BookPatch::parse(PatchValue::Keep, PatchValue::Set(" Le Guin "), PatchValue::Clear)?;
+    /// use books_domain::{BookInput, BookPatch, Raw};
+    /// let patch = BookPatch::parse(&BookInput { author: " Le Guin ".into(), genre: Raw::Null, ..BookInput::default() })?;
     /// assert_eq!(patch.author.unwrap().as_str(), "Le Guin");
     /// assert_eq!(patch.genre, Some(None));
     /// # Ok::<(), books_domain::InvalidBook>(())
@@ -204,46 +413,63 @@ impl BookPatch {
     /// # Errors
     ///
     /// [`InvalidBook`] listing each invalid member.
-    pub fn parse(
-        title: PatchValue<&str>,
-        author: PatchValue<&str>,
-        genre: PatchValue<&str>,
-    ) -> Result<Self, InvalidBook> {
-        fn required<T>(
-            value: PatchValue<&str>,
-            parse: fn(&str) -> Result<T, TextError>,
-        ) -> Result<Option<T>, FieldProblem> {
-            match value {
-                PatchValue::Keep => Ok(None),
-                PatchValue::Clear => Err(FieldProblem::Null),
-                PatchValue::Set(raw) => Ok(Some(parse(raw)?)),
-            }
-        }
+    pub fn parse(input: &BookInput) -> Result<Self, InvalidBook> {
         let mut checker = Checker::default();
-        let title = checker.check(BookField::Title, required(title, Title::new));
-        let author = checker.check(BookField::Author, required(author, Author::new));
-        let genre = checker.check(
-            BookField::Genre,
-            match genre {
-                PatchValue::Keep => Ok(None),
-                PatchValue::Clear => Ok(Some(None)),
-                PatchValue::Set(raw) => Genre::optional(Some(raw))
-                    .map(Some)
-                    .map_err(FieldProblem::from),
-            },
-        );
+        let title = checker.patch_value(input, BookField::Title, Title::new);
+        let author = checker.patch_value(input, BookField::Author, Author::new);
+        let genre = checker.patch_value(input, BookField::Genre, Genre::new);
         checker.finish(|| {
             Some(Self {
-                title: title?,
-                author: author?,
+                // A required field's `Some(None)` (null) was refused above.
+                title: title?.flatten(),
+                author: author?.flatten(),
                 genre: genre?,
             })
         })
     }
 
+    /// What the patch does to `field`: `None` keeps it, `Some(value)` sets it
+    /// ([`FieldValue::None`] clears it).
+    pub fn value(&self, field: BookField) -> Option<FieldValue<'_>> {
+        match field {
+            BookField::Title => self.title.as_ref().map(|t| FieldValue::Text(t.as_str())),
+            BookField::Author => self.author.as_ref().map(|a| FieldValue::Text(a.as_str())),
+            BookField::Genre => self
+                .genre
+                .as_ref()
+                .map(|genre| optional_text(genre.as_ref().map(Genre::as_str))),
+        }
+    }
+
+    /// `fields` as the patch leaves them.
+    #[must_use]
+    pub fn applied_to(&self, fields: &NewBook) -> NewBook {
+        let mut patched = fields.clone();
+        if let Some(title) = &self.title {
+            patched.title.clone_from(title);
+        }
+        if let Some(author) = &self.author {
+            patched.author.clone_from(author);
+        }
+        if let Some(genre) = &self.genre {
+            patched.genre.clone_from(genre);
+        }
+        patched
+    }
+
+    /// True when applying the patch to `fields` would change them. A patch that changes nothing
+    /// writes nothing: not the version, not `updated_at`, and no change in the feed.
+    pub fn changes(&self, fields: &NewBook) -> bool {
+        BookField::ALL
+            .into_iter()
+            .any(|field| self.value(field).is_some_and(|v| v != fields.value(field)))
+    }
+
     /// True when the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.title.is_none() && self.author.is_none() && self.genre.is_none()
+        BookField::ALL
+            .into_iter()
+            .all(|field| self.value(field).is_none())
     }
 }
 
@@ -251,9 +477,22 @@ impl BookPatch {
 mod tests {
     use super::*;
 
+    fn input(title: Raw, author: Raw, genre: Raw) -> BookInput {
+        BookInput {
+            title,
+            author,
+            genre,
+        }
+    }
+
     #[test]
     fn every_invalid_field_is_reported_at_once() {
-        let error = NewBook::parse(None, Some(&"a".repeat(300)), Some("x\u{7}")).unwrap_err();
+        let error = NewBook::parse(&input(
+            Raw::Absent,
+            Raw::from("a".repeat(300).as_str()),
+            Raw::from("x\u{7}"),
+        ))
+        .unwrap_err();
         assert_eq!(
             error.errors,
             [
@@ -279,16 +518,40 @@ mod tests {
 
     #[test]
     fn a_valid_new_book_keeps_trimmed_values() {
-        let book = NewBook::parse(Some(" Dune "), Some(" Frank Herbert "), Some("  ")).unwrap();
+        let book = NewBook::parse(&input(
+            " Dune ".into(),
+            " Frank Herbert ".into(),
+            "  ".into(),
+        ))
+        .unwrap();
         assert_eq!(book.title.as_str(), "Dune");
         assert_eq!(book.author.as_str(), "Frank Herbert");
         assert_eq!(book.genre, None);
     }
 
     #[test]
+    fn a_number_where_text_belongs_is_named_as_the_wrong_type() {
+        let error = NewBook::parse(&input(Raw::Integer(5), "Anon".into(), Raw::Other)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "title must be a string; genre must be a string"
+        );
+    }
+
+    #[test]
+    fn a_csv_cell_is_read_as_the_fields_kind() {
+        let book = NewBook::parse(&input(
+            Raw::Cell("Dune".to_owned()),
+            Raw::Cell("Frank Herbert".to_owned()),
+            Raw::Cell(String::new()),
+        ))
+        .unwrap();
+        assert_eq!(book.genre, None);
+    }
+
+    #[test]
     fn a_patch_that_nulls_the_title_is_rejected() {
-        let error =
-            BookPatch::parse(PatchValue::Clear, PatchValue::Keep, PatchValue::Keep).unwrap_err();
+        let error = BookPatch::parse(&input(Raw::Null, Raw::Absent, Raw::Absent)).unwrap_err();
         assert_eq!(
             error.errors,
             [FieldError {
@@ -300,17 +563,33 @@ mod tests {
 
     #[test]
     fn a_patch_with_a_blank_genre_clears_it() {
-        let patch =
-            BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Set(" ")).unwrap();
+        let patch = BookPatch::parse(&input(Raw::Absent, Raw::Absent, " ".into())).unwrap();
         assert_eq!(patch.genre, Some(None));
     }
 
     #[test]
     fn an_empty_patch_changes_nothing() {
-        assert!(
-            BookPatch::parse(PatchValue::Keep, PatchValue::Keep, PatchValue::Keep)
-                .unwrap()
-                .is_empty()
+        let patch = BookPatch::parse(&BookInput::default()).unwrap();
+        assert!(patch.is_empty());
+    }
+
+    #[test]
+    fn a_patch_to_the_stored_values_changes_nothing() {
+        let stored = NewBook::parse(&input("Dune".into(), "Herbert".into(), Raw::Absent)).unwrap();
+        let same = BookPatch::parse(&input("Dune".into(), Raw::Absent, Raw::Null)).unwrap();
+        assert!(!same.changes(&stored));
+        let other = BookPatch::parse(&input(Raw::Absent, Raw::Absent, "SF".into())).unwrap();
+        assert!(other.changes(&stored));
+        assert_eq!(
+            other.applied_to(&stored).genre.map(Genre::into_string),
+            Some("SF".to_owned())
         );
+    }
+
+    #[test]
+    fn the_field_table_names_every_field_once() {
+        for field in BookField::ALL {
+            assert_eq!(BookField::named(field.name()), Some(field));
+        }
     }
 }

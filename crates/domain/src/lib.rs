@@ -2,7 +2,7 @@
 //!
 //! This crate is the middle of a hexagonal design: it holds the [`Book`] and the validated values
 //! it is made of, the [`BookRepository`] port that storage adapters implement, and the
-//! [`BookService`] with the use cases (create, get, list, replace, patch, delete, and the
+//! [`BookService`] with the use cases (create, get, list, patch, delete, and the
 //! whole-catalogue ones: batch create and export).
 //!
 //! The one decision to know: **a value that exists is valid**. [`Title`], [`Author`] and [`Genre`]
@@ -10,10 +10,10 @@
 //! needs checking again downstream, whether it came from a request, a database row or an embedder.
 //!
 //! ```
-//! use books_domain::{BookService, InMemoryBookRepository, NewBook};
+//! use books_domain::{BookInput, BookService, InMemoryBookRepository, NewBook};
 //!
 //! let service = BookService::new(InMemoryBookRepository::default());
-//! let draft = NewBook::parse(Some("  Dune "), Some("Frank Herbert"), None)?;
+//! let draft = NewBook::parse(&BookInput { title: "  Dune ".into(), author: "Frank Herbert".into(), ..BookInput::default() })?;
 //! let book = service.create_book(&draft)?;
 //! assert_eq!(book.title().as_str(), "Dune");
 //! assert_eq!(book.version().get(), 1);
@@ -28,6 +28,7 @@ mod batch;
 mod book;
 mod changes;
 mod consistency;
+pub mod contract;
 mod errors;
 mod idempotency;
 mod input;
@@ -47,7 +48,10 @@ pub use changes::{
 pub use consistency::ConsistencyToken;
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
-pub use input::{BookField, BookPatch, FieldError, FieldProblem, InvalidBook, NewBook, PatchValue};
+pub use input::{
+    BookField, BookInput, BookPatch, FieldError, FieldKind, FieldProblem, FieldValue, InvalidBook,
+    NewBook, PatchValue, Raw,
+};
 pub use keys::{
     ApiKey, ApiKeyRepository, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName, KeyDigest,
     KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
@@ -57,5 +61,7 @@ pub use listing::{
     SortValue,
 };
 pub use memory::InMemoryBookRepository;
-pub use ports::{BookRepository, PatchOf, VersionCheck};
+pub use ports::{
+    BookReader, BookRepository, BookWriter, ChangeFeed, IdempotencyRecords, PatchOf, VersionCheck,
+};
 pub use service::BookService;

@@ -1,4 +1,7 @@
-//! The port that storage adapters implement.
+//! The ports that storage adapters implement, one trait per role.
+//!
+//! A caller names the role it needs (a health check needs a [`BookReader`], the sequencer a
+//! [`ChangeFeed`]); a storage adapter implements all four, and so is a [`BookRepository`].
 
 use chrono::TimeDelta;
 
@@ -40,59 +43,8 @@ pub struct PatchOf {
     pub check: VersionCheck,
 }
 
-/// Storage of books.
-///
-/// Implementations must make each write atomic: the version check and the change happen in one
-/// step, so two writers that expect the same version can never both succeed, and concurrent
-/// unconditional writes never lose an increment of the version.
-pub trait BookRepository: Send + Sync + 'static {
-    /// Stores a new book at version 1 and returns it with its id and timestamps.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateBookError::Storage`] when storage fails.
-    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError>;
-
-    /// Creates a book once per `key`: the first call creates it and remembers the key with the
-    /// book; a later call with the same key and the same fields returns that first book again
-    /// (`replayed`) and creates nothing. Concurrent calls with one key create one book at most.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateBookError::KeyReused`] when the key was used with other fields,
-    /// [`CreateBookError::KeyInFlight`] when a call with the key is still running.
-    fn create_once(&self, key: &IdempotencyKey, book: &NewBook)
-    -> Result<Created, CreateBookError>;
-
-    /// Stores every book of `books` at version 1, all of them or none, and returns them in the
-    /// order given.
-    ///
-    /// # Errors
-    ///
-    /// [`CreateBookError::Storage`] when storage fails; nothing is stored then.
-    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError>;
-
-    /// [`BookRepository::create_many`] once per `key`, as [`BookRepository::create_once`] is
-    /// for one book: a later call with the same key and the same books (in the same order)
-    /// returns the first call's books again. A key is one namespace for single and batch
-    /// creates: a key used for one book is reused by a batch, and the other way round.
-    ///
-    /// # Errors
-    ///
-    /// As for [`BookRepository::create_once`].
-    fn create_many_once(
-        &self,
-        key: &IdempotencyKey,
-        books: &NewBooks,
-    ) -> Result<CreatedBooks, CreateBookError>;
-
-    /// Forgets the idempotency keys first used longer ago than `age`; returns how many.
-    ///
-    /// # Errors
-    ///
-    /// A [`crate::StorageError`] when storage fails.
-    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
-
+/// Reading books.
+pub trait BookReader: Send + Sync + 'static {
     /// Finds the book with this id.
     ///
     /// # Errors
@@ -102,7 +54,7 @@ pub trait BookRepository: Send + Sync + 'static {
 
     /// Finds the books with these ids, in no particular order; an id with no book is simply
     /// absent from the result. Meant for answering many reads at once: the default asks
-    /// [`BookRepository::find_by_id`] for each; storage that can do better should.
+    /// [`Self::find_by_id`] for each; storage that can do better should.
     ///
     /// # Errors
     ///
@@ -119,7 +71,7 @@ pub trait BookRepository: Send + Sync + 'static {
         Ok(books)
     }
 
-    /// [`BookRepository::find_by_ids`], answered from a copy of the data that holds every write
+    /// [`Self::find_by_ids`], answered from a copy of the data that holds every write
     /// up to `seen` (see [`ConsistencyToken`]). Storage without lagging copies reads as
     /// `find_by_ids` does, which is the default.
     ///
@@ -135,7 +87,16 @@ pub trait BookRepository: Send + Sync + 'static {
         self.find_by_ids(ids)
     }
 
-    /// [`BookRepository::list`], answered from a copy of the data that holds every write up to
+    /// Returns at most `count` books that match `query.filter`, in `query.sort` order, strictly
+    /// after `query.after` when it is set. (`count` is `query.limit` plus one, so that the
+    /// service can tell whether another page follows.)
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError::Storage`] when storage fails.
+    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError>;
+
+    /// [`Self::list`], answered from a copy of the data that holds every write up to
     /// `seen`. The default reads as `list` does.
     ///
     /// # Errors
@@ -151,26 +112,6 @@ pub trait BookRepository: Send + Sync + 'static {
         self.list(query, count)
     }
 
-    /// Where storage's history of writes stands now: every write that has returned is at or
-    /// before it, so a caller that asks right after a write gets a token for it. `None` for
-    /// storage whose reads always see every write (the default).
-    ///
-    /// # Errors
-    ///
-    /// A [`crate::StorageError`] when storage fails.
-    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, crate::StorageError> {
-        Ok(None)
-    }
-
-    /// Returns at most `count` books that match `query.filter`, in `query.sort` order, strictly
-    /// after `query.after` when it is set. (`count` is `query.limit` plus one, so that the
-    /// service can tell whether another page follows.)
-    ///
-    /// # Errors
-    ///
-    /// [`ListBooksError::Storage`] when storage fails.
-    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError>;
-
     /// Hands every book that matches `query.filter` to `sink`, in `query.sort` order, at most
     /// [`crate::EXPORT_SLICE`] at a time, all read from one consistent state of the catalogue
     /// (writes that commit meanwhile are not seen). Stops as soon as `sink` answers
@@ -182,20 +123,37 @@ pub trait BookRepository: Send + Sync + 'static {
     /// over.
     fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError>;
 
-    /// Replaces title, author and genre, increments the version and sets `updated_at`. A
-    /// replacement by the stored values changes nothing, not even the version or `updated_at`,
-    /// and returns the book as it is.
+    /// Checks that storage answers now.
     ///
     /// # Errors
     ///
-    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` does
-    /// not allow the stored version (nothing is changed then).
-    fn replace(
-        &self,
-        id: BookId,
-        book: &NewBook,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError>;
+    /// A [`crate::StorageError`] when it does not.
+    fn ping(&self) -> Result<(), crate::StorageError> {
+        Ok(())
+    }
+}
+
+/// Writing books.
+///
+/// Implementations must make each write atomic: the version check and the change happen in one
+/// step, so two writers that expect the same version can never both succeed, and concurrent
+/// unconditional writes never lose an increment of the version. Every write records its change
+/// for the [`ChangeFeed`] in the same step.
+pub trait BookWriter: Send + Sync + 'static {
+    /// Stores a new book at version 1 and returns it with its id and timestamps.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::Storage`] when storage fails.
+    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError>;
+
+    /// Stores every book of `books` at version 1, all of them or none, and returns them in the
+    /// order given.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::Storage`] when storage fails; nothing is stored then.
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError>;
 
     /// Applies a merge patch, increments the version and sets `updated_at`. A patch that
     /// changes nothing (no member, or only the stored values) leaves the book as it is, version
@@ -203,7 +161,8 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// As for [`BookRepository::replace`].
+    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` does
+    /// not allow the stored version (nothing is changed then).
     fn patch(
         &self,
         id: BookId,
@@ -211,7 +170,7 @@ pub trait BookRepository: Send + Sync + 'static {
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError>;
 
-    /// Applies many patches, each exactly as [`BookRepository::patch`] would (its own version
+    /// Applies many patches, each exactly as [`Self::patch`] would (its own version
     /// check, its own outcome), to distinct books. Meant for answering many writes at once: the
     /// default applies them one by one; storage that can do better (one statement, one commit)
     /// should.
@@ -230,9 +189,58 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// As for [`BookRepository::replace`].
+    /// As for [`Self::patch`].
     fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError>;
 
+    /// Where storage's history of writes stands now: every write that has returned is at or
+    /// before it, so a caller that asks right after a write gets a token for it. `None` for
+    /// storage whose reads always see every write (the default).
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, crate::StorageError> {
+        Ok(None)
+    }
+}
+
+/// Creates that a client names with an idempotency key, and the records that remember them.
+pub trait IdempotencyRecords: Send + Sync + 'static {
+    /// Creates a book once per `key`: the first call creates it and remembers the key with the
+    /// book; a later call with the same key and the same fields returns that first book again
+    /// (`replayed`) and creates nothing. Concurrent calls with one key create one book at most.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateBookError::KeyReused`] when the key was used with other fields,
+    /// [`CreateBookError::KeyInFlight`] when a call with the key is still running.
+    fn create_once(&self, key: &IdempotencyKey, book: &NewBook)
+    -> Result<Created, CreateBookError>;
+
+    /// [`BookWriter::create_many`] once per `key`, as [`Self::create_once`] is
+    /// for one book: a later call with the same key and the same books (in the same order)
+    /// returns the first call's books again. A key is one namespace for single and batch
+    /// creates: a key used for one book is reused by a batch, and the other way round.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Self::create_once`].
+    fn create_many_once(
+        &self,
+        key: &IdempotencyKey,
+        books: &NewBooks,
+    ) -> Result<CreatedBooks, CreateBookError>;
+
+    /// Forgets the idempotency keys first used longer ago than `age`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::StorageError`] when storage fails.
+    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
+}
+
+/// The feed of committed changes.
+pub trait ChangeFeed: Send + Sync + 'static {
     /// The committed changes with a `seq` greater than `after`, in `seq` order, at most `limit`
     /// of them (see [`crate::Change`] for the guarantee).
     ///
@@ -246,7 +254,7 @@ pub trait BookRepository: Send + Sync + 'static {
     /// from the writes (in bounded steps, so that a backlog of any size is numbered by short
     /// operations), and returns the newest seq. Run in the background, so that changes are
     /// numbered as they commit whether or not anyone reads. Storage that numbers each change as
-    /// it commits has nothing to do: the default returns [`BookRepository::last_change`].
+    /// it commits has nothing to do: the default returns [`Self::last_change`].
     ///
     /// # Errors
     ///
@@ -269,128 +277,10 @@ pub trait BookRepository: Send + Sync + 'static {
     ///
     /// A [`crate::StorageError`] when storage fails.
     fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
-
-    /// Checks that storage answers now.
-    ///
-    /// # Errors
-    ///
-    /// A [`crate::StorageError`] when it does not.
-    fn ping(&self) -> Result<(), crate::StorageError> {
-        Ok(())
-    }
 }
 
-/// A shared repository is a repository: embedders can keep a handle on the one they give to
-/// [`crate::BookService::new`].
-impl<R: BookRepository + ?Sized> BookRepository for std::sync::Arc<R> {
-    fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
-        (**self).create(book)
-    }
+/// Storage of books in every role: what [`crate::BookService`] runs on. Implement the four role
+/// traits; this one follows.
+pub trait BookRepository: BookReader + BookWriter + IdempotencyRecords + ChangeFeed {}
 
-    fn create_once(
-        &self,
-        key: &IdempotencyKey,
-        book: &NewBook,
-    ) -> Result<Created, CreateBookError> {
-        (**self).create_once(key, book)
-    }
-
-    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
-        (**self).create_many(books)
-    }
-
-    fn create_many_once(
-        &self,
-        key: &IdempotencyKey,
-        books: &NewBooks,
-    ) -> Result<CreatedBooks, CreateBookError> {
-        (**self).create_many_once(key, books)
-    }
-
-    fn export(&self, query: &ExportQuery, sink: &mut ExportSink<'_>) -> Result<(), ListBooksError> {
-        (**self).export(query, sink)
-    }
-
-    fn forget_keys_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {
-        (**self).forget_keys_older_than(age)
-    }
-
-    fn find_by_id(&self, id: BookId) -> Result<Book, GetBookError> {
-        (**self).find_by_id(id)
-    }
-
-    fn find_by_ids(&self, ids: &[BookId]) -> Result<Vec<Book>, crate::StorageError> {
-        (**self).find_by_ids(ids)
-    }
-
-    fn list(&self, query: &ListQuery, count: usize) -> Result<Vec<Book>, ListBooksError> {
-        (**self).list(query, count)
-    }
-
-    fn find_by_ids_seeing(
-        &self,
-        ids: &[BookId],
-        seen: Option<ConsistencyToken>,
-    ) -> Result<Vec<Book>, crate::StorageError> {
-        (**self).find_by_ids_seeing(ids, seen)
-    }
-
-    fn list_seeing(
-        &self,
-        query: &ListQuery,
-        count: usize,
-        seen: Option<ConsistencyToken>,
-    ) -> Result<Vec<Book>, ListBooksError> {
-        (**self).list_seeing(query, count, seen)
-    }
-
-    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, crate::StorageError> {
-        (**self).consistency_token()
-    }
-
-    fn replace(
-        &self,
-        id: BookId,
-        book: &NewBook,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError> {
-        (**self).replace(id, book, check)
-    }
-
-    fn patch(
-        &self,
-        id: BookId,
-        patch: &BookPatch,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError> {
-        (**self).patch(id, patch, check)
-    }
-
-    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
-        (**self).patch_many(patches)
-    }
-
-    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
-        (**self).delete(id, check)
-    }
-
-    fn changes(&self, after: u64, limit: ChangeLimit) -> Result<Vec<Change>, ChangesError> {
-        (**self).changes(after, limit)
-    }
-
-    fn last_change(&self) -> Result<u64, crate::StorageError> {
-        (**self).last_change()
-    }
-
-    fn sequence_changes(&self) -> Result<u64, crate::StorageError> {
-        (**self).sequence_changes()
-    }
-
-    fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError> {
-        (**self).forget_changes_older_than(age)
-    }
-
-    fn ping(&self) -> Result<(), crate::StorageError> {
-        (**self).ping()
-    }
-}
+impl<R: BookReader + BookWriter + IdempotencyRecords + ChangeFeed> BookRepository for R {}

@@ -28,9 +28,12 @@ impl fmt::Debug for BookService {
 impl BookService {
     /// A service that keeps its books in `repository`.
     pub fn new(repository: impl BookRepository) -> Self {
-        Self {
-            repository: Arc::new(repository),
-        }
+        Self::shared(Arc::new(repository))
+    }
+
+    /// A service over a repository the caller keeps a handle on too.
+    pub fn shared(repository: Arc<dyn BookRepository>) -> Self {
+        Self { repository }
     }
 
     /// Adds a book to the catalogue.
@@ -46,10 +49,10 @@ impl BookService {
     /// first book is returned again and nothing is created.
     ///
     /// ```
-    /// use books_domain::{BookService, IdempotencyKey, InMemoryBookRepository, NewBook};
+    /// use books_domain::{BookInput, BookService, IdempotencyKey, InMemoryBookRepository, NewBook};
     /// let service = BookService::new(InMemoryBookRepository::default());
     /// let key = IdempotencyKey::new("client-7f3a")?;
-    /// let draft = NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?;
+    /// let draft = NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?;
     /// let first = service.create_book_once(&key, &draft)?;
     /// let retry = service.create_book_once(&key, &draft)?;
     /// assert_eq!(retry.book, first.book);
@@ -72,9 +75,9 @@ impl BookService {
     /// Adds every book of a batch to the catalogue, or none of them.
     ///
     /// ```
-    /// use books_domain::{BookService, InMemoryBookRepository, NewBook, NewBooks};
+    /// use books_domain::{BookInput, BookService, InMemoryBookRepository, NewBook, NewBooks};
     /// let service = BookService::new(InMemoryBookRepository::default());
-    /// let book = |t| NewBook::parse(Some(t), Some("Anon"), None).unwrap();
+    /// let book = |t: &str| NewBook::parse(&BookInput { title: t.into(), author: "Anon".into(), ..BookInput::default() }).unwrap();
     /// let created = service.create_books(&NewBooks::new(vec![book("A"), book("B")])?)?;
     /// assert_eq!(created[1].title().as_str(), "B");
     /// assert!(created[0].id() < created[1].id());
@@ -108,9 +111,9 @@ impl BookService {
     ///
     /// ```
     /// use std::ops::ControlFlow;
-    /// use books_domain::{BookService, ExportQuery, InMemoryBookRepository, NewBook};
+    /// use books_domain::{BookInput, BookService, ExportQuery, InMemoryBookRepository, NewBook};
     /// let service = BookService::new(InMemoryBookRepository::default());
-    /// service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// service.create_book(&NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?)?;
     /// let mut titles = Vec::new();
     /// service.export_books(&ExportQuery::default(), &mut |books| {
     ///     titles.extend(books.iter().map(|b| b.title().to_string()));
@@ -154,9 +157,9 @@ impl BookService {
     /// answer reflects one state of the catalogue, as of the call.
     ///
     /// ```
-    /// use books_domain::{BookId, BookService, InMemoryBookRepository, NewBook};
+    /// use books_domain::{BookId, BookInput, BookService, InMemoryBookRepository, NewBook};
     /// let service = BookService::new(InMemoryBookRepository::default());
-    /// let dune = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let dune = service.create_book(&NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?)?;
     /// let missing = BookId::new(999).unwrap();
     /// let found = service.get_books(&[dune.id(), missing])?;
     /// assert_eq!(found, [dune]);
@@ -204,10 +207,10 @@ impl BookService {
     /// Lists one page of books and says where the next page starts.
     ///
     /// ```
-    /// use books_domain::{BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize};
+    /// use books_domain::{BookInput, BookService, InMemoryBookRepository, ListQuery, NewBook, PageSize};
     /// let service = BookService::new(InMemoryBookRepository::default());
     /// for title in ["A", "B", "C"] {
-    ///     service.create_book(&NewBook::parse(Some(title), Some("Anon"), None)?)?;
+    ///     service.create_book(&NewBook::parse(&BookInput { title: title.into(), author: "Anon".into(), ..BookInput::default() })?)?;
     /// }
     /// let mut query = ListQuery { limit: PageSize::new(2).unwrap(), ..ListQuery::default() };
     /// let first = service.list_books(&query)?;
@@ -259,28 +262,15 @@ impl BookService {
         Ok(Page { items, next })
     }
 
-    /// Replaces a book's title, author and genre.
-    ///
-    /// # Errors
-    ///
-    /// [`WriteBookError::NotFound`], or [`WriteBookError::VersionMismatch`] when `check` fails.
-    pub fn replace_book(
-        &self,
-        id: BookId,
-        book: &NewBook,
-        check: &VersionCheck,
-    ) -> Result<Book, WriteBookError> {
-        self.repository.replace(id, book, check)
-    }
-
-    /// Applies a merge patch to a book. A patch that changes something makes a new version; one
+    /// Applies a merge patch to a book (a full replacement is the patch that sets every field:
+    /// [`BookPatch::from`] a [`NewBook`]). A patch that changes something makes a new version; one
     /// that changes nothing leaves the book exactly as it was, so that it never makes other
     /// clients' `If-Match` fail for nothing.
     ///
     /// ```
-    /// use books_domain::{BookPatch, BookService, InMemoryBookRepository, NewBook, VersionCheck};
+    /// use books_domain::{BookInput, BookPatch, BookService, InMemoryBookRepository, NewBook, VersionCheck};
     /// let service = BookService::new(InMemoryBookRepository::default());
-    /// let book = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let book = service.create_book(&NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?)?;
     /// let same = service.patch_book(book.id(), &BookPatch::default(), &VersionCheck::Any)?;
     /// assert_eq!(same, book);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -316,9 +306,9 @@ impl BookService {
     /// The changes after `after` (a `seq`; 0 for the beginning), and where to continue.
     ///
     /// ```
-    /// use books_domain::{BookService, ChangeKind, ChangeLimit, InMemoryBookRepository, NewBook, VersionCheck};
+    /// use books_domain::{BookInput, BookService, ChangeKind, ChangeLimit, InMemoryBookRepository, NewBook, VersionCheck};
     /// let service = BookService::new(InMemoryBookRepository::default());
-    /// let dune = service.create_book(&NewBook::parse(Some("Dune"), Some("Frank Herbert"), None)?)?;
+    /// let dune = service.create_book(&NewBook::parse(&BookInput { title: "Dune".into(), author: "Frank Herbert".into(), ..BookInput::default() })?)?;
     /// service.delete_book(dune.id(), &VersionCheck::Any)?;
     /// let page = service.changes(0, ChangeLimit::default())?;
     /// let kinds: Vec<_> = page.items.iter().map(|c| c.kind).collect();

@@ -3,6 +3,7 @@
 //! The error responses every operation shares are added here, by one rule, rather than repeated
 //! on each handler: a handler lists only what is particular to it.
 
+use books_domain::{BookField, FieldKind};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
@@ -16,6 +17,7 @@ use crate::representation::bodies::{
 };
 use crate::representation::problem::PROBLEM_JSON;
 use crate::representation::rules;
+use crate::routes::legacy::LEGACY_FIELDS;
 use crate::routes::{books, catalogue, changes, legacy, service};
 
 /// The API's description.
@@ -115,26 +117,21 @@ fn retry_later(description: &str) -> Response {
 /// The name of the bearer scheme in the document.
 const BEARER: &str = "bearerAuth";
 
-/// The text fields of each body schema, and whether each is required text.
-const TEXT_FIELDS: [(&str, &[(&str, bool)]); 5] = [
-    ("BookBatchInput", &[]),
-    (
-        "BookInput",
-        &[("title", true), ("author", true), ("genre", false)],
-    ),
-    (
-        "BookPatchInput",
-        &[("title", true), ("author", true), ("genre", false)],
-    ),
-    (
-        "LegacyNewFields",
-        &[("title", true), ("author", true), ("genre", false)],
-    ),
-    (
-        "LegacyFields",
-        &[("title", false), ("author", false), ("genre", false)],
-    ),
-];
+/// The body schemas whose members are a book's fields, and which of [`BookField::ALL`] each has.
+fn field_schemas() -> [(&'static str, Vec<BookField>); 4] {
+    [
+        ("BookInput", BookField::ALL.to_vec()),
+        ("BookPatchInput", BookField::ALL.to_vec()),
+        ("LegacyNewFields", LEGACY_FIELDS.to_vec()),
+        ("LegacyFields", LEGACY_FIELDS.to_vec()),
+    ]
+}
+
+/// Whether a field of a schema must be non-blank text: a required field of a create. A patch and
+/// the tutorial's update may leave any field out, but a required one they give must be text.
+fn required_text(schema: &str, field: BookField) -> bool {
+    field.required() && schema != "LegacyFields"
+}
 
 /// Sets a string schema's pattern. The pattern bounds the length once trimmed, which a length
 /// limit on the raw text cannot say (surrounding white space is allowed and trimmed).
@@ -149,20 +146,25 @@ fn restrict(schema: &mut RefOr<Schema>, pattern: String) {
 /// Writes every rule the service checks on strings into the document (see [`crate::rules`]).
 fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
     if let Some(components) = openapi.components.as_mut() {
-        for (name, fields) in TEXT_FIELDS {
+        // The readers refuse members they do not know (422): say so.
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("BookBatchInput")
+        {
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        }
+        for (name, fields) in field_schemas() {
             let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
                 continue;
             };
-            // The readers refuse members they do not know (422): say so.
             object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
-            for (field, required) in fields {
-                if let Some(schema) = object.properties.get_mut(*field) {
-                    let pattern = if *required {
-                        rules::required_text()
-                    } else {
-                        rules::optional_text()
-                    };
-                    restrict(schema, pattern);
+            for field in fields {
+                let Some(schema) = object.properties.get_mut(field.name()) else {
+                    continue;
+                };
+                match field.kind() {
+                    FieldKind::Text if required_text(name, field) => {
+                        restrict(schema, rules::required_text());
+                    }
+                    FieldKind::Text => restrict(schema, rules::optional_text()),
                 }
             }
         }

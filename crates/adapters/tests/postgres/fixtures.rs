@@ -1,6 +1,6 @@
 use books_adapters::PostgresBookRepository;
 use books_adapters::testing::TestDatabase;
-use books_domain::{Book, BookService, NewBook};
+use books_domain::{Book, BookInput, BookService, NewBook, Raw};
 
 /// A repository on a database of its own; the database lives as long as this value.
 pub(crate) struct Store {
@@ -42,14 +42,13 @@ impl BookBuilder {
         self
     }
 
-    pub(crate) fn genre(mut self, genre: &str) -> Self {
-        self.genre = Some(genre.to_owned());
-        self
-    }
-
     pub(crate) fn insert(self, store: &Store) -> Book {
-        let draft = NewBook::parse(Some(&self.title), Some(&self.author), self.genre.as_deref())
-            .expect("a valid book");
+        let draft = NewBook::parse(&BookInput {
+            title: self.title.as_str().into(),
+            author: self.author.as_str().into(),
+            genre: self.genre.as_deref().map_or(Raw::Absent, Raw::from),
+        })
+        .expect("a valid book");
         store
             .service
             .create_book(&draft)

@@ -1,14 +1,24 @@
 use std::sync::Barrier;
 
+use books_adapters::testing::{TestDatabase, migrate_until};
+use books_adapters::{PostgresBookRepository, run_migrations};
 use books_domain::{
-    BookRepository as _, CreateBookError, IdempotencyKey, ListQuery, NewBook, PageSize,
+    BookInput, BookService, CreateBookError, IdempotencyKey, IdempotencyRecords as _, ListQuery,
+    NewBook, NewBooks, PageSize,
 };
 use chrono::TimeDelta;
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
 
 use crate::fixtures::Store;
 
 fn dune() -> NewBook {
-    NewBook::parse(Some("Dune"), Some("Frank Herbert"), Some("SF")).unwrap()
+    NewBook::parse(&BookInput {
+        title: "Dune".into(),
+        author: "Frank Herbert".into(),
+        genre: "SF".into(),
+    })
+    .unwrap()
 }
 
 fn count(store: &Store) -> usize {
@@ -17,49 +27,6 @@ fn count(store: &Store) -> usize {
         ..ListQuery::default()
     };
     store.service.list_books(&query).unwrap().items.len()
-}
-
-#[test]
-fn a_retry_with_the_same_key_and_fields_replays_the_first_book_exactly() {
-    let store = Store::new();
-    let key = IdempotencyKey::new("retry-1").unwrap();
-    let first = store.service.create_book_once(&key, &dune()).unwrap();
-    let retry = store.service.create_book_once(&key, &dune()).unwrap();
-    assert!(!first.replayed && retry.replayed);
-    assert_eq!(retry.book, first.book);
-    assert_eq!(count(&store), 1);
-}
-
-#[test]
-fn the_replay_is_the_first_response_even_after_the_book_changed() {
-    let store = Store::new();
-    let key = IdempotencyKey::new("retry-2").unwrap();
-    let first = store.service.create_book_once(&key, &dune()).unwrap();
-    store
-        .service
-        .replace_book(
-            first.book.id(),
-            &NewBook::parse(Some("X"), Some("Y"), None).unwrap(),
-            &Default::default(),
-        )
-        .unwrap();
-    assert_eq!(
-        store.service.create_book_once(&key, &dune()).unwrap().book,
-        first.book
-    );
-}
-
-#[test]
-fn the_same_key_with_other_fields_is_refused_and_creates_nothing() {
-    let store = Store::new();
-    let key = IdempotencyKey::new("retry-3").unwrap();
-    store.service.create_book_once(&key, &dune()).unwrap();
-    let emma = NewBook::parse(Some("Emma"), Some("Jane Austen"), None).unwrap();
-    assert!(matches!(
-        store.service.create_book_once(&key, &emma),
-        Err(CreateBookError::KeyReused)
-    ));
-    assert_eq!(count(&store), 1);
 }
 
 #[test]
@@ -118,4 +85,56 @@ fn keys_older_than_the_retention_are_forgotten_and_younger_ones_kept() {
             .replayed
     );
     assert_eq!(count(&store), 2);
+}
+
+#[test]
+fn keys_stored_before_the_digest_migration_still_replay_and_still_refuse_other_books() {
+    let database = TestDatabase::unmigrated();
+    migrate_until(database.url(), "remember_a_digest_of_each_create");
+    // Keys as the previous release stored them: a single create's fields, a batch's digest.
+    let emma = NewBook::parse(&BookInput {
+        title: "Emma".into(),
+        author: "Jane Austen".into(),
+        ..BookInput::default()
+    })
+    .unwrap();
+    let batch = NewBooks::new(vec![dune(), emma.clone()]).unwrap();
+    let mut conn = PgConnection::establish(database.url()).unwrap();
+    let digest: String = batch.digest().iter().map(|b| format!("{b:02x}")).collect();
+    conn.batch_execute(&format!(
+        "INSERT INTO book (title, author, genre) VALUES ('Dune', 'Frank Herbert', 'SF'), \
+             ('Dune', 'Frank Herbert', 'SF'), ('Emma', 'Jane Austen', NULL);
+         INSERT INTO idempotency_key (owner, key, title, author, genre, book_id) \
+             VALUES ('\\x', 'single', 'Dune', 'Frank Herbert', 'SF', 1);
+         INSERT INTO idempotency_key (owner, key, batch_digest, book_ids) \
+             VALUES ('\\x', 'batch', '\\x{digest}', ARRAY[2, 3]);"
+    ))
+    .unwrap();
+    run_migrations(database.url(), true).unwrap();
+    let repository = PostgresBookRepository::new(database.pool());
+    let single = IdempotencyKey::new("single").unwrap();
+    let replayed = repository.create_once(&single, &dune()).unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.book.id().get(), 1);
+    assert!(matches!(
+        repository.create_once(&single, &emma),
+        Err(CreateBookError::KeyReused)
+    ));
+    let many = IdempotencyKey::new("batch").unwrap();
+    let replayed = repository.create_many_once(&many, &batch).unwrap();
+    assert!(replayed.replayed);
+    let ids: Vec<i64> = replayed.books.iter().map(|b| b.id().get()).collect();
+    assert_eq!(ids, [2, 3]);
+    // A single create and a batch of one never share a digest.
+    let one = NewBooks::new(vec![dune()]).unwrap();
+    assert!(matches!(
+        repository.create_many_once(&single, &one),
+        Err(CreateBookError::KeyReused)
+    ));
+    let service = BookService::new(repository);
+    let all = ListQuery {
+        limit: PageSize::new(100).unwrap(),
+        ..ListQuery::default()
+    };
+    assert_eq!(service.list_books(&all).unwrap().items.len(), 3);
 }

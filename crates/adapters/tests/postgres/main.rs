@@ -9,3 +9,15 @@ mod idempotency;
 mod keys;
 mod listing;
 mod writes;
+
+/// The contract every repository keeps, on PostgreSQL (the in-memory one runs it too).
+mod contract {
+    use books_adapters::PostgresBookRepository;
+    use books_adapters::testing::TestDatabase;
+
+    books_domain::repository_contract!(|| {
+        let database = TestDatabase::new();
+        let repository = PostgresBookRepository::new(database.pool());
+        (database, repository)
+    });
+}

@@ -1,9 +1,7 @@
 //! The bodies the API sends and receives. They are the HTTP contract, kept apart from the domain
 //! types so that either can change without the other noticing.
 
-use books_domain::{
-    Book, BookPatch, Change, ChangeKind, FieldError, InvalidBook, NewBook, PatchValue,
-};
+use books_domain::{Book, Change, ChangeKind, FieldError, PatchValue};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -60,13 +58,17 @@ pub(crate) struct BookPage {
 
 /// The books of a batch create, as JSON.
 //
-// Read by `body::read_batch_json`, element by element like `BookInput`, so that a 422 names every
-// invalid field of every book (`books[3].title`).
+// The document's schema only: read by `body::read_batch_json`, element by element like
+// `BookInput`, so that a 422 names every invalid field of every book (`books[3].title`).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"books": [
     {"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"},
     {"title": "Emma", "author": "Jane Austen"}
 ]}))]
+#[expect(
+    dead_code,
+    reason = "the document's schema: the body is read field by field"
+)]
 pub(crate) struct BookBatchInput {
     /// 1 to 1 000 books, created together or not at all.
     #[schema(min_items = 1, max_items = 1000)]
@@ -148,12 +150,15 @@ pub(crate) struct ChangePageResponse {
 
 /// The body of a create (`POST`) or a full replacement (`PUT`).
 //
-// It is read member by member (`body::JsonObject`), so that a 422 names every invalid field at
-// once: a member that is missing, null or not a string is `None` here and reported there. The
-// document adds `additionalProperties: false` (`openapi::state_the_rules`): unknown members are
-// refused.
+// The document's schema only: the body is read member by member into the domain's
+// `BookInput` (`body::JsonObject`), so that a 422 names every invalid field at once. The document
+// adds each field's rules and `additionalProperties: false` (`openapi::state_the_rules`).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]
+#[expect(
+    dead_code,
+    reason = "the document's schema: the body is read field by field"
+)]
 pub(crate) struct BookInput {
     /// Required; 1 to 250 characters after trimming white space.
     #[schema(value_type = String, required = true, min_length = 1, max_length = 250)]
@@ -166,22 +171,16 @@ pub(crate) struct BookInput {
     pub(crate) genre: Option<String>,
 }
 
-impl BookInput {
-    /// The new book (or replacement) it asks for, checked by the domain.
-    pub(crate) fn to_new_book(&self) -> Result<NewBook, InvalidBook> {
-        NewBook::parse(
-            self.title.as_deref(),
-            self.author.as_deref(),
-            self.genre.as_deref(),
-        )
-    }
-}
-
 /// A JSON merge patch (RFC 7396) of a book: members left out are kept.
 //
-// Read member by member, like `BookInput`: each member is left out (kept), null, or a string.
+// The document's schema only, read member by member like `BookInput`: each member is left out
+// (kept), null, or a value.
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"genre": null}))]
+#[expect(
+    dead_code,
+    reason = "the document's schema: the body is read field by field"
+)]
 pub(crate) struct BookPatchInput {
     /// A new title, 1 to 250 characters after trimming. Null is refused.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 250, nullable = false)]
@@ -192,24 +191,6 @@ pub(crate) struct BookPatchInput {
     /// A new genre, at most 250 characters after trimming; null or blank clears it.
     #[schema(value_type = Option<String>, max_length = 250)]
     pub(crate) genre: PatchValue<String>,
-}
-
-impl BookPatchInput {
-    /// The patch it asks for, checked by the domain.
-    pub(crate) fn to_patch(&self) -> Result<BookPatch, InvalidBook> {
-        fn borrowed(value: &PatchValue<String>) -> PatchValue<&str> {
-            match value {
-                PatchValue::Keep => PatchValue::Keep,
-                PatchValue::Clear => PatchValue::Clear,
-                PatchValue::Set(text) => PatchValue::Set(text),
-            }
-        }
-        BookPatch::parse(
-            borrowed(&self.title),
-            borrowed(&self.author),
-            borrowed(&self.genre),
-        )
-    }
 }
 
 /// An error, as RFC 9457 describes it.

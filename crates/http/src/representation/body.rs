@@ -7,13 +7,13 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use books_domain::{BookField, BookPatch, InvalidBook, NewBook, PatchValue};
+use books_domain::{BookField, BookInput, BookPatch, InvalidBook, NewBook, Raw};
 use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::representation::bodies::{BookBatchInput, BookInput, BookPatchInput, FieldViolation};
+use crate::representation::bodies::FieldViolation;
 use crate::representation::problem::ApiError;
 
 /// The largest request body accepted, unless an operation says otherwise.
@@ -178,28 +178,16 @@ impl JsonObject {
         }
     }
 
-    /// Reads a new book (or a full replacement): title and author required, genre optional.
+    /// Reads a new book (or a full replacement), as the domain's field table says.
     pub(crate) fn into_new_book(self) -> Result<NewBook, ApiError> {
         let members = Members::take(self.0);
-        let [title, author, genre] = members.values.each_ref().map(Member::text);
-        let input = BookInput {
-            title,
-            author,
-            genre,
-        };
-        members.finish("", input.to_new_book())
+        members.finish("", NewBook::parse)
     }
 
     /// Reads a merge patch: members left out are kept, `null` clears (where that is allowed).
     pub(crate) fn into_patch(self) -> Result<BookPatch, ApiError> {
         let members = Members::take(self.0);
-        let [title, author, genre] = members.values.each_ref().map(Member::patch_value);
-        let input = BookPatchInput {
-            title,
-            author,
-            genre,
-        };
-        members.finish("", input.to_patch())
+        members.finish("", BookPatch::parse)
     }
 }
 
@@ -275,78 +263,52 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
     }
 }
 
-const FIELDS: [BookField; 3] = [BookField::Title, BookField::Author, BookField::Genre];
-
-/// One known member of the body.
-enum Member {
-    Absent,
-    Null,
-    Text(String),
-    /// Present, but neither a string nor null.
-    WrongType,
-}
-
-impl Member {
-    /// As a field of a create or replacement: outside merge patches, null means the same as
-    /// leaving the member out.
-    fn text(&self) -> Option<String> {
-        match self {
-            Self::Text(text) => Some(text.clone()),
-            Self::Absent | Self::Null | Self::WrongType => None,
-        }
-    }
-
-    /// As a member of a merge patch.
-    fn patch_value(&self) -> PatchValue<String> {
-        match self {
-            Self::Absent | Self::WrongType => PatchValue::Keep,
-            Self::Null => PatchValue::Clear,
-            Self::Text(text) => PatchValue::Set(text.clone()),
-        }
+/// A JSON value as the domain reads a field: what it is, not yet whether it is valid.
+fn raw(value: Value) -> Raw {
+    match value {
+        Value::Null => Raw::Null,
+        Value::String(text) => Raw::Text(text),
+        Value::Number(number) => number.as_i64().map_or(Raw::Other, Raw::Integer),
+        Value::Bool(_) | Value::Array(_) | Value::Object(_) => Raw::Other,
     }
 }
 
-/// The known members, taken out of the object; whatever is left is unknown.
+/// An object's members: the book's fields (see [`BookField::ALL`]), and the names of the others.
 struct Members {
-    values: [Member; 3],
+    input: BookInput,
     unknown: Vec<String>,
 }
 
 impl Members {
     fn take(mut object: Map<String, Value>) -> Self {
-        let values = FIELDS.map(|field| match object.remove(field.name()) {
-            None => Member::Absent,
-            Some(Value::Null) => Member::Null,
-            Some(Value::String(text)) => Member::Text(text),
-            Some(_) => Member::WrongType,
-        });
+        let mut input = BookInput::default();
+        for field in BookField::ALL {
+            if let Some(value) = object.remove(field.name()) {
+                *input.field_mut(field) = raw(value);
+            }
+        }
         Self {
-            values,
+            input,
             unknown: object.into_iter().map(|(name, _)| name).collect(),
         }
     }
 
-    /// Merges the domain's verdict with what was wrong in the JSON itself, field by field; each
-    /// field is named after `prefix` (`books[3].` in a batch).
-    fn finish<T>(self, prefix: &str, parsed: Result<T, InvalidBook>) -> Result<T, ApiError> {
-        let domain_errors = parsed
-            .as_ref()
-            .err()
-            .map(|invalid| invalid.errors.as_slice())
-            .unwrap_or_default();
-        let mut errors = Vec::new();
-        for (field, member) in FIELDS.iter().zip(&self.values) {
-            if matches!(member, Member::WrongType) {
-                errors.push(violation(prefix, field.name(), "must be a string"));
-            } else {
-                errors.extend(
-                    domain_errors
-                        .iter()
-                        .filter(|e| e.field == *field)
-                        .map(|e| within(prefix, FieldViolation::from(e))),
-                );
-            }
-        }
+    /// The domain's verdict, each field named after `prefix` (`books[3].` in a batch), then the
+    /// members the book does not have.
+    fn finish<T>(
+        self,
+        prefix: &str,
+        parse: impl FnOnce(&BookInput) -> Result<T, InvalidBook>,
+    ) -> Result<T, ApiError> {
+        let parsed = parse(&self.input);
+        let mut errors: Vec<FieldViolation> = match &parsed {
+            Ok(_) => Vec::new(),
+            Err(invalid) => invalid
+                .errors
+                .iter()
+                .map(|e| within(prefix, FieldViolation::from(e)))
+                .collect(),
+        };
         for name in self.unknown {
             errors.push(violation(prefix, &name, "is not a known field"));
         }
@@ -437,13 +399,7 @@ pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, A
             }
             TopLevel::Object { members, .. } => {
                 let members = Members::take(members);
-                let [title, author, genre] = members.values.each_ref().map(Member::text);
-                let input = BookInput {
-                    title,
-                    author,
-                    genre,
-                };
-                members.finish(&prefix, input.to_new_book())
+                members.finish(&prefix, NewBook::parse)
             }
             TopLevel::Other => Err(ApiError::Unprocessable(vec![violation(
                 "",
@@ -466,13 +422,12 @@ pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, A
 
 /// Books read from CSV (see [`crate::representation::csv::read_books`]), checked by the domain
 /// with each field named by the book's position.
-pub(crate) fn check_batch(batch: &BookBatchInput, max: usize) -> Result<Vec<NewBook>, ApiError> {
-    let inputs = &batch.books;
+pub(crate) fn check_batch(inputs: &[BookInput], max: usize) -> Result<Vec<NewBook>, ApiError> {
     check_batch_size(inputs.len(), max)?;
     let mut errors = Vec::new();
     let mut books = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.iter().enumerate() {
-        match input.to_new_book() {
+        match NewBook::parse(input) {
             Ok(book) => books.push(book),
             Err(invalid) => errors.extend(
                 invalid

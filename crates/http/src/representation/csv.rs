@@ -5,17 +5,56 @@
 //! front, so that the cell shows the text instead of evaluating it. Only the text columns can
 //! start so; ids, versions and timestamps are the service's own.
 
-use books_domain::Book;
+use std::sync::LazyLock;
+
+use books_domain::{Book, BookField, BookInput, Raw};
 use chrono::SecondsFormat;
 
-use crate::representation::bodies::{BookBatchInput, BookInput, FieldViolation};
+use crate::representation::bodies::FieldViolation;
 use crate::representation::problem::ApiError;
 
 /// The media type.
 pub(crate) const CSV: &str = "text/csv";
 
+/// How many of [`BookField::ALL`] the tutorial's book had. Its fields come before the service's
+/// own columns (`version`, `created_at`, `updated_at`) and fields added since come after them, so
+/// that a reader who counted columns keeps finding each where it was.
+const FIRST_FIELDS: usize = 3;
+
+/// A column of written CSV.
+#[derive(Clone, Copy)]
+enum Column {
+    Id,
+    Field(BookField),
+    Version,
+    CreatedAt,
+    UpdatedAt,
+}
+
 /// The columns of written CSV, in order.
-pub(crate) const HEADER: &str = "id,title,author,genre,version,created_at,updated_at";
+static COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
+    let (first, later) = BookField::ALL.split_at(FIRST_FIELDS.min(BookField::ALL.len()));
+    std::iter::once(Column::Id)
+        .chain(first.iter().copied().map(Column::Field))
+        .chain([Column::Version, Column::CreatedAt, Column::UpdatedAt])
+        .chain(later.iter().copied().map(Column::Field))
+        .collect()
+});
+
+/// The header row of written CSV.
+pub(crate) static HEADER: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = COLUMNS
+        .iter()
+        .map(|column| match column {
+            Column::Id => "id",
+            Column::Field(field) => field.name(),
+            Column::Version => "version",
+            Column::CreatedAt => "created_at",
+            Column::UpdatedAt => "updated_at",
+        })
+        .collect();
+    names.join(",")
+});
 
 /// Appends `books` as CSV rows to `out`, after the header row when `with_header`.
 pub(crate) fn write_books(out: &mut Vec<u8>, books: &[Book], with_header: bool) {
@@ -26,22 +65,22 @@ pub(crate) fn write_books(out: &mut Vec<u8>, books: &[Book], with_header: bool) 
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(out);
+    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     for book in books {
-        let time =
-            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-        let record = [
-            book.id().to_string(),
-            neutralised(book.title().as_str()),
-            neutralised(book.author().as_str()),
-            book.genre()
-                .map(|g| neutralised(g.as_str()))
+        let record = COLUMNS.iter().map(|column| match column {
+            Column::Id => book.id().to_string(),
+            Column::Field(field) => book
+                .fields()
+                .value(*field)
+                .to_text()
+                .map(|text| neutralised(&text))
                 .unwrap_or_default(),
-            book.version().to_string(),
-            time(book.created_at()),
-            time(book.updated_at()),
-        ];
+            Column::Version => book.version().to_string(),
+            Column::CreatedAt => time(book.created_at()),
+            Column::UpdatedAt => time(book.updated_at()),
+        });
         // Writing to memory cannot fail.
-        let _ = writer.write_record(&record);
+        let _ = writer.write_record(record);
     }
     let _ = writer.flush();
 }
@@ -55,16 +94,25 @@ pub(crate) fn neutralised(value: &str) -> String {
     }
 }
 
-/// The columns a batch may have.
-const COLUMNS: [&str; 3] = ["title", "author", "genre"];
+/// The fields a batch must have, and those it may have, as the header's messages name them:
+/// "title, author" and "genre".
+fn field_names(required: bool) -> String {
+    let names: Vec<&str> = BookField::ALL
+        .iter()
+        .filter(|field| field.required() == required)
+        .map(|field| field.name())
+        .collect();
+    names.join(", ")
+}
 
-/// Reads a batch as CSV: a header row naming `title`, `author` and optionally `genre` in any order
-/// (case and surrounding white space ignored), then one book per row. A UTF-8 byte order mark is
+/// Reads a batch as CSV: a header row naming the book's fields (see [`BookField::ALL`]: the
+/// required ones, and any of the others) in any order (case and surrounding white space
+/// ignored), then one book per row. A UTF-8 byte order mark is
 /// skipped; reading stops at `max + 1` rows, which is enough to say the batch is too long.
 ///
 /// Malformed CSV (invalid UTF-8, a quote that is not closed or stands inside a field) is a 400
 /// naming the row; a header or a row of the wrong shape is a 422 naming it.
-pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiError> {
+pub(crate) fn read_books(body: &[u8], max: usize) -> Result<Vec<BookInput>, ApiError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -78,10 +126,11 @@ pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiE
         }])
     };
     let Some(header) = records.next() else {
-        return Err(header_problem(
-            "is missing: the first row must name the columns (title, author and optionally genre)"
-                .to_owned(),
-        ));
+        return Err(header_problem(format!(
+            "is missing: the first row must name the columns ({} and optionally {})",
+            field_names(true),
+            field_names(false)
+        )));
     };
     let header = header.map_err(|error| malformed(&error, None))?;
     let columns = columns(&header, body).map_err(header_problem)?;
@@ -104,11 +153,7 @@ pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiE
                 ),
             }]));
         }
-        let mut input = BookInput {
-            title: None,
-            author: None,
-            genre: None,
-        };
+        let mut input = BookInput::default();
         for (column, raw) in columns.iter().zip(record.iter()) {
             let text = std::str::from_utf8(raw)
                 .map_err(|_| {
@@ -118,19 +163,15 @@ pub(crate) fn read_books(body: &[u8], max: usize) -> Result<BookBatchInput, ApiE
                     ))
                 })?
                 .to_owned();
-            match *column {
-                "title" => input.title = Some(text),
-                "author" => input.author = Some(text),
-                _ => input.genre = Some(text),
-            }
+            *input.field_mut(*column) = Raw::Cell(text);
         }
         books.push(input);
     }
-    Ok(BookBatchInput { books })
+    Ok(books)
 }
 
-/// The header's columns, each one of [`COLUMNS`], title and author among them, none twice.
-fn columns(header: &csv::ByteRecord, body: &[u8]) -> Result<Vec<&'static str>, String> {
+/// The header's columns, each a field of the book, the required ones among them, none twice.
+fn columns(header: &csv::ByteRecord, body: &[u8]) -> Result<Vec<BookField>, String> {
     if check_quotes(header, body, 0).is_err() {
         return Err("has a quote that is not closed".to_owned());
     }
@@ -138,16 +179,19 @@ fn columns(header: &csv::ByteRecord, body: &[u8]) -> Result<Vec<&'static str>, S
     for raw in header {
         let name = String::from_utf8_lossy(raw).trim().to_ascii_lowercase();
         let short: String = name.chars().take(40).collect();
-        let column = COLUMNS
-            .into_iter()
-            .find(|column| *column == name)
-            .ok_or_else(|| format!("column {short:?} is not one of title, author, genre"))?;
+        let column = BookField::named(&name).ok_or_else(|| {
+            let all: Vec<&str> = BookField::ALL.iter().map(|f| f.name()).collect();
+            format!("column {short:?} is not one of {}", all.join(", "))
+        })?;
         if found.contains(&column) {
-            return Err(format!("column {column:?} is given more than once"));
+            return Err(format!(
+                "column {:?} is given more than once",
+                column.name()
+            ));
         }
         found.push(column);
     }
-    for required in ["title", "author"] {
+    for required in BookField::ALL.into_iter().filter(|field| field.required()) {
         if !found.contains(&required) {
             return Err(format!("needs a {required} column"));
         }
@@ -241,29 +285,25 @@ mod tests {
             10,
         )
         .expect("valid CSV");
-        let books = books.books;
+        let cell = |text: &str| Raw::Cell(text.to_owned());
         assert_eq!(books.len(), 2);
-        assert_eq!(books[0].title.as_deref(), Some("Dune, the novel"));
-        assert_eq!(books[0].genre.as_deref(), Some("SF"));
-        assert_eq!(books[1].title.as_deref(), Some("Say \"hi\""));
+        assert_eq!(books[0].title, cell("Dune, the novel"));
+        assert_eq!(books[0].genre, cell("SF"));
+        assert_eq!(books[1].title, cell("Say \"hi\""));
     }
 
     #[test]
     fn reading_stops_one_row_past_the_most_so_that_a_long_batch_is_seen_as_too_long() {
         let body = format!("title,author\n{}", "T,A\n".repeat(5));
+        assert_eq!(read_books(body.as_bytes(), 3).expect("valid CSV").len(), 4);
+        assert_eq!(read_books(body.as_bytes(), 5).expect("valid CSV").len(), 5);
+    }
+
+    #[test]
+    fn written_columns_keep_the_tutorials_fields_before_the_services_own() {
         assert_eq!(
-            read_books(body.as_bytes(), 3)
-                .expect("valid CSV")
-                .books
-                .len(),
-            4
-        );
-        assert_eq!(
-            read_books(body.as_bytes(), 5)
-                .expect("valid CSV")
-                .books
-                .len(),
-            5
+            HEADER.as_str(),
+            "id,title,author,genre,version,created_at,updated_at"
         );
     }
 

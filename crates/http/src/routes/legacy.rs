@@ -8,7 +8,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{
-    Book, BookPatch, BookService, InvalidBook, ListQuery, NewBook, Page, PageSize, PatchValue,
+    Book, BookField, BookPatch, BookService, ListQuery, NewBook, Page, PageSize, Raw,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -79,6 +79,10 @@ pub(crate) struct LegacyCreated {
 // Read from the parameters (`legacy_fields`); the document adds `additionalProperties: false`.
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"title": "Emma", "author": "Jane Austen", "genre": "Romance"}))]
+#[expect(
+    dead_code,
+    reason = "the document's schema: the body is read field by field"
+)]
 pub(crate) struct LegacyNewFields {
     /// The title: 1 to 250 characters once trimmed.
     #[schema(value_type = String, required = true)]
@@ -91,29 +95,14 @@ pub(crate) struct LegacyNewFields {
     genre: Option<String>,
 }
 
-impl LegacyNewFields {
-    fn read(params: &Params) -> Self {
-        let field = |name: &str| params.get(name).map(str::to_owned);
-        Self {
-            title: field("title"),
-            author: field("author"),
-            genre: field("genre"),
-        }
-    }
-
-    fn to_new_book(&self) -> Result<NewBook, InvalidBook> {
-        NewBook::parse(
-            self.title.as_deref(),
-            self.author.as_deref(),
-            self.genre.as_deref(),
-        )
-    }
-}
-
 /// The tutorial's fields to update a book, as a form body (or as query parameters, the
 /// tutorial's way, but not both). Each one given non-blank replaces the stored value.
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"genre": "Classic"}))]
+#[expect(
+    dead_code,
+    reason = "the document's schema: the body is read field by field"
+)]
 pub(crate) struct LegacyFields {
     /// A new title (1 to 250 characters once trimmed), or blank to keep it.
     #[schema(nullable = false)]
@@ -126,38 +115,38 @@ pub(crate) struct LegacyFields {
     genre: Option<String>,
 }
 
-impl LegacyFields {
-    fn read(params: &Params) -> Self {
-        // Blank is the tutorial's "leave it as it is".
-        let field = |name: &str| {
-            params
-                .get(name)
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned)
-        };
-        Self {
-            title: field("title"),
-            author: field("author"),
-            genre: field("genre"),
-        }
-    }
+/// The tutorial's fields, in its order: `/booksApi` keeps these whatever fields a book gains.
+pub(crate) const LEGACY_FIELDS: [BookField; 3] =
+    [BookField::Title, BookField::Author, BookField::Genre];
 
-    fn to_patch(&self) -> Result<BookPatch, InvalidBook> {
-        fn member(value: &Option<String>) -> PatchValue<&str> {
-            value.as_deref().map_or(PatchValue::Keep, PatchValue::Set)
+/// The fields of a create, as the domain reads them.
+fn new_fields(params: &Params) -> books_domain::BookInput {
+    let mut input = books_domain::BookInput::default();
+    for field in LEGACY_FIELDS {
+        if let Some(value) = params.get(field.name()) {
+            *input.field_mut(field) = Raw::from(value);
         }
-        BookPatch::parse(
-            member(&self.title),
-            member(&self.author),
-            member(&self.genre),
-        )
     }
+    input
+}
+
+/// The fields of an update, as the domain reads a patch: blank is the tutorial's "leave it as
+/// it is".
+fn changed_fields(params: &Params) -> books_domain::BookInput {
+    let mut input = books_domain::BookInput::default();
+    for field in LEGACY_FIELDS {
+        if let Some(value) = params
+            .get(field.name())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            *input.field_mut(field) = Raw::from(value);
+        }
+    }
+    input
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-const FIELD_NAMES: [&str; 3] = ["title", "author", "genre"];
 
 /// The fields, from the query string or from a form body, never both: a client that sends both
 /// cannot tell which one counts, so the request is refused as ambiguous.
@@ -183,13 +172,19 @@ fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<Params, ApiError>
         )));
     }
     let form = Params::parse(body, "form body")?;
-    if let Some(unknown) = form.names().find(|name| !FIELD_NAMES.contains(name)) {
+    if let Some(unknown) = form
+        .names()
+        .find(|name| BookField::named(name).is_none_or(|f| !LEGACY_FIELDS.contains(&f)))
+    {
         return Err(ApiError::Unprocessable(vec![FieldViolation {
             field: unknown.chars().take(100).collect(),
             message: "is not a known field".to_owned(),
         }]));
     }
-    if let Some(twice) = query.names().find(|name| FIELD_NAMES.contains(name)) {
+    if let Some(twice) = query
+        .names()
+        .find(|name| BookField::named(name).is_some_and(|f| LEGACY_FIELDS.contains(&f)))
+    {
         return Err(ApiError::BadRequest(format!(
             "{} is given in the query string and a form body is sent too: send the fields one way",
             shown(twice)
@@ -306,7 +301,7 @@ pub(crate) async fn create(
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let draft = LegacyNewFields::read(&legacy_fields(&request, &body)?).to_new_book()?;
+    let draft = NewBook::parse(&new_fields(&legacy_fields(&request, &body)?))?;
     let (book, token) = blocking_write(&service, move |s| s.create_book(&draft)).await?;
     let mut response = HttpResponse::Created();
     stamp(&mut response, token);
@@ -358,7 +353,7 @@ pub(crate) async fn update(
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = LegacyFields::read(&legacy_fields(&request, &body)?).to_patch()?;
+    let patch = BookPatch::parse(&changed_fields(&legacy_fields(&request, &body)?))?;
     let (_, token) = blocking_write(&service, move |s| s.patch_book(id, &patch, &check)).await?;
     Ok(text_response(format!("Updated a Book with id {id}"), token))
 }

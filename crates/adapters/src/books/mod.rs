@@ -1,0 +1,79 @@
+//! The book repository on PostgreSQL, one file per role of the domain's ports: [`reading`],
+//! [`writing`], [`idempotency`], and the change feed in `crate::changes`. [`rows`] holds the row
+//! type and the statements built from the domain's field table.
+
+mod idempotency;
+mod reading;
+mod rows;
+mod writing;
+
+use std::sync::Arc;
+
+use books_domain::{ConsistencyToken, StorageError};
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, PooledConnection};
+use diesel::result::Error as DieselError;
+
+pub(crate) use rows::BookRow;
+
+use crate::PgPool;
+use crate::connection::{checkout, storage_error};
+use crate::replicas::Replicas;
+
+/// Stores books in the `book` table. Cloning shares the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresBookRepository {
+    pool: PgPool,
+    replicas: Option<Arc<Replicas>>,
+}
+
+impl PostgresBookRepository {
+    /// A repository over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            replicas: None,
+        }
+    }
+
+    /// The same repository, reading from `replicas` while one is in use (see [`Replicas`]).
+    #[must_use]
+    pub fn reading_from(self, replicas: Arc<Replicas>) -> Self {
+        Self {
+            replicas: Some(replicas),
+            ..self
+        }
+    }
+
+    /// Runs `read` on a replica in use that holds every write up to `seen`, or else (none does,
+    /// or the read failed there) on the primary: a replica's trouble never fails a read the
+    /// primary can answer.
+    pub(crate) fn read<T>(
+        &self,
+        seen: Option<ConsistencyToken>,
+        read: impl Fn(&mut PgConnection) -> Result<T, DieselError>,
+    ) -> Result<T, StorageError> {
+        if let Some(value) = self
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.read(seen, &read))
+        {
+            return Ok(value);
+        }
+        let mut conn = self.conn()?;
+        read(&mut conn).map_err(|error| storage_error(&mut conn, error))
+    }
+
+    /// The pool, for health checks and metrics.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Every checkout goes through [`checkout`], so that waiting requests are counted alike for
+    /// books and keys.
+    pub(crate) fn conn(
+        &self,
+    ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
+        checkout(&self.pool)
+    }
+}

@@ -1,0 +1,149 @@
+//! A stored book as diesel reads it, and the statements that write a book's fields, built from
+//! the domain's field table ([`BookField::ALL`]) so that a new field needs no SQL of its own here.
+
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use books_domain::{
+    Book, BookField, BookId, BookInput, FieldKind, FieldValue, NewBook, Raw, StorageError, Version,
+};
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::BoxedSqlQuery;
+use diesel::sql_types::{Array, Nullable, Text};
+
+use crate::schema::book;
+
+/// A row of `book`. Its fields are the table's columns: diesel checks them against `schema.rs`.
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = book, check_for_backend(Pg))]
+pub(crate) struct BookRow {
+    pub(crate) id: i64,
+    pub(crate) title: String,
+    pub(crate) author: String,
+    pub(crate) genre: Option<String>,
+    pub(crate) version: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<BookRow> for Book {
+    type Error = StorageError;
+
+    fn try_from(row: BookRow) -> Result<Self, StorageError> {
+        // The table's constraints match the domain's rules, so a failure here means the two
+        // have drifted apart: a bug to report, not input to reject.
+        let id = row.id;
+        // The row's writable fields, as a caller would have given them.
+        let input = BookInput {
+            title: Raw::Text(row.title),
+            author: Raw::Text(row.author),
+            genre: row.genre.map_or(Raw::Null, Raw::Text),
+        };
+        let book = (|| {
+            Ok::<_, anyhow::Error>(Book::new(
+                BookId::new(row.id).context("id")?,
+                NewBook::parse(&input)?,
+                Version::new(row.version).context("version")?,
+                row.created_at,
+                row.updated_at,
+            ))
+        })();
+        book.with_context(|| format!("the stored book {id} breaks the domain's rules"))
+            .map_err(StorageError::Unknown)
+    }
+}
+
+/// Every column of `book` a statement returns, in [`BookRow`]'s terms.
+pub(crate) static RETURNED: LazyLock<String> = LazyLock::new(|| {
+    let fields: Vec<&str> = BookField::ALL.iter().map(|f| f.name()).collect();
+    format!("id, {}, version, created_at, updated_at", fields.join(", "))
+});
+
+/// The SQL type of a field's column.
+fn sql_type(field: BookField) -> &'static str {
+    match field.kind() {
+        FieldKind::Text => "varchar",
+    }
+}
+
+/// A statement being built, with its parameters bound one array at a time.
+pub(crate) type Statement<'a> = BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery>;
+
+/// Binds one field's values, one per row, as an array of the field's SQL type (`None` is NULL).
+pub(crate) fn bind_field<'a>(
+    statement: Statement<'a>,
+    field: BookField,
+    values: impl Iterator<Item = Option<FieldValue<'a>>>,
+) -> Statement<'a> {
+    match field.kind() {
+        FieldKind::Text => {
+            let values: Vec<Option<&'a str>> = values
+                .map(|value| match value {
+                    Some(FieldValue::Text(text)) => Some(text),
+                    Some(FieldValue::None) | None => None,
+                })
+                .collect();
+            statement.bind::<Array<Nullable<Text>>, _>(values)
+        }
+    }
+}
+
+/// `INSERT` of many books in one statement whatever their number: one array parameter per field,
+/// unnested in input order. Identity values are drawn row by row in that order, so sorting the
+/// returned rows by id gives them back in input order.
+pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = BookField::ALL.iter().map(|f| f.name()).collect();
+    let arrays: Vec<String> = BookField::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, field)| format!("${}::{}[]", i + 1, sql_type(*field)))
+        .collect();
+    let names = names.join(", ");
+    format!(
+        "INSERT INTO book ({names}) SELECT {names} \
+         FROM unnest({}) WITH ORDINALITY AS given ({names}, position) \
+         ORDER BY position RETURNING {}",
+        arrays.join(", "),
+        *RETURNED
+    )
+});
+
+/// `UPDATE` of many books in one statement: per book its id, the version it must be at (NULL for
+/// any), and per field whether the patch sets it and to what. A book is written only when its
+/// version is allowed and something differs, so that a patch that changes nothing keeps the
+/// version (the domain's rule, [`books_domain::BookPatch::changes`]). `version + 1` is evaluated
+/// under the row lock, so concurrent patches each add one.
+pub(crate) static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    let mut arrays = vec!["$1::bigint[]".to_owned(), "$2::bigint[]".to_owned()];
+    let mut columns = vec!["id".to_owned(), "expected".to_owned()];
+    let mut sets = Vec::new();
+    let mut differs = Vec::new();
+    for field in BookField::ALL {
+        let name = field.name();
+        let n = arrays.len();
+        arrays.push(format!("${}::bool[]", n + 1));
+        arrays.push(format!("${}::{}[]", n + 2, sql_type(field)));
+        columns.push(format!("set_{name}"));
+        columns.push(name.to_owned());
+        sets.push(format!(
+            "{name} = CASE WHEN p.set_{name} THEN p.{name} ELSE b.{name} END"
+        ));
+        differs.push(format!(
+            "(p.set_{name} AND b.{name} IS DISTINCT FROM p.{name})"
+        ));
+    }
+    let returned: Vec<String> = RETURNED.split(", ").map(|c| format!("b.{c}")).collect();
+    format!(
+        "UPDATE book AS b SET {}, version = b.version + 1, updated_at = now() \
+         FROM unnest({}) AS p ({}) \
+         WHERE b.id = p.id AND (p.expected IS NULL OR b.version = p.expected) AND ({}) \
+         RETURNING {}",
+        sets.join(", "),
+        arrays.join(", "),
+        columns.join(", "),
+        differs.join(" OR "),
+        returned.join(", ")
+    )
+});

@@ -1,0 +1,285 @@
+//! Writing books: creates, patches (a replacement is the patch that sets every field) and
+//! deletes, each one statement in the usual case.
+
+use anyhow::anyhow;
+use books_domain::{
+    Book, BookField, BookId, BookPatch, BookWriter, ConsistencyToken, CreateBookError, NewBook,
+    NewBooks, PatchOf, StorageError, Version, VersionCheck, WriteBookError,
+};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{Array, BigInt, Bool, Nullable};
+
+use super::PostgresBookRepository;
+use super::rows::{BookRow, INSERT, UPDATE, bind_field};
+use crate::connection::storage_error;
+use crate::schema::book;
+
+/// Inserts books in one statement whatever their number: all rows or, when any fails, none.
+/// Returns the rows in input order.
+pub(super) fn insert_books(
+    conn: &mut PgConnection,
+    books: &[NewBook],
+) -> Result<Vec<BookRow>, DieselError> {
+    let mut statement = diesel::sql_query(INSERT.as_str()).into_boxed::<Pg>();
+    for field in BookField::ALL {
+        statement = bind_field(statement, field, books.iter().map(|b| Some(b.value(field))));
+    }
+    let mut rows: Vec<BookRow> = statement.load(conn)?;
+    rows.sort_by_key(|row| row.id);
+    Ok(rows)
+}
+
+/// One patch of a statement: the patch, its book, and the version it must be at (`None` for any).
+struct Planned<'a> {
+    id: BookId,
+    patch: &'a BookPatch,
+    expected: Option<i64>,
+}
+
+/// Writes every planned patch whose version is allowed and that changes something, in one
+/// statement and one commit; returns the rows written (a patch left out was not written).
+fn update_books(
+    conn: &mut PgConnection,
+    planned: &[Planned<'_>],
+) -> Result<Vec<BookRow>, DieselError> {
+    let ids: Vec<i64> = planned.iter().map(|p| p.id.get()).collect();
+    let expected: Vec<Option<i64>> = planned.iter().map(|p| p.expected).collect();
+    let mut statement = diesel::sql_query(UPDATE.as_str())
+        .into_boxed::<Pg>()
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<Nullable<BigInt>>, _>(expected);
+    for field in BookField::ALL {
+        let sets: Vec<bool> = planned
+            .iter()
+            .map(|p| p.patch.value(field).is_some())
+            .collect();
+        statement = statement.bind::<Array<Bool>, _>(sets);
+        statement = bind_field(
+            statement,
+            field,
+            planned.iter().map(|p| p.patch.value(field)),
+        );
+    }
+    statement.load(conn)
+}
+
+/// The version a write must find, when the statement can say it (`Any`, or one version).
+fn expected(check: &VersionCheck) -> Option<Option<i64>> {
+    match check {
+        VersionCheck::Any => Some(None),
+        VersionCheck::OneOf(versions) if versions.len() == 1 => Some(Some(versions[0].get())),
+        VersionCheck::OneOf(_) => None,
+    }
+}
+
+fn mismatch(id: BookId, version: i64) -> WriteBookError {
+    match Version::new(version) {
+        Some(current) => WriteBookError::VersionMismatch { id, current },
+        None => StorageError::Unknown(anyhow!("book {id} has version {version}")).into(),
+    }
+}
+
+/// A patch that the one-statement path did not write: the book is missing, at a version the
+/// caller did not allow, or already as the patch would make it (or was changed by someone else
+/// in between). Decided under the row's lock, so that the answer describes one state of the book.
+fn patch_under_lock(
+    conn: &mut PgConnection,
+    id: BookId,
+    patch: &BookPatch,
+    check: &VersionCheck,
+) -> Result<Book, WriteBookError> {
+    enum Outcome {
+        Missing,
+        Stale(i64),
+        As(Book),
+    }
+    enum Failed {
+        Database(DieselError),
+        Broken(StorageError),
+    }
+    impl From<DieselError> for Failed {
+        fn from(error: DieselError) -> Self {
+            Self::Database(error)
+        }
+    }
+    let outcome = conn.transaction::<_, Failed, _>(|conn| {
+        let stored = book::table
+            .find(id.get())
+            .for_update()
+            .select(BookRow::as_select())
+            .first(conn)
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(Outcome::Missing);
+        };
+        if !Version::new(stored.version).is_some_and(|version| check.allows(version)) {
+            return Ok(Outcome::Stale(stored.version));
+        }
+        let version = stored.version;
+        let current = Book::try_from(stored).map_err(Failed::Broken)?;
+        if !patch.changes(current.fields()) {
+            return Ok(Outcome::As(current));
+        }
+        let planned = Planned {
+            id,
+            patch,
+            expected: Some(version),
+        };
+        let row = update_books(conn, std::slice::from_ref(&planned))?
+            .pop()
+            .ok_or_else(|| {
+                Failed::Broken(StorageError::Unknown(anyhow!(
+                    "book {id} was not written under its lock"
+                )))
+            })?;
+        Book::try_from(row).map(Outcome::As).map_err(Failed::Broken)
+    });
+    match outcome {
+        Ok(Outcome::Missing) => Err(WriteBookError::NotFound(id)),
+        Ok(Outcome::Stale(version)) => Err(mismatch(id, version)),
+        Ok(Outcome::As(book)) => Ok(book),
+        Err(Failed::Broken(error)) => Err(error.into()),
+        Err(Failed::Database(error)) => Err(storage_error(conn, error).into()),
+    }
+}
+
+impl BookWriter for PostgresBookRepository {
+    fn create(&self, new: &NewBook) -> Result<Book, CreateBookError> {
+        let mut conn = self.conn()?;
+        let mut rows = insert_books(&mut conn, std::slice::from_ref(new))
+            .map_err(|error| storage_error(&mut conn, error))?;
+        let row = rows
+            .pop()
+            .ok_or_else(|| StorageError::Unknown(anyhow!("an insert returned no row")))?;
+        Ok(row.try_into()?)
+    }
+
+    fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
+        let mut conn = self.conn()?;
+        let rows = insert_books(&mut conn, books.as_slice())
+            .map_err(|error| storage_error(&mut conn, error))?;
+        Ok(rows
+            .into_iter()
+            .map(Book::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn patch(
+        &self,
+        id: BookId,
+        patch: &BookPatch,
+        check: &VersionCheck,
+    ) -> Result<Book, WriteBookError> {
+        let mut results = self.patch_many(&[PatchOf {
+            id,
+            patch: patch.clone(),
+            check: check.clone(),
+        }]);
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StorageError::Unknown(anyhow!("a patch had no outcome")).into()))
+    }
+
+    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+        // The usual case, for every patch at once: one statement and one commit, writing each
+        // book whose version is allowed and that something differs in. Whatever it did not write
+        // (a missing book, a stale version, a patch that changes nothing, an If-Match with
+        // several versions) then takes the one-by-one path, which says why under the row's lock.
+        let mut planned: Vec<(usize, Planned<'_>)> = patches
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.patch.is_empty())
+            .filter_map(|(i, p)| {
+                let expected = expected(&p.check)?;
+                Some((
+                    i,
+                    Planned {
+                        id: p.id,
+                        patch: &p.patch,
+                        expected,
+                    },
+                ))
+            })
+            .collect();
+        // Rows are locked in the order given: in id order, two batches in flight at once can
+        // never wait for each other in a circle.
+        planned.sort_by_key(|(_, p)| p.id);
+        let mut written: Vec<Option<Result<Book, WriteBookError>>> =
+            patches.iter().map(|_| None).collect();
+        let mut conn = match self.conn() {
+            Ok(conn) => conn,
+            Err(error) => {
+                let cause = format!("{:#}", anyhow!(error));
+                return patches
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(anyhow!("{cause}")).into()))
+                    .collect();
+            }
+        };
+        if !planned.is_empty() {
+            let statement: Vec<Planned<'_>> = planned.into_iter().map(|(_, p)| p).collect();
+            match update_books(&mut conn, &statement) {
+                Ok(rows) => {
+                    for row in rows {
+                        if let Some(i) = patches.iter().position(|p| p.id.get() == row.id) {
+                            written[i] = Some(Book::try_from(row).map_err(Into::into));
+                        }
+                    }
+                }
+                Err(error) => {
+                    if let StorageError::Unavailable(error) = storage_error(&mut conn, error) {
+                        let cause = format!("{error:#}");
+                        return patches
+                            .iter()
+                            .map(|_| Err(StorageError::Unavailable(anyhow!("{cause}")).into()))
+                            .collect();
+                    }
+                    // Otherwise (a deadlock with another batch, say) each patch goes its own way.
+                }
+            }
+        }
+        written
+            .into_iter()
+            .zip(patches)
+            .map(|(done, p)| {
+                done.unwrap_or_else(|| patch_under_lock(&mut conn, p.id, &p.patch, &p.check))
+            })
+            .collect()
+    }
+
+    fn delete(&self, id: BookId, check: &VersionCheck) -> Result<(), WriteBookError> {
+        let mut conn = self.conn()?;
+        let this_book = book::id.eq(id.get());
+        let deleted = match check {
+            VersionCheck::Any => diesel::delete(book::table)
+                .filter(this_book)
+                .execute(&mut conn),
+            VersionCheck::OneOf(versions) => {
+                let versions: Vec<i64> = versions.iter().map(|v| v.get()).collect();
+                diesel::delete(book::table)
+                    .filter(this_book.and(book::version.eq_any(versions)))
+                    .execute(&mut conn)
+            }
+        }
+        .map_err(|error| storage_error(&mut conn, error))?;
+        if deleted > 0 {
+            return Ok(());
+        }
+        // Why the delete touched no row: the book is gone, or its version moved on.
+        let current = book::table
+            .find(id.get())
+            .select(book::version)
+            .first::<i64>(&mut conn)
+            .optional()
+            .map_err(|error| storage_error(&mut conn, error))?;
+        Err(current.map_or(WriteBookError::NotFound(id), |version| {
+            mismatch(id, version)
+        }))
+    }
+
+    fn consistency_token(&self) -> Result<Option<ConsistencyToken>, StorageError> {
+        crate::replicas::write_position(&self.pool).map(|lsn| Some(ConsistencyToken::new(lsn)))
+    }
+}
