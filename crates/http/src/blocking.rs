@@ -4,14 +4,10 @@
 //! async worker that blocks on a query stalls every other request it serves.
 
 use actix_web::web;
+use books_application::{DEADLINE, token_after_write};
 use books_domain::{BookService, ConsistencyToken};
 
 use crate::representation::problem::ApiError;
-
-/// The longest a handler waits for its database work before answering 503. Longer than any wait
-/// the service allows itself (a 2 s checkout plus a 5 s statement), so it fires only when
-/// something is badly wrong, and the client still gets an answer instead of a hung request.
-pub(crate) const HANDLER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs a use case on the blocking thread pool: diesel blocks, and an async worker that blocks
 /// stalls every other request it serves.
@@ -35,13 +31,13 @@ where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
 {
-    match actix_web::rt::time::timeout(HANDLER_DEADLINE, web::block(call)).await {
+    match actix_web::rt::time::timeout(DEADLINE, web::block(call)).await {
         Ok(Ok(result)) => result.map_err(Into::into),
         Ok(Err(error)) => Err(ApiError::Unavailable(
             anyhow::anyhow!(error).context("the blocking pool is gone"),
         )),
         Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
-            "the database work took longer than {HANDLER_DEADLINE:?}"
+            "the database work took longer than {DEADLINE:?}"
         ))),
     }
 }
@@ -61,13 +57,4 @@ where
         Ok::<_, E>((outcome, token_after_write(s)))
     })
     .await
-}
-
-/// Where the history of writes stands, asked right after a write has committed (blocking). A
-/// failure here does not undo the write: the answer then goes without a token (logged).
-pub(crate) fn token_after_write(service: &BookService) -> Option<ConsistencyToken> {
-    service.consistency_token().unwrap_or_else(|error| {
-        tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "no Consistency-Token for a write that committed");
-        None
-    })
 }

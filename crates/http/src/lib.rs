@@ -20,8 +20,6 @@
 
 mod blocking;
 pub mod cli;
-mod coalesce;
-mod feed;
 mod longlived;
 pub mod middleware;
 pub mod openapi;

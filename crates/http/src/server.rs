@@ -10,15 +10,15 @@ use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use books_adapters::{ReplicaState, Replicas};
+use books_application::{
+    ChangeHub, Coalescer, CreateCoalescer, ExportLimits, ListCoalescer, PatchCoalescer,
+    ReadCoalescer, ScanListings,
+};
 use books_domain::{BookService, CHANGES_RETENTION, ChangeSignal, KeyService};
 use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
-use crate::coalesce::{
-    Coalescer, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings,
-};
-use crate::feed::ChangeHub;
 use crate::longlived::LongLived;
 use crate::middleware::auth::KeyCache;
 use crate::middleware::budget::AddressKeying;
@@ -31,7 +31,7 @@ use crate::middleware::ratelimit::RateLimiter;
 use crate::middleware::shared_limit::SharedBudgets;
 use crate::openapi::{document_3_0_json, document_json};
 use crate::representation::problem::ApiError;
-use crate::routes::catalogue::ExportSlots;
+use crate::routes::catalogue::{ExportSlots, STALLED_READER};
 use crate::routes::changes::StreamSlots;
 use crate::routes::configure;
 use crate::routes::service::Documents;
@@ -95,7 +95,7 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// How long the change feed keeps changes (purged in the background).
     pub changes_retention: TimeDelta,
-    /// How often an idle change stream sends a heartbeat comment (15 s).
+    /// How often a change stream sends a keep-alive comment (15 s).
     pub change_heartbeat: Duration,
     /// How long the API keys are trusted after their last successful reload (10 s): while
     /// reloads fail, a revoked key would otherwise keep working; past this, no key is verified
@@ -226,7 +226,10 @@ impl Application {
                 settings.exports_per_caller,
                 settings.exports_in_flight,
             ),
-            max_duration: settings.export_max_duration,
+            limits: ExportLimits {
+                max_duration: settings.export_max_duration,
+                stalled_reader: STALLED_READER,
+            },
         });
         let stream_slots = web::Data::new(StreamSlots {
             slots: LongLived::new(
@@ -235,13 +238,10 @@ impl Application {
                 settings.streams_total,
             ),
             lifetime: settings.stream_lifetime,
+            keep_alive: settings.change_heartbeat,
         });
         let keying = web::Data::new(AddressKeying::new(settings.ipv6_prefix));
-        let hub = web::Data::new(ChangeHub::start(
-            service.clone(),
-            change_signal,
-            settings.change_heartbeat,
-        ));
+        let hub = web::Data::new(ChangeHub::start(service.clone(), change_signal));
         let hub_for_shutdown = hub.clone();
         let streams = hub.clone();
         let key_cache = web::Data::new(KeyCache::load(keys, settings.key_cache_max_age));

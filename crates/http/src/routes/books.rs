@@ -14,9 +14,6 @@ use books_domain::{
 use utoipa::IntoParams;
 
 use crate::blocking::blocking_write;
-use crate::coalesce::{
-    CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings, Written,
-};
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
@@ -28,6 +25,9 @@ use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::routes::BASE;
+use books_application::{
+    CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings, Written,
+};
 
 /// The book a request names in its path (`{id}`): a positive 64-bit integer in plain decimal
 /// digits, or the request is a 400.

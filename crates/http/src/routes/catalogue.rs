@@ -1,14 +1,13 @@
 //! Whole catalogues in and out: the batch create and the streaming export.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use books_application::{ExportCut, ExportLimits, export};
 use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
-use tokio::sync::mpsc;
+use futures_util::StreamExt as _;
 
 use crate::blocking::{blocking, blocking_write};
 use crate::longlived::LongLived;
@@ -125,20 +124,16 @@ const EXPORT_FORMATS: [&str; 2] = [NDJSON, CSV];
 
 /// The exports this instance runs at once, each holding one database connection, one blocking
 /// thread and a snapshot for as long as its client reads: bounded in all and per caller, and each
-/// in duration.
+/// in duration and in how long its client may stall.
 #[derive(Debug)]
 pub(crate) struct ExportSlots {
     pub(crate) slots: Arc<LongLived>,
-    /// The longest an export may take (its snapshot holds back vacuum meanwhile).
-    pub(crate) max_duration: Duration,
+    pub(crate) limits: ExportLimits,
 }
 
 /// How long an export waits for its client to take the next slice before giving up: a client
 /// that stops reading must not hold a database connection for ever.
-const STALLED_READER: Duration = Duration::from_secs(30);
-
-/// How many slices may wait in memory between the database and the client.
-const SLICES_IN_FLIGHT: usize = 2;
+pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
 
 /// Export books
 ///
@@ -186,86 +181,32 @@ pub(crate) async fn export_books(
         return Ok(export_head(format, changes_after).streaming(no_body()));
     }
     let slot = slots.slots.open(Caller::of_request(&request))?;
-    let deadline = Instant::now() + slots.max_duration;
     // Where the feed stands before the snapshot is taken: everything up to it is in the export.
     let changes_after = blocking(&service, BookService::last_change).await?;
-    let (sender, mut receiver) = mpsc::channel::<Result<web::Bytes, ApiError>>(SLICES_IN_FLIGHT);
-    let service = service.get_ref().clone();
-    let runtime = tokio::runtime::Handle::current();
     let csv = format == CSV;
-    let complete = Arc::new(AtomicBool::new(false));
-    let completed = Arc::clone(&complete);
-    actix_web::rt::task::spawn_blocking(move || {
-        let _slot = slot;
-        let mut header = csv;
-        // Hands one message to the response; false once the client has gone or stalled, or the
-        // export has run out of time.
-        let send = |message| {
-            let patience = STALLED_READER.min(deadline.saturating_duration_since(Instant::now()));
-            runtime
-                .block_on(sender.send_timeout(message, patience))
-                .is_ok()
-        };
-        // Why the export stopped before its end, if it did.
-        let mut stopped: Option<&str> = None;
-        let mut sink = |books: Vec<Book>| {
-            if Instant::now() >= deadline {
-                stopped = Some("took longer than it may");
-                return ControlFlow::Break(());
+    let encoder = move |books: &[Book], first: bool| encode(books, csv, csv && first);
+    let slices = export(
+        service.get_ref().clone(),
+        query,
+        slots.limits,
+        encoder,
+        slot,
+    )
+    .await?;
+    // A slice that cannot come ends the body without its final chunk: the client sees an
+    // incomplete answer, never a complete-looking short one.
+    let body = slices.map(|slice| {
+        slice.map_err(|cut| {
+            match cut {
+                ExportCut::StoppedShort => tracing::debug!("an export's response is cut short"),
+                ExportCut::Failed(error) => tracing::error!(
+                    error = %format!("{:#}", anyhow::Error::from(error)),
+                    "an export ended early; its response is cut short"
+                ),
             }
-            let bytes = encode(&books, csv, std::mem::take(&mut header));
-            if send(Ok(bytes)) {
-                ControlFlow::Continue(())
-            } else {
-                stopped = Some("lost its client, or its client stopped reading");
-                ControlFlow::Break(())
-            }
-        };
-        let exported = service.export_books(&query, &mut sink);
-        match (exported, stopped) {
-            (Ok(()), Some(why)) => tracing::info!(why, "an export is cut short"),
-            // An empty CSV export is still its header.
-            (Ok(()), None) if header => {
-                if send(Ok(encode(&[], true, true))) {
-                    completed.store(true, Ordering::Release);
-                }
-            }
-            (Ok(()), None) => completed.store(true, Ordering::Release),
-            (Err(error), _) => drop(send(Err(error.into()))),
-        }
+            actix_web::error::ErrorInternalServerError("export cut short")
+        })
     });
-    // The first message decides the status: a database that fails before any book is read is
-    // a 503 like on any other request; a failure later can only cut the stream short.
-    let first = match receiver.recv().await {
-        Some(Err(error)) => return Err(error),
-        first => first,
-    };
-    let body = futures_util::stream::unfold(
-        (first, receiver, complete),
-        |(next, mut receiver, complete)| async move {
-            let item = match next {
-                Some(item) => item,
-                None => match receiver.recv().await {
-                    Some(item) => item,
-                    // Every slice sent: the body ends with its final chunk.
-                    None if complete.load(Ordering::Acquire) => return None,
-                    // The export stopped short (the client stalled, or time ran out): the body
-                    // must not look complete, so it ends without its final chunk.
-                    None => Err(ApiError::Busy("the export stopped short".to_owned())),
-                },
-            };
-            let item = item.map_err(|error| {
-                if matches!(error, ApiError::Busy(_)) {
-                    // Logged where the export stopped.
-                    tracing::debug!(error = %error, "an export's response is cut short");
-                } else {
-                    tracing::error!(error = %error, "an export ended early; its response is cut short");
-                }
-                actix_web::error::ErrorInternalServerError("export cut short")
-            });
-            Some((item, (None, receiver, complete)))
-        },
-    );
     Ok(export_head(format, changes_after).streaming(body))
 }
 

@@ -1,18 +1,18 @@
 //! The change feed: `GET /api/v1/books/changes`, as pages of JSON or live as Server-Sent Events.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, Responder as _, web};
+use actix_web_lab::sse;
+use books_application::{ChangeHub, FollowError};
 use books_domain::{BookService, Change, ChangeLimit};
-use tokio::sync::broadcast;
+use futures_util::StreamExt as _;
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
-use crate::feed::{Batch, ChangeHub};
-use crate::longlived::{LongLived, Slot};
+use crate::longlived::LongLived;
 use crate::middleware::budget::Caller;
 use crate::middleware::head::HeadRequest;
 use crate::representation::bodies::{ChangePageResponse, ChangeResponse, Problem};
@@ -169,11 +169,23 @@ pub(crate) async fn list_changes(
     if format == EVENT_STREAM && HeadRequest::came_as_head(&request) {
         // A stream never ends: a HEAD gets its headers (those of a streamed answer, as a GET's
         // are), and nothing is held open.
-        return Ok(stream_head(&mut HttpResponse::Ok()).streaming(no_body()));
+        let mut response = HttpResponse::Ok()
+            .content_type(EVENT_STREAM)
+            .streaming(no_body());
+        stream_headers(response.headers_mut());
+        return Ok(response);
     }
     if format == EVENT_STREAM {
         let caller = Caller::of_request(&request);
-        return stream(service.get_ref().clone(), &hub, &slots, caller, after).await;
+        return stream(
+            service.get_ref().clone(),
+            &hub,
+            &slots,
+            caller,
+            after,
+            &request,
+        )
+        .await;
     }
     let page = blocking(&service, move |s| s.changes(after, limit)).await?;
     Ok(HttpResponse::Ok()
@@ -192,63 +204,40 @@ pub(crate) struct StreamSlots {
     /// How long a stream lives before it ends cleanly (the client reconnects with
     /// `Last-Event-ID`).
     pub(crate) lifetime: Duration,
+    /// How often a stream sends a comment line, so that proxies keep an idle one open.
+    pub(crate) keep_alive: Duration,
 }
 
-/// How many changes a stream reads from storage at once while it catches up: it reads the next
-/// page only once the previous one has been written out to its client, so a stream holds at most
-/// this many, however far behind it starts and however slowly its client reads.
-const CATCH_UP_PAGE: u64 = 100;
-
-/// A stream's state between events.
-struct Follower {
-    service: BookService,
-    receiver: broadcast::Receiver<Batch>,
-    /// The seq of the last change sent.
-    after: u64,
-    /// What is left to send of the batch or page in hand (taken only once it is used up).
-    pending: Pending,
-    /// True when the stream must read from storage before it can trust the broadcast again.
-    behind: bool,
-    /// The hub's position (see [`ChangeHub::position`]).
-    hub_position: Arc<AtomicU64>,
-    heartbeat: Duration,
-    greeted: bool,
-    /// When the stream ends by itself.
-    ends_at: actix_web::rt::time::Instant,
-    /// Its place among the instance's streams, given back when the stream ends.
-    _slot: Slot,
-}
-
+/// A live stream: the application's stream of changes, framed as Server-Sent Events by
+/// actix-web-lab (which also sends the keep-alive comments, and marks the answer
+/// `Content-Encoding: identity` so that no compressor holds an event back).
 async fn stream(
     service: BookService,
     hub: &ChangeHub,
     slots: &StreamSlots,
     caller: Caller,
     after: u64,
+    request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let slot = slots.slots.open(caller)?;
-    let receiver = hub.subscribe().ok_or_else(|| {
-        ApiError::Busy("the service is shutting down; reconnect shortly".to_owned())
-    })?;
-    // The first read decides the status: an `after` past the retention is a 410, not a stream.
-    let first = blocking(&service, move |s| s.changes(after, catch_up_limit())).await?;
-    let follower = Follower {
-        service,
-        receiver,
-        after,
-        behind: first.items.len() == catch_up_limit().get(),
-        pending: Pending::of(Arc::new(first.items)),
-        greeted: false,
-        hub_position: hub.position(),
-        heartbeat: hub.heartbeat(),
-        ends_at: actix_web::rt::time::Instant::now() + slots.lifetime,
-        _slot: slot,
-    };
-    let body = futures_util::stream::unfold(follower, |mut follower| async move {
-        let event = follower.next_event().await?;
-        Some((Ok::<_, actix_web::Error>(web::Bytes::from(event)), follower))
-    });
-    Ok(stream_head(&mut HttpResponse::Ok()).streaming(body))
+    let changes = hub
+        .follow(service, after, slots.lifetime, slot)
+        .await
+        .map_err(|error| match error {
+            FollowError::Stopped => {
+                ApiError::Busy("the service is shutting down; reconnect shortly".to_owned())
+            }
+            FollowError::Changes(error) => error.into(),
+        })?;
+    // A first comment, so that the client has the headers at once.
+    let greeting = sse::Event::Comment(format!("changes after {after}").into());
+    let events = futures_util::stream::once(async move { greeting })
+        .chain(changes.map(|change| sse::Event::from(event(&change))));
+    let mut response = sse::Sse::from_infallible_stream(events)
+        .with_keep_alive(slots.keep_alive)
+        .respond_to(request);
+    stream_headers(response.headers_mut());
+    Ok(response.map_into_boxed_body())
 }
 
 /// The body of a HEAD answer to a streamed GET: empty, but streamed, so that its headers are a
@@ -257,109 +246,20 @@ pub(crate) fn no_body() -> impl futures_util::Stream<Item = Result<web::Bytes, a
     futures_util::stream::empty()
 }
 
-/// The headers of a stream of events.
-fn stream_head(
-    response: &mut actix_web::HttpResponseBuilder,
-) -> &mut actix_web::HttpResponseBuilder {
-    response
-        .content_type(EVENT_STREAM)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        // Tells nginx not to buffer the stream.
-        .insert_header(("X-Accel-Buffering", "no"))
-}
-
-/// The changes of one batch (shared with the other streams) or one page not yet sent.
-struct Pending {
-    changes: Batch,
-    next: usize,
-}
-
-impl Pending {
-    fn of(changes: Batch) -> Self {
-        Self { changes, next: 0 }
-    }
-
-    fn next(&mut self) -> Option<&Change> {
-        let change = self.changes.get(self.next)?;
-        self.next += 1;
-        Some(change)
-    }
-}
-
-fn catch_up_limit() -> ChangeLimit {
-    ChangeLimit::new(CATCH_UP_PAGE).unwrap_or_default()
-}
-
-impl Follower {
-    /// The next bytes of the stream, or `None` when it ends (the hub stopped, or storage can no
-    /// longer serve this stream's position).
-    async fn next_event(&mut self) -> Option<String> {
-        if !self.greeted {
-            self.greeted = true;
-            return Some(format!(": changes after {}\n\n", self.after));
-        }
-        let heartbeat = actix_web::rt::time::sleep(self.heartbeat);
-        tokio::pin!(heartbeat);
-        let end = actix_web::rt::time::sleep_until(self.ends_at);
-        tokio::pin!(end);
-        loop {
-            if actix_web::rt::time::Instant::now() >= self.ends_at {
-                // Lived its time: ends cleanly, and the client resumes with Last-Event-ID.
-                return None;
-            }
-            if let Some(change) = self.pending.next() {
-                if change.seq <= self.after {
-                    continue;
-                }
-                self.after = change.seq;
-                return Some(event(change));
-            }
-            if self.behind {
-                let after = self.after;
-                match blocking(&self.service, move |s| s.changes(after, catch_up_limit())).await {
-                    Ok(page) => {
-                        self.behind = page.items.len() == catch_up_limit().get();
-                        self.pending = Pending::of(Arc::new(page.items));
-                        continue;
-                    }
-                    Err(error) => {
-                        // The client reconnects with Last-Event-ID and resumes where it was.
-                        tracing::warn!(error = %error, "a change stream could not catch up; it ends");
-                        return None;
-                    }
-                }
-            }
-            if self.hub_position.load(Ordering::Acquire) > self.after {
-                self.behind = true;
-                continue;
-            }
-            tokio::select! {
-                received = self.receiver.recv() => match received {
-                    Ok(batch) => {
-                        // Seqs are dense: a batch that starts past the next one means some were
-                        // broadcast before this stream could take them.
-                        if batch.first().is_some_and(|first| first.seq > self.after + 1) {
-                            self.behind = true;
-                        } else {
-                            // Shared with every other stream: nothing is copied per stream.
-                            self.pending = Pending::of(batch);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                () = &mut heartbeat => return Some(": heartbeat\n\n".to_owned()),
-                () = &mut end => return None,
-            }
-        }
-    }
+/// The headers of a stream of events beyond its media type: never stored, never buffered.
+fn stream_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Tells nginx not to buffer the stream.
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
 }
 
 /// One change as a Server-Sent Event.
-fn event(change: &Change) -> String {
+fn event(change: &Change) -> sse::Data {
     let data = serde_json::to_string(&ChangeResponse::from(change)).unwrap_or_default();
-    format!(
-        "id: {}\nevent: {}\ndata: {data}\n\n",
-        change.seq, change.kind
-    )
+    sse::Data::new(data)
+        .id(change.seq.to_string())
+        .event(change.kind.name())
 }

@@ -14,7 +14,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::blocking::{blocking, blocking_write};
-use crate::coalesce::ReadCoalescer;
 use crate::middleware::auth::WriteAccess;
 use crate::representation::bodies::FieldViolation;
 use crate::representation::body::Body;
@@ -23,6 +22,7 @@ use crate::representation::etag::IfMatchHeader;
 use crate::representation::params::{Params, shown};
 use crate::representation::problem::ApiError;
 use crate::routes::books::{BookPath, WriteTarget};
+use books_application::ReadCoalescer;
 
 /// A book as the tutorial shows it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -493,10 +493,16 @@ async fn a_stream_delivers_changes_live_and_resumes_after_the_last_event_id() {
 }
 
 impl Events {
-    /// True when a heartbeat comment arrives within `patience`.
+    /// True when a keep-alive comment line (any comment but the greeting) arrives within
+    /// `patience`.
     async fn heartbeat(&mut self, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
-        while !self.buffer.contains(": heartbeat\n\n") {
+        let comment = |buffer: &str| {
+            buffer
+                .lines()
+                .any(|line| line.starts_with(':') && !line.starts_with(": changes after"))
+        };
+        while !comment(&self.buffer) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
@@ -511,7 +517,7 @@ impl Events {
 
 #[actix_web::test]
 async fn an_idle_stream_sends_heartbeats() {
-    // The test server beats every 300 ms (the service, every 15 s).
+    // The test server sends a comment every 300 ms (the service, every 15 s).
     let app = TestApp::spawn().await;
     let mut events = Events::open(&app, &[]).await;
     for _ in 0..2 {

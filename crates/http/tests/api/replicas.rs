@@ -11,7 +11,7 @@ use books_adapters::{PoolOptions, Replicas, connect};
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
-use crate::scaling::{book_reads, publish_statistics, replica_metric, wait_for_metric};
+use crate::scaling::{book_reads, replica_metric, replica_reads_since, wait_for_metric};
 use crate::topology::{Streaming, query_text};
 
 const TOKEN: &str = "consistency-token";
@@ -229,8 +229,7 @@ async fn reads_that_send_back_a_writes_token_see_it_through_an_asynchronous_repl
     for writer in writers {
         load += writer.await.unwrap();
     }
-    publish_statistics(&app).await;
-    let served_by_replica = book_reads(&replica_url) - reads_before;
+    let served_by_replica = replica_reads_since(&app, &replica_url, reads_before, 1).await;
     eprintln!(
         "read-your-writes: {with_token} of 50 with the token, {without_token} of 50 without, \
          {load} other creates meanwhile, {served_by_replica} reads served by the replica"

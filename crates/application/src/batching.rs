@@ -1,4 +1,4 @@
-//! Coalesced database work: concurrent requests that are waiting for the database are served
+//! Batched database work: concurrent requests that are waiting for the database are served
 //! together, with one hand-off to the blocking pool and one round of work for the batch.
 //!
 //! - [`ReadCoalescer`]: reads by id, one query (`WHERE id = ANY($1)`) per batch;
@@ -31,19 +31,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use books_domain::{
-    Book, BookId, BookService, ConsistencyToken, ListBooksError, ListQuery, NewBook, NewBooks,
-    Page, PatchOf, StorageError, WriteBookError,
+    Book, BookId, BookService, ConsistencyToken, CreateBookError, GetBookError, ListBooksError,
+    ListQuery, NewBook, NewBooks, Page, PatchOf, StorageError, WriteBookError,
 };
 use tokio::sync::oneshot;
 
-use crate::blocking::{HANDLER_DEADLINE, token_after_write};
-use crate::representation::problem::ApiError;
+use crate::{DEADLINE, Written, token_after_write};
 
 /// The most requests one batch serves.
-pub(crate) const BATCH_CAP: usize = 64;
+pub const BATCH_CAP: usize = 64;
 
 /// What one request of a batch gets.
-type Answer<A> = Result<A, ApiError>;
+type Answer<A> = Result<A, StorageError>;
 type Batch<T, A> = Vec<(T, oneshot::Sender<Answer<A>>)>;
 
 /// The work for a batch: one answer per item, in the items' order, or a failure of the whole.
@@ -57,7 +56,7 @@ struct Queue<T, A> {
 }
 
 /// The batching of one kind of database work for one server.
-pub(crate) struct Coalescer<T, A> {
+pub struct Coalescer<T, A> {
     service: BookService,
     lanes: usize,
     queue: Mutex<Queue<T, A>>,
@@ -98,14 +97,14 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
             }),
             work,
             conflict: None,
-            deadline: HANDLER_DEADLINE,
+            deadline: DEADLINE,
             served: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         }
     }
 
     /// Requests served so far, and the batches they took.
-    pub(crate) fn counts(&self) -> (u64, u64) {
+    pub fn counts(&self) -> (u64, u64) {
         (
             self.served.load(Ordering::Relaxed),
             self.batches.load(Ordering::Relaxed),
@@ -117,25 +116,24 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
     ///
     /// # Errors
     ///
-    /// 503 when storage fails or the work takes too long; 500 for anything unexpected.
-    async fn call(self: &Arc<Self>, item: T) -> Result<A, ApiError> {
+    /// [`StorageError::Unavailable`] when storage fails or the work takes too long,
+    /// [`StorageError::Unknown`] for anything unexpected (a batch whose work panicked).
+    async fn call(self: &Arc<Self>, item: T) -> Result<A, StorageError> {
         let (sender, receiver) = oneshot::channel();
         if self.enqueue(item, sender) {
             let coalescer = Arc::clone(self);
             // The lane runs whether or not anyone waits for its handle.
-            drop(actix_web::rt::task::spawn_blocking(move || {
-                coalescer.run_lane()
-            }));
+            drop(tokio::task::spawn_blocking(move || coalescer.run_lane()));
         }
-        match actix_web::rt::time::timeout(self.deadline, receiver).await {
+        match tokio::time::timeout(self.deadline, receiver).await {
             Ok(Ok(answer)) => answer,
             // Only a batch whose work panicked goes unanswered (see `run_lane`): a bug.
-            Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
+            Ok(Err(_)) => Err(StorageError::Unknown(anyhow::anyhow!(
                 "the batch of this request was dropped unanswered"
             ))),
             // Dropping the receiver tells the lane: an item not yet worked on is left out of its
             // batch (a create the client was told failed must not happen later).
-            Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            Err(_) => Err(StorageError::Unavailable(anyhow::anyhow!(
                 "the database work took longer than {:?}",
                 self.deadline
             ))),
@@ -164,7 +162,7 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
     }
 
     /// On a blocking thread: works on the oldest waiting batch, and the next, until none waits.
-    /// A batch whose work panics is dropped (each of its requests gets a 500) and the lane goes
+    /// A batch whose work panics is dropped (each of its requests gets an error) and the lane goes
     /// on: a bug in one batch must not stop every later request of its kind.
     fn run_lane(&self) {
         loop {
@@ -182,7 +180,7 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
                 self.answer(batch);
             }));
             if worked.is_err() {
-                tracing::error!("a batch of database work panicked; its requests get 500");
+                tracing::error!("a batch of database work panicked; its requests get an error");
             }
         }
     }
@@ -212,19 +210,13 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
                     answers.len()
                 );
                 for sender in senders {
-                    let _ = sender.send(Err(ApiError::Internal(anyhow::anyhow!("{cause}"))));
+                    let _ = sender.send(Err(StorageError::Unknown(anyhow::anyhow!("{cause}"))));
                 }
             }
             Err(error) => {
-                let unavailable = matches!(error, StorageError::Unavailable(_));
-                let cause = format!("{:#}", anyhow::Error::from(error));
+                // Each request gets its own copy of the error, with the whole cause.
                 for sender in senders {
-                    let cause = anyhow::anyhow!("{cause}");
-                    let _ = sender.send(Err(if unavailable {
-                        ApiError::Unavailable(cause)
-                    } else {
-                        ApiError::Internal(cause)
-                    }));
+                    let _ = sender.send(Err(error.copy()));
                 }
             }
         }
@@ -232,11 +224,11 @@ impl<T: Send + 'static, A: Send + 'static> Coalescer<T, A> {
 }
 
 /// Reads of a book by id, each with the token of the writes it must see.
-pub(crate) type ReadCoalescer = Coalescer<(BookId, Option<ConsistencyToken>), Option<Book>>;
+pub type ReadCoalescer = Coalescer<(BookId, Option<ConsistencyToken>), Option<Book>>;
 
 impl ReadCoalescer {
     /// Reads through `service`, at most `lanes` queries at once.
-    pub(crate) fn reads(service: BookService, lanes: usize) -> Self {
+    pub fn reads(service: BookService, lanes: usize) -> Self {
         Self::new(service, lanes, read_books)
     }
 
@@ -245,15 +237,16 @@ impl ReadCoalescer {
     ///
     /// # Errors
     ///
-    /// 404 when there is no such book, 503 when storage fails or the read takes too long.
-    pub(crate) async fn get(
+    /// [`GetBookError::NotFound`] when there is no such book, [`GetBookError::Storage`] when
+    /// storage fails or the read takes too long.
+    pub async fn get(
         self: &Arc<Self>,
         id: BookId,
         seen: Option<ConsistencyToken>,
-    ) -> Result<Book, ApiError> {
+    ) -> Result<Book, GetBookError> {
         self.call((id, seen))
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("there is no book with id {id}")))
+            .ok_or(GetBookError::NotFound(id))
     }
 }
 
@@ -275,20 +268,12 @@ fn read_books(
         .collect())
 }
 
-/// A write's outcome, with where the history of writes stood once it had committed (for the
-/// answer's `Consistency-Token`).
-#[derive(Debug)]
-pub(crate) struct Written<A> {
-    pub(crate) outcome: A,
-    pub(crate) token: Option<ConsistencyToken>,
-}
-
 /// Creates without an idempotency key.
-pub(crate) type CreateCoalescer = Coalescer<NewBook, Written<Book>>;
+pub type CreateCoalescer = Coalescer<NewBook, Written<Book>>;
 
 impl CreateCoalescer {
     /// Creates through `service`, at most `lanes` batches at once.
-    pub(crate) fn creates(service: BookService, lanes: usize) -> Self {
+    pub fn creates(service: BookService, lanes: usize) -> Self {
         Self::new(service, lanes, create_books)
     }
 
@@ -296,9 +281,9 @@ impl CreateCoalescer {
     ///
     /// # Errors
     ///
-    /// 503 when storage fails (then none of the batch's books exists).
-    pub(crate) async fn create(self: &Arc<Self>, book: NewBook) -> Result<Written<Book>, ApiError> {
-        self.call(book).await
+    /// [`CreateBookError::Storage`] when storage fails (then none of the batch's books exists).
+    pub async fn create(self: &Arc<Self>, book: NewBook) -> Result<Written<Book>, CreateBookError> {
+        Ok(self.call(book).await?)
     }
 }
 
@@ -309,7 +294,7 @@ fn create_books(
     let batch = NewBooks::new(books.to_vec())
         .map_err(|error| StorageError::Unknown(anyhow::anyhow!(error)))?;
     let created = service.create_books(&batch).map_err(|error| match error {
-        books_domain::CreateBookError::Storage(error) => error,
+        CreateBookError::Storage(error) => error,
         other => StorageError::Unknown(anyhow::anyhow!(other)),
     })?;
     let token = token_after_write(service);
@@ -321,12 +306,12 @@ fn create_books(
 
 /// Pages of listings, each with the token of the writes it must see; each page succeeds or fails
 /// on its own.
-pub(crate) type ListCoalescer =
+pub type ListCoalescer =
     Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Page, ListBooksError>>;
 
 impl ListCoalescer {
     /// Lists through `service`, at most `lanes` batches at once.
-    pub(crate) fn listings(service: BookService, lanes: usize) -> Self {
+    pub fn listings(service: BookService, lanes: usize) -> Self {
         Self::new(service, lanes, list_pages)
     }
 
@@ -335,14 +320,14 @@ impl ListCoalescer {
     ///
     /// # Errors
     ///
-    /// 503 when storage fails (for this query: another listing's failure is not this one's) or
-    /// the read takes too long.
-    pub(crate) async fn page(
+    /// [`ListBooksError::Storage`] when storage fails (for this query: another listing's failure
+    /// is not this one's) or the read takes too long.
+    pub async fn page(
         self: &Arc<Self>,
         query: ListQuery,
         seen: Option<ConsistencyToken>,
-    ) -> Result<Page, ApiError> {
-        Ok(self.call((query, seen)).await??)
+    ) -> Result<Page, ListBooksError> {
+        self.call((query, seen)).await?
     }
 }
 
@@ -350,14 +335,14 @@ impl ListCoalescer {
 /// each may read the whole table, so they have a lane of their own, one batch at a time, and
 /// however many clients send them they hold one connection and never delay other listings.
 #[derive(Debug)]
-pub(crate) struct ScanListings(pub(crate) Arc<ListCoalescer>);
+pub struct ScanListings(pub Arc<ListCoalescer>);
 
 impl ScanListings {
     /// The shortest search term the trigram indexes serve.
     const INDEXED_TERM: usize = 3;
 
     /// True when `query` must read the table rather than an index to find its matches.
-    pub(crate) fn needed_for(query: &ListQuery) -> bool {
+    pub fn needed_for(query: &ListQuery) -> bool {
         query
             .filter
             .search
@@ -406,11 +391,11 @@ fn pages_of<'q, E>(
 }
 
 /// Patches and replacements (a replacement is a patch of every field).
-pub(crate) type PatchCoalescer = Coalescer<PatchOf, Written<Result<Book, WriteBookError>>>;
+pub type PatchCoalescer = Coalescer<PatchOf, Written<Result<Book, WriteBookError>>>;
 
 impl PatchCoalescer {
     /// Writes through `service`, at most `lanes` batches at once.
-    pub(crate) fn patches(service: BookService, lanes: usize) -> Self {
+    pub fn patches(service: BookService, lanes: usize) -> Self {
         Self {
             conflict: Some(|a: &PatchOf, b: &PatchOf| a.id == b.id),
             ..Self::new(service, lanes, patch_books)
@@ -421,8 +406,9 @@ impl PatchCoalescer {
     ///
     /// # Errors
     ///
-    /// The patch's own outcome: 404, 412, or 503 when storage fails.
-    pub(crate) async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Written<Book>, ApiError> {
+    /// The patch's own outcome: [`WriteBookError::NotFound`],
+    /// [`WriteBookError::VersionMismatch`], or [`WriteBookError::Storage`] when storage fails.
+    pub async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Written<Book>, WriteBookError> {
         let Written { outcome, token } = self.call(patch).await?;
         Ok(Written {
             outcome: outcome?,
@@ -480,21 +466,24 @@ mod tests {
         Ok(items.to_vec())
     }
 
-    #[actix_web::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_that_stopped_waiting_is_left_out_of_its_batch() {
         let coalescer = coalescer(slow_first, Duration::from_millis(100));
         let busy = {
             let coalescer = coalescer.clone();
-            actix_web::rt::spawn(async move { coalescer.call(1).await })
+            tokio::spawn(async move { coalescer.call(1).await })
         };
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         // Queued behind the slow batch, it gives up at its deadline: 503, and it must not run
         // later (a create the client was told failed would happen after all).
         let late = coalescer.call(2).await;
-        assert!(matches!(late, Err(ApiError::Unavailable(_))), "{late:?}");
+        assert!(
+            matches!(late, Err(StorageError::Unavailable(_))),
+            "{late:?}"
+        );
         // (The slow one outlives its deadline too, but its batch was already being worked on.)
         let _ = busy.await;
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(*lock(&WORKED_ON), [1], "the abandoned item was worked on");
         // The lane is free again, and a request that waits is answered.
         assert_eq!(coalescer.call(3).await.unwrap(), 3);
@@ -506,11 +495,14 @@ mod tests {
         Ok(items.to_vec())
     }
 
-    #[actix_web::test]
-    async fn a_batch_that_panics_gets_500s_and_its_lane_serves_the_next() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_panics_gets_an_error_and_its_lane_serves_the_next() {
         let coalescer = coalescer(panics_on_13, Duration::from_secs(2));
         let failed = coalescer.call(13).await;
-        assert!(matches!(failed, Err(ApiError::Internal(_))), "{failed:?}");
+        assert!(
+            matches!(failed, Err(StorageError::Unknown(_))),
+            "{failed:?}"
+        );
         for n in [1, 2, 3] {
             assert_eq!(coalescer.call(n).await.unwrap(), n, "the lane was lost");
         }
