@@ -13,7 +13,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 /// A pool of PostgreSQL connections.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
-pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The migrations in the workspace's `migrations/` folder, embedded in the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
 /// How the pool behaves.
 #[derive(Debug, Clone)]
@@ -202,49 +203,9 @@ pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `url` with its database name replaced by `database`. Works for URIs
-/// (`postgres://user@host:5432/db?sslmode=require`) and key/value strings (`host=… dbname=…`).
-#[cfg(any(test, feature = "testing"))]
-pub(crate) fn with_database(url: &str, database: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest_start = scheme_end + 3;
-        let query_start = url[rest_start..]
-            .find('?')
-            .map_or(url.len(), |i| rest_start + i);
-        let path_start = url[rest_start..query_start]
-            .find('/')
-            .map_or(query_start, |i| rest_start + i);
-        format!("{}/{}{}", &url[..path_start], database, &url[query_start..])
-    } else {
-        // libpq lets a later keyword override an earlier one.
-        format!("{url} dbname={database}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_database_of_a_uri_is_replaced_and_its_options_kept() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/old?sslmode=require", "new"),
-            "postgres://u:p@h:5432/new?sslmode=require"
-        );
-        assert_eq!(with_database("postgresql://h", "new"), "postgresql://h/new");
-        assert_eq!(
-            with_database("postgresql://h?x=1", "new"),
-            "postgresql://h/new?x=1"
-        );
-    }
-
-    #[test]
-    fn the_database_of_a_key_value_string_is_overridden() {
-        assert_eq!(
-            with_database("host=/tmp user=postgres", "db"),
-            "host=/tmp user=postgres dbname=db"
-        );
-    }
 
     #[test]
     fn english_and_the_c_locale_are_told_from_other_languages() {

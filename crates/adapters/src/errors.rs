@@ -107,7 +107,7 @@ mod tests {
     use diesel::prelude::*;
 
     use super::*;
-    use crate::testing::TestDatabase;
+    use books_local_postgres::testing::TestDatabase;
 
     fn error_of(conn: &mut PgConnection, sql: &str) -> DieselError {
         conn.batch_execute(sql).expect_err("the statement fails")

@@ -2,10 +2,8 @@
 //!
 //! [`PostgresBookRepository`] implements the domain's [`books_domain::BookRepository`] port with
 //! diesel over an r2d2 pool. The migrations in the workspace's `migrations/` folder are embedded
-//! in the binary and applied by [`run_migrations`]. [`LocalCluster`] runs a PostgreSQL cluster of
-//! the service's own from the server programs installed on the machine, and `testing` (behind the
-//! `testing` feature, for tests only) gives each test a database of its own, cloned from a
-//! migrated template.
+//! in the binary and applied by [`run_migrations`]. (A cluster of the service's own, and the test
+//! databases, are the `books-local-postgres` crate's.)
 //!
 //! The one decision to know: **diesel is synchronous**. Every method here blocks the calling
 //! thread on the network, including the pool checkout; async callers must run them on a blocking
@@ -15,7 +13,6 @@
 
 mod books;
 mod changes;
-mod cluster;
 mod condition;
 mod connection;
 mod database;
@@ -23,15 +20,12 @@ mod errors;
 mod keys;
 mod replicas;
 mod schema;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 pub use books::PostgresBookRepository;
 pub use changes::ChangeListener;
-pub use cluster::{ClusterOptions, LocalCluster};
 pub use connection::waiting_for_connection;
 pub use database::{
-    PgPool, PoolOptions, connect, ensure_database, foreign_message_language, open_pool,
+    MIGRATIONS, PgPool, PoolOptions, connect, ensure_database, foreign_message_language, open_pool,
     run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;

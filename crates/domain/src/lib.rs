@@ -30,6 +30,7 @@ mod changes;
 mod consistency;
 pub mod contract;
 mod errors;
+mod health;
 mod idempotency;
 mod input;
 mod keys;
@@ -47,6 +48,7 @@ pub use changes::{
 };
 pub use consistency::ConsistencyToken;
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
+pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use input::{
     BookField, BookInput, BookPatch, FieldError, FieldKind, FieldProblem, FieldValue, InvalidBook,

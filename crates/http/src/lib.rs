@@ -29,6 +29,5 @@ mod routes;
 pub mod server;
 
 pub use middleware::budget::RateLimit;
-pub use middleware::observe::pool_probe;
 pub use openapi::{document_3_0_json, document_json};
 pub use server::{Application, ServerSettings, Services};

@@ -12,12 +12,12 @@ use books_adapters::{
     ChangeListener, PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool,
     wait_for_database,
 };
-use books_domain::{BookService, KeyName, KeyService, Scope};
+use books_domain::{BookService, KeyName, KeyService, Scope, StorageHealth};
 use books_http::cli::{
     Cli, Command, Database, ServeArgs, SpecVersion, init_logging, keys, migrate, print,
 };
 use books_http::{
-    Application, RateLimit, ServerSettings, Services, document_3_0_json, document_json, pool_probe,
+    Application, RateLimit, ServerSettings, Services, document_3_0_json, document_json,
 };
 use clap::Parser;
 
@@ -80,8 +80,10 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     if let Some(replicas) = &replicas {
         books = books.reading_from(replicas.clone());
     }
+    // Storage reports on its pool and replicas through its own port.
+    let storage: Arc<dyn StorageHealth> = Arc::new(books.clone());
     let service = BookService::new(books);
-    let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
+    let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
     if embedded && keys.list()?.is_empty() {
         // A newcomer on the embedded default can try writes in Swagger UI at once.
         let (key, secret) = keys.create(&KeyName::new("local")?, Scope::Write)?;
@@ -133,12 +135,10 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         ipv6_prefix: args.ipv6_prefix,
         ..ServerSettings::default()
     };
-    let pool_probe = pool_probe(pool);
     let services = Services {
         books: service,
         keys,
-        pool_probe: Some(pool_probe),
-        replicas,
+        storage,
         change_signal: Some(Box::new(ChangeListener::new(&database.url))),
     };
     actix_web::rt::System::new().block_on(async move {

@@ -9,12 +9,13 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use books_adapters::{ReplicaState, Replicas};
 use books_application::{
     ChangeHub, Coalescer, CreateCoalescer, ExportLimits, ListCoalescer, PatchCoalescer,
     ReadCoalescer, ScanListings,
 };
-use books_domain::{BookService, CHANGES_RETENTION, ChangeSignal, KeyService};
+use books_domain::{
+    BookService, CHANGES_RETENTION, ChangeSignal, KeyService, ReplicaStatus, StorageHealth,
+};
 use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
@@ -26,7 +27,7 @@ use crate::middleware::budget::RateLimit;
 use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
-use crate::middleware::observe::{Metrics, PoolProbe, RequestSpan};
+use crate::middleware::observe::{Metrics, RequestSpan};
 use crate::middleware::ratelimit::RateLimiter;
 use crate::middleware::shared_limit::SharedBudgets;
 use crate::openapi::{document_3_0_json, document_json};
@@ -138,11 +139,9 @@ pub struct Services {
     pub books: BookService,
     /// The API keys.
     pub keys: KeyService,
-    /// The database pool's state, for `/metrics`.
-    pub pool_probe: Option<PoolProbe>,
-    /// The read replicas the book repository uses, if any: checked in the background, and
-    /// reported in `/metrics` and `/readyz`.
-    pub replicas: Option<Arc<Replicas>>,
+    /// What storage says of its pool and its read replicas: reported in `/metrics` and
+    /// `/readyz`, and the replicas checked in the background.
+    pub storage: Arc<dyn StorageHealth>,
     /// What wakes the live change feed when a write commits; without one it polls every second.
     pub change_signal: Option<Box<dyn ChangeSignal>>,
 }
@@ -160,7 +159,7 @@ pub struct Application {
     service: BookService,
     key_cache: web::Data<KeyCache>,
     limiter: Option<web::Data<RateLimiter>>,
-    replicas: Option<Arc<Replicas>>,
+    storage: Arc<dyn StorageHealth>,
     hub: web::Data<ChangeHub>,
     handle_signals: bool,
     changes_retention: TimeDelta,
@@ -188,8 +187,7 @@ impl Application {
         let Services {
             books: service,
             keys,
-            pool_probe,
-            replicas,
+            storage,
             change_signal,
         } = services;
         let port = listener
@@ -256,7 +254,7 @@ impl Application {
                 }))
             }
         };
-        let mut metrics = Metrics::new(pool_probe);
+        let mut metrics = Metrics::new(storage.clone());
         if let Some(limiter) = limiter.clone().filter(|l| l.shared().is_some()) {
             metrics = metrics.with_gauge(
                 "rate_limit_shared",
@@ -268,23 +266,23 @@ impl Application {
                 }),
             );
         }
-        for state in replicas.iter().flat_map(|replicas| replicas.states()) {
+        for state in storage.replicas() {
             let labels = vec![("replica", state.name.clone())];
-            let (in_use, lag) = (replicas.clone(), replicas.clone());
+            let (in_use, lag) = (storage.clone(), storage.clone());
             let name = state.name.clone();
             metrics = metrics
                 .with_labeled_gauge(
                     "replica_in_use",
                     "1 while reads go to the replica, 0 while it is left out (down, or lagging too far).",
                     labels.clone(),
-                    Box::new(move || replica_state(in_use.as_deref(), &name, |s| f64::from(u8::from(s.in_use)))),
+                    Box::new(move || replica_state(&*in_use, &name, |s| f64::from(u8::from(s.in_use)))),
                 );
             let name = state.name.clone();
             metrics = metrics.with_labeled_gauge(
                 "replica_lag_seconds",
                 "How far the replica's replay was behind the primary at the last check.",
                 labels,
-                Box::new(move || replica_state(lag.as_deref(), &name, |s| s.lag_seconds)),
+                Box::new(move || replica_state(&*lag, &name, |s| s.lag_seconds)),
             );
         }
         let exports_open = exports.slots.clone();
@@ -350,8 +348,8 @@ impl Application {
                 .with_gauge(batches.0, batches.1, Box::new(move || other().1 as f64));
         }
         let metrics = web::Data::new(metrics);
-        let replicas_for_tasks = replicas.clone();
-        let replicas = web::Data::from(Arc::new(replicas));
+        let storage_for_tasks = storage.clone();
+        let storage = web::Data::from(storage);
         let cors_origins = settings.cors_origins.clone();
         let compress = settings.compress;
         let document = web::Data::new(Documents {
@@ -372,7 +370,7 @@ impl Application {
                 .app_data(keying.clone())
                 .app_data(hub.clone())
                 .app_data(key_cache_for_workers.clone())
-                .app_data(replicas.clone())
+                .app_data(storage.clone())
                 .app_data(metrics.clone())
                 .app_data(document.clone());
             let app = match &limiter {
@@ -427,7 +425,7 @@ impl Application {
             service,
             key_cache,
             limiter: limiter_for_tasks,
-            replicas: replicas_for_tasks,
+            storage: storage_for_tasks,
             hub: hub_for_shutdown,
             handle_signals: settings.handle_signals,
             changes_retention: settings.changes_retention,
@@ -464,9 +462,9 @@ impl Application {
         let forget = self
             .limiter
             .map(|limiter| actix_web::rt::spawn(forget_idle_callers_periodically(limiter)));
-        let watch = self
-            .replicas
-            .map(|replicas| actix_web::rt::spawn(check_replicas_periodically(replicas)));
+        let watch = self.storage.replica_check_interval().map(|every| {
+            actix_web::rt::spawn(check_replicas_periodically(self.storage.clone(), every))
+        });
         let forget_changes = actix_web::rt::spawn(forget_old_changes_periodically(
             self.service.clone(),
             self.changes_retention,
@@ -561,15 +559,15 @@ async fn forget_old_changes_periodically(service: BookService, retention: TimeDe
     }
 }
 
-/// Checks the replicas every [`Replicas::check_interval`], on the blocking pool.
-async fn check_replicas_periodically(replicas: Arc<Replicas>) {
-    let mut interval = actix_web::rt::time::interval(replicas.check_interval());
+/// Checks the replicas `every` so often, on the blocking pool.
+async fn check_replicas_periodically(storage: Arc<dyn StorageHealth>, every: Duration) {
+    let mut interval = actix_web::rt::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let replicas = replicas.clone();
+        let storage = storage.clone();
         let checked = blocking_call(move || {
-            replicas.check();
+            storage.check_replicas();
             Ok::<_, ApiError>(())
         })
         .await;
@@ -580,9 +578,11 @@ async fn check_replicas_periodically(replicas: Arc<Replicas>) {
 }
 
 /// One number of the state of the replica `name`.
-fn replica_state(replicas: Option<&Replicas>, name: &str, read: fn(&ReplicaState) -> f64) -> f64 {
-    replicas
-        .and_then(|replicas| replicas.states().into_iter().find(|s| s.name == name))
+fn replica_state(storage: &dyn StorageHealth, name: &str, read: fn(&ReplicaStatus) -> f64) -> f64 {
+    storage
+        .replicas()
+        .into_iter()
+        .find(|s| s.name == name)
         .map_or(0.0, |state| read(&state))
 }
 

@@ -8,8 +8,9 @@ mod rows;
 mod writing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use books_domain::{ConsistencyToken, StorageError};
+use books_domain::{ConsistencyToken, PoolStatus, ReplicaStatus, StorageError, StorageHealth};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
@@ -75,5 +76,42 @@ impl PostgresBookRepository {
         &self,
     ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
         checkout(&self.pool)
+    }
+}
+
+impl StorageHealth for PostgresBookRepository {
+    fn pool(&self) -> Option<PoolStatus> {
+        let state = self.pool.state();
+        Some(PoolStatus {
+            max: self.pool.max_size(),
+            open: state.connections,
+            idle: state.idle_connections,
+            waiting: crate::waiting_for_connection(),
+        })
+    }
+
+    fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .iter()
+            .flat_map(|replicas| replicas.states())
+            .map(|state| ReplicaStatus {
+                name: state.name,
+                in_use: state.in_use,
+                reachable: state.reachable,
+                lag_seconds: state.lag_seconds,
+            })
+            .collect()
+    }
+
+    fn replica_check_interval(&self) -> Option<Duration> {
+        self.replicas
+            .as_ref()
+            .map(|replicas| replicas.check_interval())
+    }
+
+    fn check_replicas(&self) {
+        if let Some(replicas) = &self.replicas {
+            replicas.check();
+        }
     }
 }

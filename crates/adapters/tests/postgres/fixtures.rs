@@ -1,6 +1,6 @@
 use books_adapters::PostgresBookRepository;
-use books_adapters::testing::TestDatabase;
 use books_domain::{Book, BookInput, BookService, NewBook, Raw};
+use books_local_postgres::testing::TestDatabase;
 
 /// A repository on a database of its own; the database lives as long as this value.
 pub(crate) struct Store {

@@ -1,11 +1,11 @@
 use std::sync::Barrier;
 
-use books_adapters::testing::{TestDatabase, migrate_until};
 use books_adapters::{PostgresBookRepository, run_migrations};
 use books_domain::{
     BookInput, BookService, CreateBookError, IdempotencyKey, IdempotencyRecords as _, ListQuery,
     NewBook, NewBooks, PageSize,
 };
+use books_local_postgres::testing::{TestDatabase, migrate_until};
 use chrono::TimeDelta;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;

@@ -1,6 +1,6 @@
 use books_adapters::PostgresApiKeyRepository;
-use books_adapters::testing::TestDatabase;
 use books_domain::{CreateKeyError, KeyName, KeyService, RevokeKeyError, Scope};
+use books_local_postgres::testing::TestDatabase;
 
 fn keys() -> (KeyService, TestDatabase) {
     let database = TestDatabase::new();

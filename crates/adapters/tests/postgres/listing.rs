@@ -134,7 +134,7 @@ fn a_search_term_is_served_by_the_trigram_indexes_every_time_not_only_while_plan
     use books_domain::BookService;
     use diesel::prelude::*;
 
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     let mut admin = PgConnection::establish(database.url()).unwrap();
     diesel::sql_query(
         "INSERT INTO book (title, author) SELECT 'Title number ' || n || ' ' || md5(n::text), \

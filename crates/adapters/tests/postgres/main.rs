@@ -13,7 +13,7 @@ mod writes;
 /// The contract every repository keeps, on PostgreSQL (the in-memory one runs it too).
 mod contract {
     use books_adapters::PostgresBookRepository;
-    use books_adapters::testing::TestDatabase;
+    use books_local_postgres::testing::TestDatabase;
 
     books_domain::repository_contract!(|| {
         let database = TestDatabase::new();

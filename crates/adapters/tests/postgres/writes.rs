@@ -99,7 +99,7 @@ fn the_repository_answers_a_ping() {
 #[test]
 fn waiting_for_the_database_returns_at_once_when_it_answers_and_gives_up_when_it_never_does() {
     use std::time::{Duration, Instant};
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     books_adapters::wait_for_database(database.url(), Duration::from_secs(5)).unwrap();
     let started = Instant::now();
     let nowhere = "host=/nonexistent-books-api-socket-dir dbname=books";

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use books_adapters::{ClusterOptions, LocalCluster, PoolOptions, ensure_database};
+use books_adapters::{PoolOptions, ensure_database};
 use books_domain::Scope;
+use books_local_postgres::{ClusterOptions, LocalCluster};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;

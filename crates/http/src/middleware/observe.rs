@@ -7,6 +7,7 @@
 //! route template (`/api/v1/books/{id}`, or `unmatched`), not the path, and a fixed set of methods
 //! keep the number of series bounded whatever clients send.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -15,6 +16,7 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, web};
+use books_domain::{PoolStatus, StorageHealth};
 use metrics::{Key, Label, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -34,28 +36,12 @@ const METADATA: Metadata<'static> = Metadata::new("books_http", metrics::Level::
 /// labelled `other`.
 const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-/// The pool's state: connections open, idle, and requests waiting for one.
-pub type PoolProbe = Box<dyn Fn() -> PoolState + Send + Sync>;
-
-/// What `/metrics` reports of the database pool.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolState {
-    /// The most connections the pool opens.
-    pub max: u32,
-    /// Connections open.
-    pub open: u32,
-    /// Open connections not in use.
-    pub idle: u32,
-    /// Requests waiting for a connection.
-    pub waiting: u64,
-}
-
 /// The service's metrics: a Prometheus registry of its own (so that several servers in one
-/// process, as in the tests, never mix their counts), and the pool's probe.
+/// process, as in the tests, never mix their counts), and storage's health (its pool).
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    pool: Option<PoolProbe>,
+    storage: Arc<dyn StorageHealth>,
     gauges: Vec<(Key, Gauge)>,
 }
 
@@ -104,8 +90,8 @@ const DESCRIPTIONS: [(&str, &str); 9] = [
 ];
 
 impl Metrics {
-    /// Empty metrics; `pool` reports the database pool when given.
-    pub fn new(pool: Option<PoolProbe>) -> Self {
+    /// Empty metrics; `storage` reports its pool, if it has one.
+    pub fn new(storage: Arc<dyn StorageHealth>) -> Self {
         // The builder refuses only an empty bucket list.
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
@@ -135,7 +121,7 @@ impl Metrics {
         Self {
             recorder,
             handle,
-            pool,
+            storage,
             gauges: Vec::new(),
         }
     }
@@ -193,13 +179,13 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format, the pool's state read now.
     pub fn render(&self) -> String {
-        if let Some(pool) = &self.pool {
-            let PoolState {
+        if let Some(pool) = self.storage.pool() {
+            let PoolStatus {
                 max,
                 open,
                 idle,
                 waiting,
-            } = pool();
+            } = pool;
             let gauges = [
                 ("db_pool_max_connections", f64::from(max)),
                 ("db_pool_waiting", waiting as f64),
@@ -221,19 +207,6 @@ impl Metrics {
         }
         self.handle.render()
     }
-}
-
-/// A probe of `pool` for `/metrics`.
-pub fn pool_probe(pool: books_adapters::PgPool) -> PoolProbe {
-    Box::new(move || {
-        let state = pool.state();
-        PoolState {
-            max: pool.max_size(),
-            open: state.connections,
-            idle: state.idle_connections,
-            waiting: books_adapters::waiting_for_connection(),
-        }
-    })
 }
 
 /// A request's id: the client's `X-Request-Id` (1 to 128 visible ASCII characters), or a new one.

@@ -3,10 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError as _, Route, web};
-use std::sync::Arc;
 
-use books_adapters::Replicas;
-use books_domain::BookService;
+use books_domain::{BookService, StorageHealth};
 use serde_json::json;
 
 use crate::blocking::blocking;
@@ -41,13 +39,13 @@ pub(crate) async fn healthz() -> HttpResponse {
 )]
 pub(crate) async fn readyz(
     service: web::Data<BookService>,
-    replicas: web::Data<Option<Arc<Replicas>>>,
+    storage: web::Data<dyn StorageHealth>,
 ) -> Result<HttpResponse, ApiError> {
     blocking(&service, BookService::check_storage).await?;
     let mut body = json!({"status": "ready"});
-    if let Some(replicas) = replicas.as_ref() {
+    let replicas = storage.replicas();
+    if !replicas.is_empty() {
         body["replicas"] = replicas
-            .states()
             .iter()
             .map(|state| {
                 json!({

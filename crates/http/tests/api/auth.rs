@@ -218,7 +218,7 @@ async fn the_document_declares_the_bearer_scheme_on_every_write_and_on_no_read()
 async fn while_the_keys_cannot_be_reloaded_a_revoked_key_stops_working_within_the_bound() {
     use diesel::connection::SimpleConnection as _;
     use diesel::prelude::*;
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     let url = database.url().to_owned();
     let max_age = Duration::from_secs(3);
     let app = TestApp::spawn_tuned(database.pool(), Some(database), None, |settings| {

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
-use books_adapters::testing::TestDatabase;
+use books_local_postgres::testing::TestDatabase;
 use diesel::prelude::*;
 use serde_json::{Value, json};
 

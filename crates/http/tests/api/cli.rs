@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use books_adapters::PostgresApiKeyRepository;
-use books_adapters::testing::TestDatabase;
 use books_domain::{KeyService, Scope};
+use books_local_postgres::testing::TestDatabase;
 
 use crate::openapi::committed;
 

@@ -126,7 +126,7 @@ async fn a_read_that_starts_after_a_write_commits_sees_it_even_among_concurrent_
 async fn when_the_database_fails_each_read_of_a_batch_gets_its_own_503() {
     use diesel::connection::SimpleConnection as _;
     use diesel::prelude::*;
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     let pool = database.pool();
     let name = database.name().to_owned();
     let url = database.url().to_owned();
@@ -254,7 +254,7 @@ async fn listings_waiting_together_share_a_batch_and_each_gets_its_own_page() {
 async fn when_the_database_fails_each_create_of_a_batch_gets_its_own_503_and_none_is_made() {
     use diesel::connection::SimpleConnection as _;
     use diesel::prelude::*;
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     let (name, url) = (database.name().to_owned(), database.url().to_owned());
     let app = TestApp::spawn_on(database.pool(), None, None);
     let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use books_adapters::testing::TestDatabase;
 use books_adapters::{PoolOptions, connect};
+use books_local_postgres::testing::TestDatabase;
 use diesel::prelude::*;
 use serde_json::json;
 

@@ -6,9 +6,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
-use books_adapters::testing::TestDatabase;
 use books_domain::{KeyName, Scope};
 use books_http::RateLimit;
+use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
 use crate::helpers::{TestApp, free_port, memory, serve, wait_ready};

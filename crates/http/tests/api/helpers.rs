@@ -9,12 +9,11 @@ use std::time::Instant;
 use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
-use books_adapters::testing::TestDatabase;
 use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository, Replicas};
-use books_domain::{BookService, KeyName, KeyService, Scope};
+use books_domain::{BookService, KeyName, KeyService, Scope, StorageHealth};
 use books_http::RateLimit;
-use books_http::pool_probe;
 use books_http::{Application, ServerSettings, Services};
+use books_local_postgres::testing::TestDatabase;
 use serde_json::Value;
 
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
@@ -118,12 +117,13 @@ impl TestApp {
         tune: impl FnOnce(&mut ServerSettings),
     ) -> Self {
         let mut books = PostgresBookRepository::new(pool.clone());
-        if let Some(replicas) = &replicas {
-            books = books.reading_from(replicas.clone());
+        if let Some(replicas) = replicas {
+            books = books.reading_from(replicas);
         }
+        // Storage reports on its pool and replicas through its own port.
+        let storage: Arc<dyn StorageHealth> = Arc::new(books.clone());
         let service = BookService::new(books);
-        let keys = KeyService::new(PostgresApiKeyRepository::new(pool.clone()));
-        let probe = pool_probe(pool);
+        let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
         let create = |name: &str, scope| {
             keys.create(&KeyName::new(name).unwrap(), scope)
                 .unwrap()
@@ -161,8 +161,7 @@ impl TestApp {
         let services = Services {
             books: service,
             keys: keys.clone(),
-            pool_probe: Some(probe),
-            replicas,
+            storage,
             change_signal: database.as_ref().map(|db| {
                 Box::new(books_adapters::ChangeListener::new(db.url()))
                     as Box<dyn books_domain::ChangeSignal>

@@ -185,7 +185,7 @@ async fn a_key_works_the_moment_it_is_created() {
 
 #[actix_web::test]
 async fn the_rate_limit_headers_say_the_policy_they_count_against() {
-    let database = books_adapters::testing::TestDatabase::new();
+    let database = books_local_postgres::testing::TestDatabase::new();
     let app = TestApp::spawn_tuned(database.pool(), Some(database), None, |settings| {
         settings.rate_limit = books_http::RateLimit::per_second(100);
     });

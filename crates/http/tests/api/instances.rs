@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use actix_web::http::Method;
-use books_adapters::testing::TestDatabase;
 use books_domain::KeyName;
+use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
 use crate::helpers::TestApp;

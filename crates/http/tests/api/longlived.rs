@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use books_adapters::testing::TestDatabase;
+use books_local_postgres::testing::TestDatabase;
 
 use crate::catalogue::seed;
 use crate::helpers::{TestApp, free_port, memory, serve, wait_ready};

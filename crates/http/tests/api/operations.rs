@@ -3,11 +3,10 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
-use books_adapters::testing::TestDatabase;
-use books_adapters::{
-    ClusterOptions, LocalCluster, PoolOptions, connect, ensure_database, run_migrations,
-};
+use books_adapters::{PoolOptions, connect, ensure_database, run_migrations};
 use books_http::RateLimit;
+use books_local_postgres::testing::TestDatabase;
+use books_local_postgres::{ClusterOptions, LocalCluster};
 use serde_json::json;
 
 use std::io::{Read as _, Write as _};

@@ -1,8 +1,8 @@
 //! Past one machine (issue 11): the service behind the engines operators already run.
 
 use actix_web::http::Method;
-use books_adapters::testing::TestDatabase;
 use books_adapters::{PoolOptions, connect};
+use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
 use crate::cli::books_api;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use books_adapters::{ClusterOptions, LocalCluster, ensure_database};
+use books_adapters::ensure_database;
+use books_local_postgres::{ClusterOptions, LocalCluster};
 
 use crate::helpers::free_port;
 

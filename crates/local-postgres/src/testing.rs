@@ -16,9 +16,10 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
+use books_adapters::{MIGRATIONS, PgPool, PoolOptions, connect, run_migrations};
+
 use crate::cluster::{run_at_exit, shell_quote};
-use crate::database::{quote_identifier, with_database};
-use crate::{ClusterOptions, LocalCluster, PgPool, PoolOptions, connect, run_migrations};
+use crate::{ClusterOptions, LocalCluster};
 
 const PREFIX: &str = "books_test_";
 
@@ -222,7 +223,7 @@ pub fn migrate_until(url: &str, before: &str) {
 
     let mut conn = PgConnection::establish(url).expect("the test database answers");
     let pending = conn
-        .pending_migrations(crate::database::MIGRATIONS)
+        .pending_migrations(MIGRATIONS)
         .expect("the embedded migrations are readable");
     assert!(
         pending
@@ -236,5 +237,59 @@ pub fn migrate_until(url: &str, before: &str) {
         }
         conn.run_migration(&*migration)
             .expect("an older migration applies");
+    }
+}
+
+/// Quotes an SQL identifier (CREATE DATABASE takes no bind parameters).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `url` with its database name replaced by `database`. Works for URIs
+/// (`postgres://user@host:5432/db?sslmode=require`) and key/value strings (`host=… dbname=…`).
+fn with_database(url: &str, database: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest_start = scheme_end + 3;
+        let query_start = url[rest_start..]
+            .find('?')
+            .map_or(url.len(), |i| rest_start + i);
+        let path_start = url[rest_start..query_start]
+            .find('/')
+            .map_or(query_start, |i| rest_start + i);
+        format!("{}/{}{}", &url[..path_start], database, &url[query_start..])
+    } else {
+        // libpq lets a later keyword override an earlier one.
+        format!("{url} dbname={database}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_of_a_uri_is_replaced_and_its_options_kept() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/old?sslmode=require", "new"),
+            "postgres://u:p@h:5432/new?sslmode=require"
+        );
+        assert_eq!(with_database("postgresql://h", "new"), "postgresql://h/new");
+        assert_eq!(
+            with_database("postgresql://h?x=1", "new"),
+            "postgresql://h/new?x=1"
+        );
+    }
+
+    #[test]
+    fn the_database_of_a_key_value_string_is_overridden() {
+        assert_eq!(
+            with_database("host=/tmp user=postgres", "db"),
+            "host=/tmp user=postgres dbname=db"
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
