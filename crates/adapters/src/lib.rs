@@ -12,7 +12,6 @@
 //! refused connection reported as [`books_domain::StorageError::Unavailable`].
 
 mod books;
-mod changes;
 mod condition;
 mod connection;
 mod database;
@@ -21,8 +20,8 @@ mod keys;
 mod replicas;
 mod schema;
 
+pub use books::ChangeListener;
 pub use books::PostgresBookRepository;
-pub use changes::ChangeListener;
 pub use connection::waiting_for_connection;
 pub use database::{
     MIGRATIONS, PgPool, PoolOptions, connect, ensure_database, foreign_message_language, open_pool,

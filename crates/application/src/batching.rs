@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use books_domain::{
     Book, BookId, BookService, ConsistencyToken, CreateBookError, GetBookError, ListBooksError,
-    ListQuery, NewBook, NewBooks, Page, PatchOf, StorageError, WriteBookError,
+    ListQuery, NewBook, NewBooks, Page, StorageError, TargetedPatch, WriteBookError,
 };
 use tokio::sync::oneshot;
 
@@ -391,13 +391,13 @@ fn pages_of<'q, E>(
 }
 
 /// Patches and replacements (a replacement is a patch of every field).
-pub type PatchCoalescer = Coalescer<PatchOf, Written<Result<Book, WriteBookError>>>;
+pub type PatchCoalescer = Coalescer<TargetedPatch, Written<Result<Book, WriteBookError>>>;
 
 impl PatchCoalescer {
     /// Writes through `service`, at most `lanes` batches at once.
     pub fn patches(service: BookService, lanes: usize) -> Self {
         Self {
-            conflict: Some(|a: &PatchOf, b: &PatchOf| a.id == b.id),
+            conflict: Some(|a: &TargetedPatch, b: &TargetedPatch| a.id == b.id),
             ..Self::new(service, lanes, patch_books)
         }
     }
@@ -408,7 +408,10 @@ impl PatchCoalescer {
     ///
     /// The patch's own outcome: [`WriteBookError::NotFound`],
     /// [`WriteBookError::VersionMismatch`], or [`WriteBookError::Storage`] when storage fails.
-    pub async fn patch(self: &Arc<Self>, patch: PatchOf) -> Result<Written<Book>, WriteBookError> {
+    pub async fn patch(
+        self: &Arc<Self>,
+        patch: TargetedPatch,
+    ) -> Result<Written<Book>, WriteBookError> {
         let Written { outcome, token } = self.call(patch).await?;
         Ok(Written {
             outcome: outcome?,
@@ -419,7 +422,7 @@ impl PatchCoalescer {
 
 fn patch_books(
     service: &BookService,
-    patches: &[PatchOf],
+    patches: &[TargetedPatch],
 ) -> Result<Vec<Written<Result<Book, WriteBookError>>>, StorageError> {
     let outcomes = service.patch_books(patches);
     let token = outcomes

@@ -4,7 +4,7 @@
 //! - [`batching`]: concurrent requests that wait for the database are served together, one
 //!   hand-off to the blocking pool and one round of work per batch (reads by id, creates,
 //!   listings, patches), each request still getting its own outcome;
-//! - [`feed`]: the instance's live change feed, one reader of storage broadcasting to every open
+//! - [`live_feed`]: the instance's live change feed, one reader of storage broadcasting to every open
 //!   stream, each stream catching up on its own and taking every change once, in order;
 //! - [`export`]: a whole export read from one snapshot and streamed with back-pressure.
 //!
@@ -14,7 +14,7 @@
 
 pub mod batching;
 pub mod export;
-pub mod feed;
+pub mod live_feed;
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub use batching::{
     ScanListings,
 };
 pub use export::{ExportCut, ExportLimits, export};
-pub use feed::{ChangeHub, FollowError, SharedChange};
+pub use live_feed::{ChangeHub, FollowError, SharedChange};
 
 /// The longest a caller waits for its database work before it is told storage is unavailable.
 /// Longer than any wait the service allows itself (a 2 s checkout plus a 5 s statement), so it

@@ -20,7 +20,7 @@ use chrono::TimeDelta;
 use crate::{
     Author, Book, BookFilter, BookId, BookInput, BookPatch, BookRepository, ChangeKind,
     ChangeLimit, CreateBookError, ExportQuery, Genre, GetBookError, IdempotencyKey, ListQuery,
-    NewBook, NewBooks, PageSize, PatchOf, Position, Raw, SearchTerm, Sort, SortKey, Version,
+    NewBook, NewBooks, PageSize, Position, Raw, SearchTerm, Sort, SortKey, TargetedPatch, Version,
     VersionCheck, WriteBookError,
 };
 
@@ -272,7 +272,7 @@ pub fn patches_of_many_books_each_get_their_own_outcome(repository: &impl BookRe
     let b = repository.create(&draft("B", "X", None)).expect("created");
     let c = repository.create(&draft("C", "X", None)).expect("created");
     let missing = BookId::new(i64::MAX).expect("an id");
-    let of = |id, patch, check| PatchOf { id, patch, check };
+    let of = |id, patch, check| TargetedPatch { id, patch, check };
     let outcomes = repository.patch_many(&[
         of(c.id(), genre_patch("SF"), VersionCheck::Any),
         of(missing, genre_patch("SF"), VersionCheck::Any),

@@ -26,13 +26,13 @@
 
 mod batch;
 mod book;
-mod changes;
 mod consistency;
 pub mod contract;
 mod errors;
+mod feed;
+mod fields;
 mod health;
 mod idempotency;
-mod input;
 mod keys;
 mod listing;
 mod memory;
@@ -43,17 +43,17 @@ pub use batch::{
     BatchSizeError, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, MAX_BATCH, NewBooks,
 };
 pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
-pub use changes::{
-    CHANGES_RETENTION, Change, ChangeKind, ChangeLimit, ChangePage, ChangeSignal, ChangesError,
-};
 pub use consistency::ConsistencyToken;
 pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
-pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
-pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
-pub use input::{
+pub use feed::{
+    CHANGES_RETENTION, Change, ChangeKind, ChangeLimit, ChangePage, ChangeSignal, ChangesError,
+};
+pub use fields::{
     BookField, BookInput, BookPatch, FieldError, FieldKind, FieldProblem, FieldValue, InvalidBook,
     NewBook, PatchValue, Raw,
 };
+pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
+pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use keys::{
     ApiKey, ApiKeyRepository, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName, KeyDigest,
     KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
@@ -64,6 +64,7 @@ pub use listing::{
 };
 pub use memory::InMemoryBookRepository;
 pub use ports::{
-    BookReader, BookRepository, BookWriter, ChangeFeed, IdempotencyRecords, PatchOf, VersionCheck,
+    BookReader, BookRepository, BookWriter, ChangeFeed, IdempotencyRecords, TargetedPatch,
+    VersionCheck,
 };
 pub use service::BookService;

@@ -34,7 +34,7 @@ impl VersionCheck {
 
 /// One patch of a batch: which book, what to change, and which versions it may apply to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatchOf {
+pub struct TargetedPatch {
     /// The book.
     pub id: BookId,
     /// The changes.
@@ -178,7 +178,7 @@ pub trait BookWriter: Send + Sync + 'static {
     /// # Errors
     ///
     /// Each patch's own [`WriteBookError`], in the order given.
-    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+    fn patch_many(&self, patches: &[TargetedPatch]) -> Vec<Result<Book, WriteBookError>> {
         patches
             .iter()
             .map(|p| self.patch(p.id, &p.patch, &p.check))

@@ -290,7 +290,10 @@ impl BookService {
 
     /// Applies many patches to distinct books at once, each with its own outcome, as
     /// [`BookService::patch_book`] would give it.
-    pub fn patch_books(&self, patches: &[crate::PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+    pub fn patch_books(
+        &self,
+        patches: &[crate::TargetedPatch],
+    ) -> Vec<Result<Book, WriteBookError>> {
         self.repository.patch_many(patches)
     }
 

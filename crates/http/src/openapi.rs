@@ -11,14 +11,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::representation::bodies::{
+use crate::representation::problem::PROBLEM_JSON;
+use crate::representation::rules;
+use crate::representation::schemas::{
     BookBatch, BookBatchInput, BookInput, BookPage, BookPatchInput, BookResponse,
     ChangeKindResponse, ChangePageResponse, ChangeResponse, FieldViolation, Problem,
 };
-use crate::representation::problem::PROBLEM_JSON;
-use crate::representation::rules;
 use crate::routes::legacy::LEGACY_FIELDS;
-use crate::routes::{books, catalogue, changes, legacy, service};
+use crate::routes::{batch_and_export, books, change_feed, legacy, operations};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -41,16 +41,16 @@ use crate::routes::{books, catalogue, changes, legacy, service};
         books::replace_book,
         books::patch_book,
         books::delete_book,
-        catalogue::create_books,
-        catalogue::export_books,
-        changes::list_changes,
+        batch_and_export::create_books,
+        batch_and_export::export_books,
+        change_feed::list_changes,
         legacy::list,
         legacy::create,
         legacy::get,
         legacy::update,
         legacy::delete,
-        service::healthz,
-        service::readyz,
+        operations::healthz,
+        operations::readyz,
     ),
     components(schemas(
         BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch,

@@ -20,22 +20,22 @@ use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
 use crate::blocking::{blocking, blocking_call};
-use crate::longlived::LongLived;
+use crate::long_lived::LongLived;
 use crate::middleware::auth::KeyCache;
-use crate::middleware::budget::AddressKeying;
-use crate::middleware::budget::RateLimit;
 use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
 use crate::middleware::observe::{Metrics, RequestSpan};
-use crate::middleware::ratelimit::RateLimiter;
-use crate::middleware::shared_limit::SharedBudgets;
+use crate::middleware::rate_limit::AddressKeying;
+use crate::middleware::rate_limit::RateLimit;
+use crate::middleware::rate_limit::local::RateLimiter;
+use crate::middleware::rate_limit::shared::SharedBudgets;
 use crate::openapi::{document_3_0_json, document_json};
 use crate::representation::problem::ApiError;
-use crate::routes::catalogue::{ExportSlots, STALLED_READER};
-use crate::routes::changes::StreamSlots;
+use crate::routes::batch_and_export::{ExportSlots, STALLED_READER};
+use crate::routes::change_feed::StreamSlots;
 use crate::routes::configure;
-use crate::routes::service::Documents;
+use crate::routes::operations::Documents;
 
 /// The most connections one worker serves at once.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 2048;
@@ -52,14 +52,12 @@ pub struct ServerSettings {
     /// Threads per worker for database work (see [`Application::build`]).
     pub blocking_threads_per_worker: usize,
     /// The most batches of reads by id, listing pages and creates worked on at once (see
-    /// `coalesce`). Fewer batches in flight mean larger batches and fewer thread hand-offs; one
-    /// per two cores measured best (on 2 cores, GET by id: 1 → 31,000 requests/s, 2 → 26,800,
-    /// 4 → 17,600, 8 → 15,300).
+    /// `books_application::batching`). Fewer batches in flight mean larger batches and fewer
+    /// thread hand-offs; one per two cores measured best (`docs/performance.md`).
     pub batches_in_flight: usize,
     /// The most batches of patches and replacements worked on at once. More than for reads: an
     /// update batch spends most of its time waiting for its commit to reach the disk, and commits
-    /// in flight together share one flush (on 2 cores, PATCH: 1 → 2,660 requests/s, 2 → 4,450,
-    /// 4 → 4,960, 8 → 4,270). Half the pool by default.
+    /// in flight together share one flush (`docs/performance.md`). Half the pool by default.
     pub write_batches_in_flight: usize,
     /// The most exports streaming at once on this instance; each holds a database connection and
     /// a blocking thread while its client reads, so a few slow readers must not take them all.
@@ -200,8 +198,7 @@ impl Application {
             settings.batches_in_flight,
         )));
         // Creates take the reads' lanes: a multi-row insert costs little more for many rows, so
-        // the fewer and larger its batches the better (POST at 32 connections: 1 lane 15,200/s,
-        // 4 lanes 8,050/s).
+        // the fewer and larger its batches the better (measured: `docs/performance.md`).
         let creates = web::Data::from(Arc::new(CreateCoalescer::creates(
             service.clone(),
             settings.batches_in_flight,
@@ -392,8 +389,7 @@ impl Application {
         // A streamed answer (a compressed one, an export, a live stream) leaves in several
         // writes: the head, then each chunk. With Nagle's algorithm a small write that follows
         // another waits for the client to acknowledge the first, and clients delay that
-        // acknowledgement by up to 40 ms: measured, a compressed list page took 20–44 ms on a
-        // kept-alive connection (53 requests/s on one connection against 4,066 uncompressed).
+        // acknowledgement by up to 40 ms (measured: `docs/performance.md`, "Compression's 40 ms").
         // Every write here is a whole head or chunk, so nothing gains from being held back.
         .on_connect(|connection, _| {
             if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
@@ -404,7 +400,7 @@ impl Application {
         // pooled connections is enough: more only park on the pool's lock, and on a small machine
         // every parked and woken thread costs the CPU the database needs.
         .worker_max_blocking_threads(settings.blocking_threads_per_worker)
-        // A client gets 5 s to send its request head (its body: see `body::Body`), and an idle
+        // A client gets 5 s to send its request head (its body: see `reading::Body`), and an idle
         // connection is closed after 15 s: idle connections cost memory and file descriptors,
         // and a client that holds thousands of them open must not be able to keep them. (Set a
         // load balancer's idle timeout below 15 s, so that it closes first.)

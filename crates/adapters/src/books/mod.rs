@@ -1,7 +1,8 @@
 //! The book repository on PostgreSQL, one file per role of the domain's ports: [`reading`],
-//! [`writing`], [`idempotency`], and the change feed in `crate::changes`. [`rows`] holds the row
+//! [`writing`], [`idempotency`], and [`change_feed`]. [`rows`] holds the row
 //! type and the statements built from the domain's field table.
 
+mod change_feed;
 mod idempotency;
 mod reading;
 mod rows;
@@ -15,6 +16,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
 
+pub use change_feed::ChangeListener;
 pub(crate) use rows::BookRow;
 
 use crate::PgPool;

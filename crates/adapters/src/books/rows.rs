@@ -103,7 +103,7 @@ pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
     let names = names.join(", ");
     format!(
         "INSERT INTO book ({names}) SELECT {names} \
-         FROM unnest({}) WITH ORDINALITY AS given ({names}, position) \
+         FROM unnest({}) WITH ORDINALITY AS new_book ({names}, position) \
          ORDER BY position RETURNING {}",
         arrays.join(", "),
         *RETURNED

@@ -4,7 +4,7 @@
 use anyhow::anyhow;
 use books_domain::{
     Book, BookField, BookId, BookPatch, BookWriter, ConsistencyToken, CreateBookError, NewBook,
-    NewBooks, PatchOf, StorageError, Version, VersionCheck, WriteBookError,
+    NewBooks, StorageError, TargetedPatch, Version, VersionCheck, WriteBookError,
 };
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -172,7 +172,7 @@ impl BookWriter for PostgresBookRepository {
         patch: &BookPatch,
         check: &VersionCheck,
     ) -> Result<Book, WriteBookError> {
-        let mut results = self.patch_many(&[PatchOf {
+        let mut results = self.patch_many(&[TargetedPatch {
             id,
             patch: patch.clone(),
             check: check.clone(),
@@ -182,7 +182,7 @@ impl BookWriter for PostgresBookRepository {
             .unwrap_or_else(|| Err(StorageError::Unknown(anyhow!("a patch had no outcome")).into()))
     }
 
-    fn patch_many(&self, patches: &[PatchOf]) -> Vec<Result<Book, WriteBookError>> {
+    fn patch_many(&self, patches: &[TargetedPatch]) -> Vec<Result<Book, WriteBookError>> {
         // The usual case, for every patch at once: one statement and one commit, writing each
         // book whose version is allowed and that something differs in. Whatever it did not write
         // (a missing book, a stale version, a patch that changes nothing, an If-Match with

@@ -28,8 +28,8 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use books_domain::{KeyRing, KeyService, Principal, Scope};
 
 use crate::blocking::blocking_call;
-use crate::middleware::budget::{AddressKeying, Caller};
-use crate::middleware::ratelimit::RateLimiter;
+use crate::middleware::rate_limit::local::RateLimiter;
+use crate::middleware::rate_limit::{AddressKeying, Caller};
 use crate::representation::problem::ApiError;
 
 /// How often the keys are reloaded: the longest a revoked key keeps working.

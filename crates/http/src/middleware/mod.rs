@@ -4,13 +4,11 @@
 //! [`head`] (HEAD answered as GET), [`cors`] when configured,
 //! [`observe`] (request id, log line, metrics), the problem+json rendering of the framework's own
 //! errors, then for the API routes [`auth::admit`] (rate limit, then credentials; see
-//! [`ratelimit`], and [`shared_limit`] for one budget across instances).
+//! [`rate_limit`], with one budget across instances in [`rate_limit::shared`]).
 
 pub(crate) mod auth;
-pub mod budget;
 pub(crate) mod compress;
 pub(crate) mod cors;
 pub(crate) mod head;
 pub mod observe;
-pub mod ratelimit;
-pub mod shared_limit;
+pub mod rate_limit;

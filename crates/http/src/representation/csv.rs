@@ -10,8 +10,8 @@ use std::sync::LazyLock;
 use books_domain::{Book, BookField, BookInput, Raw};
 use chrono::SecondsFormat;
 
-use crate::representation::bodies::FieldViolation;
 use crate::representation::problem::ApiError;
+use crate::representation::schemas::FieldViolation;
 
 /// The media type.
 pub(crate) const CSV: &str = "text/csv";

@@ -1,9 +1,7 @@
-//! The HTTP representation of the catalogue: the bodies the API sends and receives, how they are
-//! read (strictly: every ambiguity is refused) and written, entity tags and conditional headers,
+//! The HTTP representation of the catalogue: the bodies the API sends and receives ([`schemas`]),
+//! how they are read ([`reading`]: strictly, every ambiguity is refused) and written, entity tags and conditional headers,
 //! listing cursors, problem details, the rules on strings, CSV, and content negotiation.
 
-pub(crate) mod bodies;
-pub(crate) mod body;
 pub(crate) mod consistency;
 pub(crate) mod csv;
 pub(crate) mod cursor;
@@ -11,4 +9,6 @@ pub(crate) mod etag;
 pub(crate) mod negotiate;
 pub(crate) mod params;
 pub mod problem;
+pub(crate) mod reading;
 pub(crate) mod rules;
+pub(crate) mod schemas;

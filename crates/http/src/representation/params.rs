@@ -31,13 +31,13 @@ impl Params {
             let value = decode(value).ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "the parameter {} in the {source} is not UTF-8",
-                    shown(&name)
+                    quoted_name(&name)
                 ))
             })?;
             if params.iter().any(|(known, _)| *known == name) {
                 return Err(ApiError::BadRequest(format!(
                     "the parameter {} is given more than once in the {source}; give it once",
-                    shown(&name)
+                    quoted_name(&name)
                 )));
             }
             params.push((name, value));
@@ -71,7 +71,7 @@ fn decode(raw: &[u8]) -> Option<String> {
 }
 
 /// A client's own parameter name, quoted and cut short for a message.
-pub(crate) fn shown(name: &str) -> String {
+pub(crate) fn quoted_name(name: &str) -> String {
     format!("{:?}", name.chars().take(100).collect::<String>())
 }
 

@@ -21,7 +21,7 @@ use books_domain::{
     WriteBookError,
 };
 
-use crate::representation::bodies::{FieldViolation, Problem};
+use crate::representation::schemas::{FieldViolation, Problem};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";

@@ -9,14 +9,12 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
     Author, Book, BookFilter, BookId, BookPatch, BookService, Created, Genre, IdempotencyKey,
-    ListQuery, PageSize, PatchOf, SearchTerm, Sort, TextError, VersionCheck,
+    ListQuery, PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
 };
 use utoipa::IntoParams;
 
 use crate::blocking::blocking_write;
 use crate::middleware::auth::WriteAccess;
-use crate::representation::bodies::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
-use crate::representation::body::{Body, JSON, JsonObject, MERGE_PATCH};
 use crate::representation::consistency::{ConsistencyTokenHeader, stamp};
 use crate::representation::csv::{self, CSV};
 use crate::representation::cursor;
@@ -24,6 +22,8 @@ use crate::representation::etag::{IfMatchHeader, IfNoneMatchHeader, etag};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
+use crate::representation::reading::{Body, JSON, JsonObject, MERGE_PATCH};
+use crate::representation::schemas::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::routes::BASE;
 use books_application::{
     CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings, Written,
@@ -459,7 +459,7 @@ pub(crate) async fn replace_book(
         token,
     } = writes
         .into_inner()
-        .patch(PatchOf { id, patch, check })
+        .patch(TargetedPatch { id, patch, check })
         .await?;
     let mut response = HttpResponse::Ok();
     stamp(&mut response, token);
@@ -502,7 +502,7 @@ pub(crate) async fn patch_book(
         token,
     } = writes
         .into_inner()
-        .patch(PatchOf { id, patch, check })
+        .patch(TargetedPatch { id, patch, check })
         .await?;
     let mut response = HttpResponse::Ok();
     stamp(&mut response, token);

@@ -15,12 +15,12 @@ use utoipa::ToSchema;
 
 use crate::blocking::{blocking, blocking_write};
 use crate::middleware::auth::WriteAccess;
-use crate::representation::bodies::FieldViolation;
-use crate::representation::body::Body;
 use crate::representation::consistency::stamp;
 use crate::representation::etag::IfMatchHeader;
-use crate::representation::params::{Params, shown};
+use crate::representation::params::{Params, quoted_name};
 use crate::representation::problem::ApiError;
+use crate::representation::reading::Body;
+use crate::representation::schemas::FieldViolation;
 use crate::routes::books::{BookPath, WriteTarget};
 use books_application::ReadCoalescer;
 
@@ -187,7 +187,7 @@ fn legacy_fields(request: &HttpRequest, body: &[u8]) -> Result<Params, ApiError>
     {
         return Err(ApiError::BadRequest(format!(
             "{} is given in the query string and a form body is sent too: send the fields one way",
-            shown(twice)
+            quoted_name(twice)
         )));
     }
     Ok(form)

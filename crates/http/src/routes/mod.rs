@@ -1,15 +1,16 @@
 //! What the service answers, and where: the route table, and one file of handlers per part of
 //! the API.
 //!
-//! - [`books`]: the v1 API under [`BASE`];
-//! - [`catalogue`]: its whole-catalogue operations, the batch create and the export;
-//! - [`changes`]: the change feed, as JSON pages and as Server-Sent Events;
+//! - [`books`]: the v1 API under [`BASE`], one book at a time and listings;
+//! - [`batch_and_export`]: its whole-catalogue operations, the batch create and the export;
+//! - [`change_feed`]: the change feed, as JSON pages and as Server-Sent Events;
 //! - [`legacy`]: the original tutorial's `/booksApi` routes;
-//! - [`service`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
+//! - [`operations`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
 //!
 //! Each handler reads the request into domain values (with the extractors and readers of
-//! [`crate::representation`]), runs one use case through [`crate::blocking`], and maps the
-//! outcome to a response; the rules live in the domain, the storage in the adapters.
+//! [`crate::representation`]), hands the work to the application layer's batches and streams or
+//! runs one use case through [`crate::blocking`], and maps the outcome to a response; the rules
+//! live in the domain, the storage in the adapters.
 
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
@@ -20,13 +21,13 @@ use crate::middleware::auth::admit;
 use crate::middleware::observe::observe;
 use crate::representation::problem::render_problem;
 
+pub(crate) mod batch_and_export;
 pub(crate) mod books;
-pub(crate) mod catalogue;
-pub(crate) mod changes;
+pub(crate) mod change_feed;
 pub(crate) mod legacy;
-pub(crate) mod service;
+pub(crate) mod operations;
 
-use service::{not_found, openapi_3_0_document, openapi_document, read_only, redirect};
+use operations::{not_found, openapi_3_0_document, openapi_document, read_only, redirect};
 
 /// Where the v1 API lives.
 pub(crate) const BASE: &str = "/api/v1";
@@ -50,14 +51,15 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                     // Before `/books/{id}`, which would take these names for ids.
                     .service(
                         web::resource("/books/batch")
-                            .route(web::post().to(catalogue::create_books)),
+                            .route(web::post().to(batch_and_export::create_books)),
                     )
                     .service(
                         web::resource("/books/export")
-                            .route(web::get().to(catalogue::export_books)),
+                            .route(web::get().to(batch_and_export::export_books)),
                     )
                     .service(
-                        web::resource("/books/changes").route(web::get().to(changes::list_changes)),
+                        web::resource("/books/changes")
+                            .route(web::get().to(change_feed::list_changes)),
                     )
                     .service(
                         web::resource("/books/{id}")
@@ -98,9 +100,9 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                 web::get().to(|| redirect("/swagger-ui/")),
             ))
             .service(read_only("/", web::get().to(|| redirect("/swagger-ui/"))))
-            .service(read_only("/healthz", web::get().to(service::healthz)))
-            .service(read_only("/readyz", web::get().to(service::readyz)))
-            .service(read_only("/metrics", web::get().to(service::metrics)))
+            .service(read_only("/healthz", web::get().to(operations::healthz)))
+            .service(read_only("/readyz", web::get().to(operations::readyz)))
+            .service(read_only("/metrics", web::get().to(operations::metrics)))
             .default_service(web::to(not_found)),
     );
 }

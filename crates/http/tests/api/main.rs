@@ -8,7 +8,7 @@
 mod auth;
 mod books;
 mod catalogue;
-mod changes;
+mod change_feed;
 mod cli;
 mod coalescing;
 mod compression;
@@ -20,7 +20,7 @@ mod hostile;
 mod instances;
 mod legacy;
 mod listing;
-mod longlived;
+mod long_lived;
 mod openapi;
 mod operations;
 mod replicas;

@@ -1,6 +1,9 @@
-//! The vocabulary of rate limiting, shared by the instance's own limiter ([`super::ratelimit`])
-//! and the budgets shared through Redis ([`super::shared_limit`]): the limit, whose budget a
-//! request spends, and what was decided.
+//! Rate limiting: the vocabulary (the limit, whose budget a request spends, and what was decided),
+//! shared by the instance's own limiter ([`local`]) and the budgets shared through Redis
+//! ([`shared`]).
+
+pub mod local;
+pub mod shared;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;

@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::BigInt;
 
-use crate::books::BookRow;
+use super::BookRow;
 use crate::connection::{checkout, storage_error};
 use crate::schema::{book_change, book_change_counter};
 use crate::{PgPool, PostgresBookRepository};

@@ -58,7 +58,7 @@ pub(crate) struct BookPage {
 
 /// The books of a batch create, as JSON.
 //
-// The document's schema only: read by `body::read_batch_json`, element by element like
+// The document's schema only: read by `reading::read_batch_json`, element by element like
 // `BookInput`, so that a 422 names every invalid field of every book (`books[3].title`).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"books": [
@@ -151,7 +151,7 @@ pub(crate) struct ChangePageResponse {
 /// The body of a create (`POST`) or a full replacement (`PUT`).
 //
 // The document's schema only: the body is read member by member into the domain's
-// `BookInput` (`body::JsonObject`), so that a 422 names every invalid field at once. The document
+// `BookInput` (`reading::JsonObject`), so that a 422 names every invalid field at once. The document
 // adds each field's rules and `additionalProperties: false` (`openapi::state_the_rules`).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]

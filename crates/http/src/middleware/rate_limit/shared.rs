@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::middleware::budget::{Caller, Decision, RateLimit};
+use crate::middleware::rate_limit::{Caller, Decision, RateLimit};
 
 /// GCRA, in microseconds of the Redis server's clock. KEYS[1]: the caller's budget; ARGV[1]: the
 /// interval between requests at the sustained rate; ARGV[2]: the burst. Returns

@@ -12,13 +12,13 @@ use futures_util::StreamExt as _;
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
-use crate::longlived::LongLived;
-use crate::middleware::budget::Caller;
+use crate::long_lived::LongLived;
 use crate::middleware::head::HeadRequest;
-use crate::representation::bodies::{ChangePageResponse, ChangeResponse, Problem};
+use crate::middleware::rate_limit::Caller;
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
+use crate::representation::schemas::{ChangePageResponse, ChangeResponse, Problem};
 
 /// The media type of Server-Sent Events.
 const EVENT_STREAM: &str = "text/event-stream";

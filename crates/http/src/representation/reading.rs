@@ -13,8 +13,8 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::representation::bodies::FieldViolation;
 use crate::representation::problem::ApiError;
+use crate::representation::schemas::FieldViolation;
 
 /// The largest request body accepted, unless an operation says otherwise.
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -306,7 +306,7 @@ impl Members {
             Err(invalid) => invalid
                 .errors
                 .iter()
-                .map(|e| within(prefix, FieldViolation::from(e)))
+                .map(|e| prefixed(prefix, FieldViolation::from(e)))
                 .collect(),
         };
         for name in self.unknown {
@@ -329,7 +329,7 @@ fn violation(prefix: &str, field: &str, message: &str) -> FieldViolation {
 }
 
 /// The violation, with its field named inside `prefix`.
-fn within(prefix: &str, mut violation: FieldViolation) -> FieldViolation {
+fn prefixed(prefix: &str, mut violation: FieldViolation) -> FieldViolation {
     violation.field.insert_str(0, prefix);
     violation
 }
@@ -433,7 +433,7 @@ pub(crate) fn check_batch(inputs: &[BookInput], max: usize) -> Result<Vec<NewBoo
                 invalid
                     .errors
                     .iter()
-                    .map(|e| within(&format!("books[{index}]."), FieldViolation::from(e))),
+                    .map(|e| prefixed(&format!("books[{index}]."), FieldViolation::from(e))),
             ),
         }
     }

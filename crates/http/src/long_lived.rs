@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::middleware::budget::Caller;
+use crate::middleware::rate_limit::Caller;
 use crate::representation::problem::ApiError;
 
 /// The slots of one kind of long-lived answer.

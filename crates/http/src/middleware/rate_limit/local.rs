@@ -11,8 +11,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::middleware::budget::{Caller, Decision, RateLimit};
-use crate::middleware::shared_limit::SharedBudgets;
+use crate::middleware::rate_limit::{Caller, Decision, RateLimit};
+use crate::middleware::rate_limit::shared::SharedBudgets;
 
 type Keyed = DefaultKeyedRateLimiter<Caller, StateInformationMiddleware>;
 

@@ -10,19 +10,19 @@ use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
 use futures_util::StreamExt as _;
 
 use crate::blocking::{blocking, blocking_write};
-use crate::longlived::LongLived;
+use crate::long_lived::LongLived;
 use crate::middleware::auth::WriteAccess;
-use crate::middleware::budget::Caller;
 use crate::middleware::head::HeadRequest;
-use crate::representation::bodies::{BookBatch, BookBatchInput, BookResponse, Problem};
-use crate::representation::body::{Body, check_batch, read_batch_json};
+use crate::middleware::rate_limit::Caller;
 use crate::representation::consistency::stamp;
 use crate::representation::csv::{self, CSV};
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
+use crate::representation::reading::{Body, check_batch, read_batch_json};
+use crate::representation::schemas::{BookBatch, BookBatchInput, BookResponse, Problem};
 use crate::routes::books::{IdempotencyKeyHeader, SelectionParams};
-use crate::routes::changes::no_body;
+use crate::routes::change_feed::no_body;
 
 /// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
 pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
