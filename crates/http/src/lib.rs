@@ -42,6 +42,7 @@ pub mod openapi_3_0;
 pub mod representation;
 mod routes;
 pub mod server;
+mod state;
 
 pub use middleware::rate_limit::RateLimit;
 pub use openapi::{document_3_0_json, document_json};

@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use books_application::ExportLimits;
 
 use crate::middleware::rate_limit::Caller;
 use crate::representation::problem::ApiError;
@@ -107,6 +110,27 @@ impl Drop for Slot {
             }
         }
     }
+}
+
+/// The exports this instance runs at once, each holding one database connection, one blocking
+/// thread and a snapshot for as long as its client reads: bounded in all and per caller, and each
+/// in duration and in how long its client may stall.
+#[derive(Debug)]
+pub(crate) struct ExportSlots {
+    pub(crate) slots: Arc<LongLived>,
+    pub(crate) limits: ExportLimits,
+}
+
+/// The live streams this instance holds open: bounded in all and per caller, and each in
+/// lifetime.
+#[derive(Debug)]
+pub(crate) struct StreamSlots {
+    pub(crate) slots: Arc<LongLived>,
+    /// How long a stream lives before it ends cleanly (the client reconnects with
+    /// `Last-Event-ID`).
+    pub(crate) lifetime: Duration,
+    /// How often a stream sends a comment line, so that proxies keep an idle one open.
+    pub(crate) keep_alive: Duration,
 }
 
 #[cfg(test)]

@@ -84,10 +84,11 @@ struct Sequenced {
 }
 
 /// How many changes one numbering statement of the background sequencer handles at most: small
-/// enough that each takes a fraction of a second (about 0.1 s for 5 000 on two cores), far inside
-/// the statement timeout, however large the backlog. A reader that numbers before reading waits
-/// for at most one such step (it holds the counter's lock), then takes a smaller one itself.
-const STEP: i64 = 5_000;
+/// enough that each takes a small fraction of a second, far inside the statement timeout even on
+/// a machine busy with other work, however large the backlog. A reader that numbers before
+/// reading waits for at most one such step (it holds the counter's lock), then takes a smaller
+/// one itself.
+const STEP: i64 = 2_000;
 
 /// How many changes a reader numbers before it reads: enough to see its own write at once, little
 /// enough that a reader never waits long behind a backlog (the background numbers the rest).

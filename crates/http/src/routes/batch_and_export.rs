@@ -1,16 +1,14 @@
 //! Whole catalogues in and out: the batch create and the streaming export.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use books_application::{ExportCut, ExportLimits, export};
+use books_application::{ExportCut, export};
 use books_domain::{Book, BookService, ExportQuery, MAX_BATCH, NewBooks};
 use futures_util::StreamExt as _;
 
 use crate::blocking::{blocking, blocking_write};
-use crate::long_lived::LongLived;
 use crate::middleware::auth::WriteAccess;
 use crate::middleware::head::HeadRequest;
 use crate::middleware::rate_limit::Caller;
@@ -23,6 +21,7 @@ use crate::representation::reading::{Body, check_batch, read_batch_json};
 use crate::representation::schemas::{BookBatch, BookBatchInput, BookResponse, Problem};
 use crate::routes::books::{IdempotencyKeyHeader, SelectionParams};
 use crate::routes::change_feed::no_body;
+use crate::state::State;
 
 /// The largest batch body: 1 000 books of 250-character fields fit with room to spare.
 pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
@@ -61,7 +60,7 @@ pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
 )]
 pub(crate) async fn create_books(
     WriteAccess(writer): WriteAccess,
-    service: web::Data<BookService>,
+    state: web::Data<State>,
     IdempotencyKeyHeader { key }: IdempotencyKeyHeader,
     request: HttpRequest,
     Body(body): Body<BATCH_BODY_LIMIT>,
@@ -77,7 +76,7 @@ pub(crate) async fn create_books(
         }
     };
     let books = NewBooks::new(books).map_err(|error| ApiError::Internal(error.into()))?;
-    let (created, token) = blocking_write(&service, move |s| match key {
+    let (created, token) = blocking_write(&state.service, move |s| match key {
         Some(key) => s.create_books_once(&key, &books),
         None => s
             .create_books(&books)
@@ -122,15 +121,6 @@ fn read_export(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
 const NDJSON: &str = "application/x-ndjson";
 const EXPORT_FORMATS: [&str; 2] = [NDJSON, CSV];
 
-/// The exports this instance runs at once, each holding one database connection, one blocking
-/// thread and a snapshot for as long as its client reads: bounded in all and per caller, and each
-/// in duration and in how long its client may stall.
-#[derive(Debug)]
-pub(crate) struct ExportSlots {
-    pub(crate) slots: Arc<LongLived>,
-    pub(crate) limits: ExportLimits,
-}
-
 /// How long an export waits for its client to take the next slice before giving up: a client
 /// that stops reading must not hold a database connection for ever.
 pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
@@ -164,8 +154,7 @@ pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
     )
 )]
 pub(crate) async fn export_books(
-    service: web::Data<BookService>,
-    slots: web::Data<ExportSlots>,
+    state: web::Data<State>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let format = preferred(&request, &EXPORT_FORMATS).ok_or_else(|| {
@@ -177,18 +166,18 @@ pub(crate) async fn export_books(
     let query = read_export(&request)?;
     if HeadRequest::came_as_head(&request) {
         // The headers alone: no slot, no snapshot, nothing read.
-        let changes_after = blocking(&service, BookService::last_change).await?;
+        let changes_after = blocking(&state.service, BookService::last_change).await?;
         return Ok(export_head(format, changes_after).streaming(no_body()));
     }
-    let slot = slots.slots.open(Caller::of_request(&request))?;
+    let slot = state.exports.slots.open(Caller::of_request(&request))?;
     // Where the feed stands before the snapshot is taken: everything up to it is in the export.
-    let changes_after = blocking(&service, BookService::last_change).await?;
+    let changes_after = blocking(&state.service, BookService::last_change).await?;
     let csv = format == CSV;
     let encoder = move |books: &[Book], first: bool| encode(books, csv, csv && first);
     let slices = export(
-        service.get_ref().clone(),
+        state.service.clone(),
         query,
-        slots.limits,
+        state.exports.limits,
         encoder,
         slot,
     )

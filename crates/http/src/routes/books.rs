@@ -8,8 +8,8 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
-    Author, Book, BookFilter, BookId, BookPatch, BookService, Created, Genre, IdempotencyKey,
-    ListQuery, PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
+    Author, Book, BookFilter, BookId, BookPatch, Created, Genre, IdempotencyKey, ListQuery,
+    PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
 };
 use utoipa::IntoParams;
 
@@ -25,9 +25,8 @@ use crate::representation::problem::ApiError;
 use crate::representation::reading::{Body, JSON, JsonObject, MERGE_PATCH};
 use crate::representation::schemas::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
 use crate::routes::BASE;
-use books_application::{
-    CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings, Written,
-};
+use crate::state::State;
+use books_application::{ScanListings, Written};
 
 /// The book a request names in its path (`{id}`): a positive 64-bit integer in plain decimal
 /// digits, or the request is a 400.
@@ -249,8 +248,7 @@ fn text_filter<T>(
     )
 )]
 pub(crate) async fn list_books(
-    listings: web::Data<ListCoalescer>,
-    scans: web::Data<ScanListings>,
+    state: web::Data<State>,
     ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -261,9 +259,9 @@ pub(crate) async fn list_books(
     // Read with the other listings waiting at the same time (identical ones once); a search that
     // no index serves in a lane of its own, so that it cannot delay the others.
     let lane = if ScanListings::needed_for(&query) {
-        Arc::clone(&scans.0)
+        Arc::clone(&state.scans.0)
     } else {
-        listings.into_inner()
+        Arc::clone(&state.listings)
     };
     let page = lane.page(query.clone(), token).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
@@ -357,8 +355,7 @@ impl FromRequest for IdempotencyKeyHeader {
 )]
 pub(crate) async fn create_book(
     WriteAccess(writer): WriteAccess,
-    service: web::Data<BookService>,
-    creates: web::Data<CreateCoalescer>,
+    state: web::Data<State>,
     IdempotencyKeyHeader { key }: IdempotencyKeyHeader,
     request: HttpRequest,
     Body(body): Body,
@@ -367,10 +364,12 @@ pub(crate) async fn create_book(
     let key = key.map(|key| key.owned_by(writer.key));
     let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
     let (created, token) = match key {
-        Some(key) => blocking_write(&service, move |s| s.create_book_once(&key, &draft)).await?,
+        Some(key) => {
+            blocking_write(&state.service, move |s| s.create_book_once(&key, &draft)).await?
+        }
         // Without a key, created in one transaction with the other creates waiting now.
         None => {
-            let Written { outcome, token } = creates.into_inner().create(draft).await?;
+            let Written { outcome, token } = state.creates.create(draft).await?;
             let created = Created {
                 book: outcome,
                 replayed: false,
@@ -409,14 +408,14 @@ pub(crate) async fn create_book(
     )
 )]
 pub(crate) async fn get_book(
-    reads: web::Data<ReadCoalescer>,
+    state: web::Data<State>,
     BookPath(id): BookPath,
     cached: IfNoneMatchHeader,
     ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
 ) -> Result<HttpResponse, ApiError> {
     // The hottest read: answered together with the other reads waiting for the database (from
     // data that holds the client's last write, when it says which: then a 304 is never stale).
-    let book = reads.into_inner().get(id, token).await?;
+    let book = state.reads.get(id, token).await?;
     if cached.matches(&book) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&book)))
@@ -446,7 +445,7 @@ pub(crate) async fn get_book(
 )]
 pub(crate) async fn replace_book(
     _writer: WriteAccess,
-    writes: web::Data<PatchCoalescer>,
+    state: web::Data<State>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
     Body(body): Body,
@@ -457,8 +456,8 @@ pub(crate) async fn replace_book(
     let Written {
         outcome: book,
         token,
-    } = writes
-        .into_inner()
+    } = state
+        .patches
         .patch(TargetedPatch { id, patch, check })
         .await?;
     let mut response = HttpResponse::Ok();
@@ -490,7 +489,7 @@ pub(crate) async fn replace_book(
 )]
 pub(crate) async fn patch_book(
     _writer: WriteAccess,
-    writes: web::Data<PatchCoalescer>,
+    state: web::Data<State>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
     Body(body): Body,
@@ -500,8 +499,8 @@ pub(crate) async fn patch_book(
     let Written {
         outcome: book,
         token,
-    } = writes
-        .into_inner()
+    } = state
+        .patches
         .patch(TargetedPatch { id, patch, check })
         .await?;
     let mut response = HttpResponse::Ok();
@@ -525,10 +524,10 @@ pub(crate) async fn patch_book(
 )]
 pub(crate) async fn delete_book(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    state: web::Data<State>,
     WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    let ((), token) = blocking_write(&service, move |s| s.delete_book(id, &check)).await?;
+    let ((), token) = blocking_write(&state.service, move |s| s.delete_book(id, &check)).await?;
     let mut response = HttpResponse::NoContent();
     stamp(&mut response, token);
     Ok(response.finish())

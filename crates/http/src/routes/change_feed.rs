@@ -1,24 +1,21 @@
 //! The change feed: `GET /api/v1/books/changes`, as pages of JSON or live as Server-Sent Events.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Responder as _, web};
 use actix_web_lab::sse;
-use books_application::{ChangeHub, FollowError};
-use books_domain::{BookService, Change, ChangeLimit};
+use books_application::FollowError;
+use books_domain::{Change, ChangeLimit};
 use futures_util::StreamExt as _;
 use utoipa::IntoParams;
 
 use crate::blocking::blocking;
-use crate::long_lived::LongLived;
 use crate::middleware::head::HeadRequest;
 use crate::middleware::rate_limit::Caller;
 use crate::representation::negotiate::preferred;
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::representation::schemas::{ChangePageResponse, ChangeResponse, Problem};
+use crate::state::State;
 
 /// The media type of Server-Sent Events.
 const EVENT_STREAM: &str = "text/event-stream";
@@ -157,9 +154,7 @@ impl ChangeParams {
     )
 )]
 pub(crate) async fn list_changes(
-    service: web::Data<BookService>,
-    hub: web::Data<ChangeHub>,
-    slots: web::Data<StreamSlots>,
+    state: web::Data<State>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let format = preferred(&request, &FORMATS).ok_or_else(|| {
@@ -177,17 +172,9 @@ pub(crate) async fn list_changes(
     }
     if format == EVENT_STREAM {
         let caller = Caller::of_request(&request);
-        return stream(
-            service.get_ref().clone(),
-            &hub,
-            &slots,
-            caller,
-            after,
-            &request,
-        )
-        .await;
+        return stream(&state, caller, after, &request).await;
     }
-    let page = blocking(&service, move |s| s.changes(after, limit)).await?;
+    let page = blocking(&state.service, move |s| s.changes(after, limit)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(ChangePageResponse {
@@ -196,32 +183,20 @@ pub(crate) async fn list_changes(
         }))
 }
 
-/// The live streams this instance holds open: bounded in all and per caller, and each in
-/// lifetime.
-#[derive(Debug)]
-pub(crate) struct StreamSlots {
-    pub(crate) slots: Arc<LongLived>,
-    /// How long a stream lives before it ends cleanly (the client reconnects with
-    /// `Last-Event-ID`).
-    pub(crate) lifetime: Duration,
-    /// How often a stream sends a comment line, so that proxies keep an idle one open.
-    pub(crate) keep_alive: Duration,
-}
-
 /// A live stream: the application's stream of changes, framed as Server-Sent Events by
 /// actix-web-lab (which also sends the keep-alive comments, and marks the answer
 /// `Content-Encoding: identity` so that no compressor holds an event back).
 async fn stream(
-    service: BookService,
-    hub: &ChangeHub,
-    slots: &StreamSlots,
+    state: &State,
     caller: Caller,
     after: u64,
     request: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let slots = &state.streams;
     let slot = slots.slots.open(caller)?;
-    let changes = hub
-        .follow(service, after, slots.lifetime, slot)
+    let changes = state
+        .hub
+        .follow(state.service.clone(), after, slots.lifetime, slot)
         .await
         .map_err(|error| match error {
             FollowError::Stopped => {

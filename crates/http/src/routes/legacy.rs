@@ -22,7 +22,7 @@ use crate::representation::problem::ApiError;
 use crate::representation::reading::Body;
 use crate::representation::schemas::FieldViolation;
 use crate::routes::books::{BookPath, WriteTarget};
-use books_application::ReadCoalescer;
+use crate::state::State;
 
 /// A book as the tutorial shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -209,7 +209,7 @@ fn text_response(message: String, token: Option<books_domain::ConsistencyToken>)
     tag = "booksApi",
     responses((status = 200, description = "Every book", body = LegacyBookList)),
 )]
-pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let query = ListQuery {
         limit: PageSize::new(u64::from(PageSize::MAX)).unwrap_or_default(),
         ..ListQuery::default()
@@ -218,10 +218,10 @@ pub(crate) async fn list(service: web::Data<BookService>) -> Result<HttpResponse
     // here as anywhere else; the rest follow page by page as the client reads.
     let first = {
         let query = query.clone();
-        blocking(&service, move |s| s.list_books(&query)).await?
+        blocking(&state.service, move |s| s.list_books(&query)).await?
     };
     let pages = Pages {
-        service: service.get_ref().clone(),
+        service: state.service.clone(),
         query,
         page: Some(first),
         opened: false,
@@ -297,12 +297,12 @@ impl Pages {
 )]
 pub(crate) async fn create(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    state: web::Data<State>,
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let draft = NewBook::parse(&new_fields(&legacy_fields(&request, &body)?))?;
-    let (book, token) = blocking_write(&service, move |s| s.create_book(&draft)).await?;
+    let (book, token) = blocking_write(&state.service, move |s| s.create_book(&draft)).await?;
     let mut response = HttpResponse::Created();
     stamp(&mut response, token);
     Ok(response
@@ -322,10 +322,10 @@ pub(crate) async fn create(
     responses((status = 200, description = "The book", body = LegacyBookItem)),
 )]
 pub(crate) async fn get(
-    reads: web::Data<ReadCoalescer>,
+    state: web::Data<State>,
     BookPath(id): BookPath,
 ) -> Result<HttpResponse, ApiError> {
-    let book = reads.into_inner().get(id, None).await?;
+    let book = state.reads.get(id, None).await?;
     Ok(HttpResponse::Ok().json(LegacyBookItem {
         books: LegacyBook::from(&book),
     }))
@@ -348,13 +348,14 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn update(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    state: web::Data<State>,
     WriteTarget { id, check }: WriteTarget,
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let patch = BookPatch::parse(&changed_fields(&legacy_fields(&request, &body)?))?;
-    let (_, token) = blocking_write(&service, move |s| s.patch_book(id, &patch, &check)).await?;
+    let (_, token) =
+        blocking_write(&state.service, move |s| s.patch_book(id, &patch, &check)).await?;
     Ok(text_response(format!("Updated a Book with id {id}"), token))
 }
 
@@ -370,9 +371,9 @@ pub(crate) async fn update(
 )]
 pub(crate) async fn delete(
     _writer: WriteAccess,
-    service: web::Data<BookService>,
+    state: web::Data<State>,
     WriteTarget { id, check }: WriteTarget,
 ) -> Result<HttpResponse, ApiError> {
-    let ((), token) = blocking_write(&service, move |s| s.delete_book(id, &check)).await?;
+    let ((), token) = blocking_write(&state.service, move |s| s.delete_book(id, &check)).await?;
     Ok(text_response(format!("Removed Book with id {id}"), token))
 }

@@ -4,12 +4,13 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError as _, Route, web};
 
-use books_domain::{BookService, StorageHealth};
+use books_domain::BookService;
 use serde_json::json;
 
 use crate::blocking::blocking;
 use crate::middleware::observe::Metrics;
 use crate::representation::problem::ApiError;
+use crate::state::State;
 
 /// Liveness
 ///
@@ -37,13 +38,10 @@ pub(crate) async fn healthz() -> HttpResponse {
     tag = "service",
     responses((status = 200, description = "The database answers", body = serde_json::Value, example = json!({"status": "ready"}))),
 )]
-pub(crate) async fn readyz(
-    service: web::Data<BookService>,
-    storage: web::Data<dyn StorageHealth>,
-) -> Result<HttpResponse, ApiError> {
-    blocking(&service, BookService::check_storage).await?;
+pub(crate) async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    blocking(&state.service, BookService::check_storage).await?;
     let mut body = json!({"status": "ready"});
-    let replicas = storage.replicas();
+    let replicas = state.storage.replicas();
     if !replicas.is_empty() {
         body["replicas"] = replicas
             .iter()
@@ -83,23 +81,16 @@ async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
     response
 }
 
-/// The OpenAPI document, rendered once at start in both versions.
-#[derive(Debug)]
-pub(crate) struct Documents {
-    pub(crate) v3_1: String,
-    pub(crate) v3_0: String,
-}
-
-pub(crate) async fn openapi_document(documents: web::Data<Documents>) -> HttpResponse {
+pub(crate) async fn openapi_document(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(documents.v3_1.clone())
+        .body(state.documents.v3_1.clone())
 }
 
-pub(crate) async fn openapi_3_0_document(documents: web::Data<Documents>) -> HttpResponse {
+pub(crate) async fn openapi_3_0_document(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(documents.v3_0.clone())
+        .body(state.documents.v3_0.clone())
 }
 
 pub(crate) async fn redirect(to: &'static str) -> HttpResponse {

@@ -11,8 +11,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::middleware::rate_limit::{Caller, Decision, RateLimit};
 use crate::middleware::rate_limit::shared::SharedBudgets;
+use crate::middleware::rate_limit::{Caller, Decision, RateLimit};
 
 type Keyed = DefaultKeyedRateLimiter<Caller, StateInformationMiddleware>;
 

@@ -7,6 +7,8 @@
 //! route template (`/api/v1/books/{id}`, or `unmatched`), not the path, and a fixed set of methods
 //! keep the number of series bounded whatever clients send.
 
+pub(crate) mod gauges;
+
 use std::sync::Arc;
 use std::time::Instant;
 
