@@ -13,10 +13,10 @@
 use std::sync::Mutex;
 
 use books_domain::{
-    Book, BookId, BookInput, BookPatch, BookReader, BookService, BookWriter, Change, ChangeFeed,
-    ChangeLimit, ChangesError, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
-    GetBookError, IdempotencyKey, IdempotencyRecords, InMemoryBookRepository, ListBooksError,
-    ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
+    Book, BookField, BookId, BookInput, BookPatch, BookReader, BookService, BookWriter, Change,
+    ChangeFeed, ChangeLimit, ChangesError, CreateBookError, Created, CreatedBooks, ExportQuery,
+    ExportSink, GetBookError, IdempotencyKey, IdempotencyRecords, InMemoryBookRepository,
+    ListBooksError, ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
 };
 use chrono::TimeDelta;
 
@@ -124,11 +124,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..BookInput::default()
     })?)?;
     // A full replacement is the patch that sets every field.
-    let replacement = NewBook::parse(&BookInput {
-        title: "Dune".into(),
-        author: "F. Herbert".into(),
-        genre: "SF".into(),
-    })?;
+    let replacement = NewBook::parse(
+        &BookInput::default()
+            .with(BookField::Title, "Dune")
+            .with(BookField::Author, "F. Herbert")
+            .with(BookField::Genre, "SF"),
+    )?;
     catalogue.patch_book(book.id(), &BookPatch::from(replacement), &VersionCheck::Any)?;
     catalogue.delete_book(book.id(), &VersionCheck::Any)?;
     for entry in repository.trail.lock().map_err(|_| "poisoned")?.iter() {

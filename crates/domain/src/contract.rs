@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use chrono::TimeDelta;
 
 use crate::{
-    Author, Book, BookFilter, BookId, BookInput, BookPatch, BookRepository, ChangeKind,
+    Author, Book, BookField, BookFilter, BookId, BookInput, BookPatch, BookRepository, ChangeKind,
     ChangeLimit, CreateBookError, ExportQuery, Genre, GetBookError, IdempotencyKey, ListQuery,
     NewBook, NewBooks, PageSize, Position, Raw, SearchTerm, Sort, SortKey, TargetedPatch, Version,
     VersionCheck, WriteBookError,
@@ -58,12 +58,11 @@ macro_rules! repository_contract {
 }
 
 fn draft(title: &str, author: &str, genre: Option<&str>) -> NewBook {
-    NewBook::parse(&BookInput {
-        title: title.into(),
-        author: author.into(),
-        genre: genre.map_or(Raw::Absent, Raw::from),
-    })
-    .expect("a valid book")
+    let input = BookInput::default()
+        .with(BookField::Title, title)
+        .with(BookField::Author, author)
+        .with(BookField::Genre, genre.map_or(Raw::Absent, Raw::from));
+    NewBook::parse(&input).expect("a valid book")
 }
 
 fn patch(input: &BookInput) -> BookPatch {

@@ -128,6 +128,21 @@ impl BookInput {
         }
     }
 
+    /// This input with `field` set to `raw`: for building an input without naming every field.
+    ///
+    /// ```
+    /// use books_domain::{BookField, BookInput, NewBook};
+    /// let input = BookInput::default()
+    ///     .with(BookField::Title, "Dune")
+    ///     .with(BookField::Author, "Frank Herbert");
+    /// assert!(NewBook::parse(&input).is_ok());
+    /// ```
+    #[must_use]
+    pub fn with(mut self, field: BookField, raw: impl Into<Raw>) -> Self {
+        *self.field_mut(field) = raw.into();
+        self
+    }
+
     /// The raw value of `field`, to fill in.
     pub fn field_mut(&mut self, field: BookField) -> &mut Raw {
         match field {

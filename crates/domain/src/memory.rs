@@ -329,17 +329,16 @@ impl ChangeFeed for InMemoryBookRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BookInput, BookService, PageSize, Raw, Sort, SortKey};
+    use crate::{BookField, BookInput, BookService, PageSize, Raw, Sort, SortKey};
 
     fn service_with(books: &[(&str, &str, Option<&str>)]) -> BookService {
         let service = BookService::new(InMemoryBookRepository::default());
         for (title, author, genre) in books {
-            let draft = NewBook::parse(&BookInput {
-                title: (*title).into(),
-                author: (*author).into(),
-                genre: genre.map_or(Raw::Absent, Raw::from),
-            })
-            .expect("valid book");
+            let input = BookInput::default()
+                .with(BookField::Title, *title)
+                .with(BookField::Author, *author)
+                .with(BookField::Genre, genre.map_or(Raw::Absent, Raw::from));
+            let draft = NewBook::parse(&input).expect("valid book");
             service.create_book(&draft).expect("created");
         }
         service

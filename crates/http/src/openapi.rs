@@ -160,11 +160,15 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
                 let Some(schema) = object.properties.get_mut(field.name()) else {
                     continue;
                 };
-                match field.kind() {
-                    FieldKind::Text if required_text(name, field) => {
-                        restrict(schema, rules::required_text());
-                    }
-                    FieldKind::Text => restrict(schema, rules::optional_text()),
+                // Text fields get the trimmed-length pattern; other kinds state their rules
+                // (bounds) on the schema itself.
+                if field.kind() == FieldKind::Text {
+                    let pattern = if required_text(name, field) {
+                        rules::required_text()
+                    } else {
+                        rules::optional_text()
+                    };
+                    restrict(schema, pattern);
                 }
             }
         }

@@ -16,6 +16,7 @@ use diesel::sql_types::BigInt;
 
 use super::BookRow;
 use crate::connection::{checkout, storage_error};
+use crate::errors::{Failure, classify};
 use crate::schema::{book_change, book_change_counter};
 use crate::{PgPool, PostgresBookRepository};
 
@@ -110,10 +111,31 @@ fn sequence(conn: &mut PgConnection, step: i64) -> Result<i64, DieselError> {
         .map(|row| row.last)
 }
 
+/// A reader's numbering step, best effort: a reader numbers so that it sees a write that has just
+/// committed, but the background numbers every change anyway, so a step that runs out of time
+/// (it waited behind the background's step on a busy machine) must not fail the read. Returns
+/// the newest seq when the step ran.
+fn reader_step(conn: &mut PgConnection) -> Result<Option<i64>, StorageError> {
+    match sequence(conn, READER_STEP) {
+        Ok(last) => Ok(Some(last)),
+        Err(error) if matches!(classify(&error), Failure::Transient | Failure::LockTimeout) => {
+            tracing::debug!(error = %error, "a reader's numbering step ran out of time; it reads what is numbered");
+            Ok(None)
+        }
+        Err(error) => Err(storage_error(conn, error)),
+    }
+}
+
 /// The newest seq, once one more (reader's) step of the committed changes has its seq.
 pub(crate) fn last_change(pool: &PgPool) -> Result<u64, StorageError> {
     let mut conn = checkout(pool)?;
-    let last = sequence(&mut conn, READER_STEP).map_err(|error| storage_error(&mut conn, error))?;
+    let last = match reader_step(&mut conn)? {
+        Some(last) => last,
+        None => book_change_counter::table
+            .select(book_change_counter::last_seq)
+            .first::<i64>(&mut conn)
+            .map_err(|error| storage_error(&mut conn, error))?,
+    };
     Ok(u64::try_from(last).unwrap_or(0))
 }
 
@@ -148,7 +170,7 @@ pub(crate) fn changes(
     limit: ChangeLimit,
 ) -> Result<Vec<Change>, ChangesError> {
     let mut conn = checkout(pool)?;
-    sequence(&mut conn, READER_STEP).map_err(|error| storage_error(&mut conn, error))?;
+    reader_step(&mut conn)?;
     let after_seq = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit.get()).unwrap_or(i64::MAX);
     // The counter and the changes from one snapshot, so that a purge in between cannot make a
