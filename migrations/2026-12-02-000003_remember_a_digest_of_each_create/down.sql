@@ -9,6 +9,7 @@ ALTER TABLE idempotency_key
     ADD COLUMN book_id bigint,
     ADD COLUMN batch_digest bytea CHECK (length(batch_digest) = 32);
 ALTER TABLE idempotency_key DROP COLUMN request_digest;
+ALTER TABLE idempotency_key DROP COLUMN digest_fields;
 ALTER TABLE idempotency_key ADD CONSTRAINT idempotency_key_one_book_or_a_batch CHECK (
     (batch_digest IS NULL AND book_ids IS NULL AND title IS NOT NULL AND author IS NOT NULL)
     OR (batch_digest IS NOT NULL AND title IS NULL AND author IS NULL AND genre IS NULL)

@@ -32,5 +32,11 @@ ALTER TABLE idempotency_key
     DROP COLUMN book_id,
     DROP COLUMN batch_digest;
 ALTER TABLE idempotency_key ALTER COLUMN request_digest SET NOT NULL;
+-- How many of the book's fields (in the domain's order) the digest covers: every key stored so
+-- far covers title, author and genre. A key stored before a field is added keeps its count, and
+-- a retry is compared over those fields (`RequestDigest`), so it still replays after the upgrade.
+ALTER TABLE idempotency_key ADD COLUMN digest_fields smallint NOT NULL DEFAULT 3
+    CHECK (digest_fields > 0);
+ALTER TABLE idempotency_key ALTER COLUMN digest_fields DROP DEFAULT;
 ALTER TABLE idempotency_key ADD CONSTRAINT idempotency_key_request_digest_length
     CHECK (length(request_digest) = 32);

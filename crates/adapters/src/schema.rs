@@ -19,6 +19,7 @@ diesel::table! {
         created_at -> Timestamptz,
         book_ids -> Nullable<Array<Int8>>,
         request_digest -> Bytea,
+        digest_fields -> Int2,
     }
 }
 

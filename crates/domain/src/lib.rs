@@ -50,7 +50,7 @@ pub use feed::{
 };
 pub use fields::{
     BookField, BookInput, BookPatch, FieldError, FieldKind, FieldProblem, FieldValue, InvalidBook,
-    NewBook, PatchValue, Raw,
+    NewBook, PatchValue, Raw, RequestDigest,
 };
 pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};

@@ -4,7 +4,7 @@
 use anyhow::anyhow;
 use books_domain::{
     Book, BookId, CreateBookError, Created, CreatedBooks, IdempotencyKey, IdempotencyRecords,
-    NewBook, NewBooks, StorageError, Version,
+    NewBook, NewBooks, RequestDigest, StorageError, Version,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::SimpleConnection as _;
@@ -22,6 +22,7 @@ use crate::schema::idempotency_key;
 #[diesel(table_name = idempotency_key, check_for_backend(Pg))]
 struct KeyRow {
     request_digest: Vec<u8>,
+    digest_fields: i16,
     book_ids: Option<Vec<i64>>,
     created_at: DateTime<Utc>,
 }
@@ -76,14 +77,15 @@ fn owner_of(key: &IdempotencyKey) -> Vec<u8> {
 fn claim(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
-    digest: [u8; 32],
+    digest: &RequestDigest,
 ) -> Result<bool, DieselError> {
     conn.batch_execute("SET LOCAL lock_timeout = '3s'")?;
     let claimed = diesel::insert_into(idempotency_key::table)
         .values((
             idempotency_key::owner.eq(owner_of(key)),
             idempotency_key::key.eq(key.as_str()),
-            idempotency_key::request_digest.eq(digest.to_vec()),
+            idempotency_key::request_digest.eq(digest.bytes.to_vec()),
+            idempotency_key::digest_fields.eq(i16::try_from(digest.fields).unwrap_or(i16::MAX)),
         ))
         .on_conflict_do_nothing()
         .execute(conn)?;
@@ -92,11 +94,13 @@ fn claim(
 
 impl PostgresBookRepository {
     /// Creates `books` once per `key`, `digest` telling what they were: the first call creates
-    /// them and remembers the key; a later call with the same digest gets the first call's books.
+    /// them and remembers the key; a later call whose request `matches` the stored digest gets
+    /// the first call's books.
     fn create_with_key(
         &self,
         key: &IdempotencyKey,
-        digest: [u8; 32],
+        digest: &RequestDigest,
+        matches: impl Fn(&RequestDigest) -> bool,
         books: &[NewBook],
     ) -> Result<(Vec<Book>, bool), CreateBookError> {
         let mut conn = self.conn()?;
@@ -119,7 +123,13 @@ impl PostgresBookRepository {
                 .find((owner_of(key), key.as_str()))
                 .select(KeyRow::as_select())
                 .first(conn)?;
-            if stored.request_digest != digest {
+            let remembered = RequestDigest {
+                bytes: stored.request_digest.as_slice().try_into().map_err(|_| {
+                    refused(anyhow!("a stored request digest is not 32 bytes").into())
+                })?,
+                fields: usize::try_from(stored.digest_fields).unwrap_or(0),
+            };
+            if !matches(&remembered) {
                 return Err(CreateOnceError::Refused(CreateBookError::KeyReused));
             }
             Ok((stored.first_books(books).map_err(refused)?, true))
@@ -136,8 +146,12 @@ impl PostgresBookRepository {
 
 impl IdempotencyRecords for PostgresBookRepository {
     fn create_once(&self, key: &IdempotencyKey, new: &NewBook) -> Result<Created, CreateBookError> {
-        let (mut books, replayed) =
-            self.create_with_key(key, new.digest(), std::slice::from_ref(new))?;
+        let (mut books, replayed) = self.create_with_key(
+            key,
+            &new.digest(),
+            |stored| stored.is_of_book(new),
+            std::slice::from_ref(new),
+        )?;
         let book = books
             .pop()
             .ok_or_else(|| StorageError::Unknown(anyhow!("an idempotent create made no book")))?;
@@ -149,7 +163,12 @@ impl IdempotencyRecords for PostgresBookRepository {
         key: &IdempotencyKey,
         books: &NewBooks,
     ) -> Result<CreatedBooks, CreateBookError> {
-        let (books, replayed) = self.create_with_key(key, books.digest(), books.as_slice())?;
+        let (books, replayed) = self.create_with_key(
+            key,
+            &books.digest(),
+            |stored| stored.is_of_books(books.as_slice()),
+            books.as_slice(),
+        )?;
         Ok(CreatedBooks { books, replayed })
     }
 

@@ -82,7 +82,7 @@ pub(crate) fn bind_field<'a>(
             let values: Vec<Option<&'a str>> = values
                 .map(|value| match value {
                     Some(FieldValue::Text(text)) => Some(text),
-                    Some(FieldValue::None) | None => None,
+                    _ => None,
                 })
                 .collect();
             statement.bind::<Array<Nullable<Text>>, _>(values)

@@ -1,5 +1,5 @@
 use books_adapters::PostgresBookRepository;
-use books_domain::{Book, BookInput, BookService, NewBook, Raw};
+use books_domain::{Book, BookField, BookInput, BookService, NewBook, Raw};
 use books_local_postgres::testing::TestDatabase;
 
 /// A repository on a database of its own; the database lives as long as this value.
@@ -43,12 +43,14 @@ impl BookBuilder {
     }
 
     pub(crate) fn insert(self, store: &Store) -> Book {
-        let draft = NewBook::parse(&BookInput {
-            title: self.title.as_str().into(),
-            author: self.author.as_str().into(),
-            genre: self.genre.as_deref().map_or(Raw::Absent, Raw::from),
-        })
-        .expect("a valid book");
+        let input = BookInput::default()
+            .with(BookField::Title, self.title.as_str())
+            .with(BookField::Author, self.author.as_str())
+            .with(
+                BookField::Genre,
+                self.genre.as_deref().map_or(Raw::Absent, Raw::from),
+            );
+        let draft = NewBook::parse(&input).expect("a valid book");
         store
             .service
             .create_book(&draft)

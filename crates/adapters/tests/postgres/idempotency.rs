@@ -2,8 +2,8 @@ use std::sync::Barrier;
 
 use books_adapters::{PostgresBookRepository, run_migrations};
 use books_domain::{
-    BookInput, BookService, CreateBookError, IdempotencyKey, IdempotencyRecords as _, ListQuery,
-    NewBook, NewBooks, PageSize,
+    BookField, BookInput, BookService, CreateBookError, IdempotencyKey, IdempotencyRecords as _,
+    ListQuery, NewBook, NewBooks, PageSize,
 };
 use books_local_postgres::testing::{TestDatabase, migrate_until};
 use chrono::TimeDelta;
@@ -13,12 +13,11 @@ use diesel::prelude::*;
 use crate::fixtures::Store;
 
 fn dune() -> NewBook {
-    NewBook::parse(&BookInput {
-        title: "Dune".into(),
-        author: "Frank Herbert".into(),
-        genre: "SF".into(),
-    })
-    .unwrap()
+    let input = BookInput::default()
+        .with(BookField::Title, "Dune")
+        .with(BookField::Author, "Frank Herbert")
+        .with(BookField::Genre, "SF");
+    NewBook::parse(&input).unwrap()
 }
 
 fn count(store: &Store) -> usize {
@@ -100,7 +99,12 @@ fn keys_stored_before_the_digest_migration_still_replay_and_still_refuse_other_b
     .unwrap();
     let batch = NewBooks::new(vec![dune(), emma.clone()]).unwrap();
     let mut conn = PgConnection::establish(database.url()).unwrap();
-    let digest: String = batch.digest().iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = batch
+        .digest()
+        .bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     conn.batch_execute(&format!(
         "INSERT INTO book (title, author, genre) VALUES ('Dune', 'Frank Herbert', 'SF'), \
              ('Dune', 'Frank Herbert', 'SF'), ('Emma', 'Jane Austen', NULL);
