@@ -397,7 +397,8 @@ pub struct RequestDigest {
 }
 
 impl RequestDigest {
-    fn of_book(book: &NewBook, fields: usize) -> Self {
+    /// The digest of a single create of `book`, over the first `fields` fields.
+    pub fn of_book(book: &NewBook, fields: usize) -> Self {
         let mut hasher = Sha256::new();
         // A batch's bytes start with a field's marker (0 or 1): 2 cannot begin one.
         hasher.update([2]);
@@ -408,7 +409,8 @@ impl RequestDigest {
         }
     }
 
-    pub(crate) fn of_books(books: &[NewBook], fields: usize) -> Self {
+    /// The digest of a batch create of `books`, in order, over the first `fields` fields.
+    pub fn of_books(books: &[NewBook], fields: usize) -> Self {
         let mut hasher = Sha256::new();
         for book in books {
             book.digest_into(&mut hasher, fields);
