@@ -2,7 +2,7 @@
 
     python3 roundtrip.py BASE_URL WRITE_KEY     (with the generated `books_client` importable)
 
-Create with a key, get, page through a list, a 412 on a stale If-Match, a 422 on bad input,
+Create with a key (and an ISBN and a year), get, a 409 on a taken ISBN, page through a list, a 412 on a stale If-Match, a 422 on bad input,
 a batch create, an export, delete, and the change feed: what a team using the SDK does first. Exits non-zero, saying what broke, on any surprise.
 """
 
@@ -28,8 +28,8 @@ def main(base_url, key):
     writer = AuthenticatedClient(base_url=base_url, token=key, raise_on_unexpected_status=True)
     reader = Client(base_url=base_url, raise_on_unexpected_status=True)
 
-    created = create_book.sync_detailed(
-        client=writer, body=BookInput(title="Dune", author=AUTHOR, genre="Science fiction"))
+    created = create_book.sync_detailed(client=writer, body=BookInput(
+        title="Dune", author=AUTHOR, genre="Science fiction", isbn="0-441-01359-7", published_year=1965))
     check(created.status_code == 201, f"create answered {created.status_code}")
     book = created.parsed
     check(isinstance(book, BookResponse) and book.version == 1, f"create returned {book!r}")
@@ -38,6 +38,11 @@ def main(base_url, key):
     fetched = get_book.sync_detailed(client=reader, id=book.id)
     check(fetched.status_code == 200 and fetched.parsed.title == "Dune", "get did not return the book")
     check(fetched.parsed.genre == "Science fiction", "the genre did not round-trip")
+    check(fetched.parsed.isbn == "9780441013593" and fetched.parsed.published_year == 1965,
+          f"the isbn and year came back as {fetched.parsed.isbn!r}, {fetched.parsed.published_year!r}")
+    taken = create_book.sync_detailed(client=writer, body=BookInput(title="Copy", author=AUTHOR, isbn="9780441013593"))
+    check(taken.status_code == 409 and isinstance(taken.parsed, Problem)
+          and taken.parsed.existing == f"/api/v1/books/{book.id}", f"a taken ISBN answered {taken.status_code}")
 
     for i in range(4):
         create_book.sync(client=writer, body=BookInput(title=f"Volume {i}", author=AUTHOR))
@@ -53,6 +58,9 @@ def main(base_url, key):
 
     fresh = patch_book.sync_detailed(client=writer, id=book.id, body=BookPatchInput(genre="Epic"), if_match=etag)
     check(fresh.status_code == 200 and fresh.parsed.version == 2, f"a patch with the current ETag answered {fresh.status_code}")
+    cleared = patch_book.sync_detailed(client=writer, id=book.id, body=BookPatchInput(published_year=None))
+    check(cleared.status_code == 200 and cleared.parsed.published_year is None
+          and cleared.parsed.isbn == "9780441013593", f"a null year answered {cleared.status_code}")
     stale = patch_book.sync_detailed(client=writer, id=book.id, body=BookPatchInput(genre="Stale"), if_match=etag)
     check(stale.status_code == 412 and isinstance(stale.parsed, Problem), f"a stale ETag answered {stale.status_code}")
 

@@ -24,7 +24,7 @@ async function main(baseUrl: string, key: string): Promise<void> {
   const exporter = createClient<paths, "application/x-ndjson" | "application/problem+json">({ baseUrl });
 
   const created = await writer.POST("/api/v1/books", {
-    body: { title: "Dune", author: AUTHOR, genre: "Science fiction" },
+    body: { title: "Dune", author: AUTHOR, genre: "Science fiction", isbn: "978-0-14-143951-8", published_year: 1813 },
   });
   check(created.response.status === 201 && created.data !== undefined, `create answered ${created.response.status}`);
   const book = created.data;
@@ -34,6 +34,11 @@ async function main(baseUrl: string, key: string): Promise<void> {
 
   const fetched = await reader.GET("/api/v1/books/{id}", { params: { path: { id: book.id } } });
   check(fetched.data?.title === "Dune", "get did not return the book");
+  check(fetched.data.isbn === "9780141439518" && fetched.data.published_year === 1813,
+    `the isbn and year came back as ${fetched.data.isbn}, ${fetched.data.published_year}`);
+  const taken = await writer.POST("/api/v1/books", { body: { title: "Copy", author: AUTHOR, isbn: "9780141439518" } });
+  check(taken.response.status === 409 && taken.error?.existing === `/api/v1/books/${book.id}`,
+    `a taken ISBN answered ${taken.response.status}`);
 
   for (let i = 0; i < 4; i++) {
     await writer.POST("/api/v1/books", { body: { title: `Volume ${i}`, author: AUTHOR } });
@@ -53,6 +58,12 @@ async function main(baseUrl: string, key: string): Promise<void> {
     body: { genre: "Epic" },
   });
   check(fresh.response.status === 200 && fresh.data?.version === 2, `a patch with the current ETag answered ${fresh.response.status}`);
+  const cleared = await writer.PATCH("/api/v1/books/{id}", {
+    params: { path: { id: book.id } },
+    body: { published_year: null },
+  });
+  check(cleared.data?.published_year === null && cleared.data.isbn === "9780141439518",
+    `a null year answered ${cleared.response.status}`);
   const stale = await writer.PATCH("/api/v1/books/{id}", {
     params: { path: { id: book.id }, header: { "If-Match": etag } },
     body: { genre: "Stale" },

@@ -1,4 +1,4 @@
-//! Drives the live service through the progenitor-generated client: create, get and list (with the
+//! Drives the live service through the progenitor-generated client: create (with an ISBN and a year), get and list (with the
 //! create's Consistency-Token), batch create and delete. `books-client-roundtrip BASE_URL WRITE_KEY`; exits non-zero on any surprise.
 
 mod client {
@@ -37,6 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         title: "Dune (progenitor)".parse()?,
         author: "Frank Herbert".parse()?,
         genre: Some("Science fiction".parse()?),
+        isbn: Some("0-618-00221-9".parse()?),
+        published_year: Some(1997),
     };
     let response = client.create_book(None, &input).await?;
     // Sent back on the reads: they then see this write even through a lagging replica.
@@ -62,12 +64,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fetched.id == created.id && fetched.genre.as_deref() == Some("Science fiction"),
         "get returns it",
     )?;
+    check(
+        fetched.isbn.as_deref().map(String::as_str) == Some("9780618002214")
+            && fetched.published_year == Some(1997),
+        "the isbn and year round-trip",
+    )?;
 
     let author: types::ListBooksAuthor = "Frank Herbert".parse()?;
     let limit = std::num::NonZeroU64::new(100);
     let page = client
         .list_books(
             Some(&author),
+            None,
             None,
             None,
             limit,
@@ -88,11 +96,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 title: "Emma (progenitor)".parse()?,
                 author: "Jane Austen".parse()?,
                 genre: None,
+                isbn: None,
+                published_year: None,
             },
             types::BookInput {
                 title: "Persuasion (progenitor)".parse()?,
                 author: "Jane Austen".parse()?,
                 genre: None,
+                isbn: None,
+                published_year: None,
             },
         ],
     };

@@ -75,8 +75,8 @@ fn column(key: SortKey) -> &'static str {
     }
 }
 
-/// The conditions of a listing's filter: exact matches ignoring case, and a search in title and
-/// author (`%` and `_` in the term are literal).
+/// The conditions of a listing's filter: exact matches ignoring case, the ISBN, and a search in
+/// title and author (`%` and `_` in the term are literal).
 pub(crate) fn filter_conditions(filter: &BookFilter) -> Vec<Condition> {
     let mut conditions = Vec::new();
     if let Some(author) = &filter.author {
@@ -93,6 +93,13 @@ pub(crate) fn filter_conditions(filter: &BookFilter) -> Vec<Condition> {
             Part::Sql("lower(genre) = lower("),
             value,
             Part::Sql(")"),
+        ]));
+    }
+    if let Some(isbn) = &filter.isbn {
+        // Stored in the one form the domain gives it, so an equality on the unique index.
+        conditions.push(Condition(vec![
+            Part::Sql("isbn = "),
+            Part::Text(isbn.as_str().to_owned()),
         ]));
     }
     if let Some(term) = &filter.search {

@@ -74,6 +74,16 @@ const CONNECTION_LOST: [&str; 2] = [
     "terminating connection",
 ];
 
+/// True when `error` is a unique violation of `constraint` (diesel reads its name from the
+/// error's fields, whatever the server's language).
+pub(crate) fn violates(error: &DieselError, constraint: &str) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(constraint)
+    )
+}
+
 /// Classifies `error`.
 pub(crate) fn classify(error: &DieselError) -> Failure {
     let DieselError::DatabaseError(kind, info) = error else {

@@ -9,6 +9,8 @@ diesel::table! {
         version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        isbn -> Nullable<Varchar>,
+        published_year -> Nullable<Int4>,
     }
 }
 
@@ -47,6 +49,8 @@ diesel::table! {
         genre -> Nullable<Varchar>,
         created_at -> Nullable<Timestamptz>,
         updated_at -> Nullable<Timestamptz>,
+        isbn -> Nullable<Varchar>,
+        published_year -> Nullable<Int4>,
     }
 }
 

@@ -269,7 +269,7 @@ fn read_books(
 }
 
 /// Creates without an idempotency key.
-pub type CreateCoalescer = Coalescer<NewBook, Written<Book>>;
+pub type CreateCoalescer = Coalescer<NewBook, Result<Written<Book>, CreateBookError>>;
 
 impl CreateCoalescer {
     /// Creates through `service`, at most `lanes` batches at once.
@@ -281,26 +281,46 @@ impl CreateCoalescer {
     ///
     /// # Errors
     ///
-    /// [`CreateBookError::Storage`] when storage fails (then none of the batch's books exists).
+    /// [`CreateBookError::IsbnTaken`] when another book has its ISBN (this create alone is
+    /// refused), or [`CreateBookError::Storage`] when storage fails (then none of the batch's
+    /// books exists).
     pub async fn create(self: &Arc<Self>, book: NewBook) -> Result<Written<Book>, CreateBookError> {
-        Ok(self.call(book).await?)
+        self.call(book).await?
     }
 }
 
 fn create_books(
     service: &BookService,
     books: &[NewBook],
-) -> Result<Vec<Written<Book>>, StorageError> {
-    let batch = NewBooks::new(books.to_vec())
-        .map_err(|error| StorageError::Unknown(anyhow::anyhow!(error)))?;
-    let created = service.create_books(&batch).map_err(|error| match error {
-        CreateBookError::Storage(error) => error,
-        other => StorageError::Unknown(anyhow::anyhow!(other)),
-    })?;
+) -> Result<Vec<Result<Written<Book>, CreateBookError>>, StorageError> {
+    // Creates that arrived together but do not belong together: one of them has an ISBN that is
+    // taken, or two have the same one. Each then goes alone, so that only the one in the wrong
+    // gets the 409.
+    let one_by_one = || {
+        books
+            .iter()
+            .map(|book| {
+                let outcome = service.create_book(book)?;
+                Ok(Written {
+                    outcome,
+                    token: token_after_write(service),
+                })
+            })
+            .collect()
+    };
+    let Ok(batch) = NewBooks::new(books.to_vec()) else {
+        return Ok(one_by_one());
+    };
+    let created = match service.create_books(&batch) {
+        Ok(created) => created,
+        Err(CreateBookError::IsbnTaken(_)) => return Ok(one_by_one()),
+        Err(CreateBookError::Storage(error)) => return Err(error),
+        Err(other) => return Err(StorageError::Unknown(anyhow::anyhow!(other))),
+    };
     let token = token_after_write(service);
     Ok(created
         .into_iter()
-        .map(|outcome| Written { outcome, token })
+        .map(|outcome| Ok(Written { outcome, token }))
         .collect())
 }
 

@@ -1,6 +1,7 @@
 //! Whole catalogues in and out: creating many books in one step, and reading every matching book
 //! from one snapshot.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use thiserror::Error;
@@ -14,13 +15,24 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBooks(Vec<NewBook>);
 
-/// The list given to [`NewBooks::new`] is empty or longer than [`MAX_BATCH`].
+/// Why a list of books given to [`NewBooks::new`] is not a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("a batch must hold 1 to {MAX_BATCH} books, not {0}")]
-pub struct BatchSizeError(pub usize);
+pub enum InvalidBatch {
+    /// The list is empty or longer than [`MAX_BATCH`].
+    #[error("a batch must hold 1 to {MAX_BATCH} books, not {0}")]
+    Size(usize),
+    /// Two books of the batch have one ISBN: both cannot be created, so neither is.
+    #[error("books[{again}] has the ISBN of books[{first}]")]
+    RepeatedIsbn {
+        /// The position of the first book with the ISBN.
+        first: usize,
+        /// The position of a later book with the same ISBN.
+        again: usize,
+    },
+}
 
 impl NewBooks {
-    /// Checks the size of a batch.
+    /// Checks a batch: its size, and that no two of its books have one ISBN.
     ///
     /// ```
     /// use books_domain::{BookInput, NewBook, NewBooks};
@@ -32,13 +44,21 @@ impl NewBooks {
     ///
     /// # Errors
     ///
-    /// [`BatchSizeError`] when `books` is empty or longer than [`MAX_BATCH`].
-    pub fn new(books: Vec<NewBook>) -> Result<Self, BatchSizeError> {
-        if (1..=MAX_BATCH).contains(&books.len()) {
-            Ok(Self(books))
-        } else {
-            Err(BatchSizeError(books.len()))
+    /// [`InvalidBatch`] when `books` is empty or longer than [`MAX_BATCH`], or two of them have
+    /// one ISBN (the first such pair is named).
+    pub fn new(books: Vec<NewBook>) -> Result<Self, InvalidBatch> {
+        if !(1..=MAX_BATCH).contains(&books.len()) {
+            return Err(InvalidBatch::Size(books.len()));
         }
+        let mut seen = HashMap::with_capacity(books.len());
+        for (again, book) in books.iter().enumerate() {
+            if let Some(isbn) = book.isbn
+                && let Some(first) = seen.insert(isbn, again)
+            {
+                return Err(InvalidBatch::RepeatedIsbn { first, again });
+            }
+        }
+        Ok(Self(books))
     }
 
     /// The books, in the order given.
@@ -66,7 +86,7 @@ impl NewBooks {
     /// let ba = NewBooks::new(vec![book("B"), book("A")])?;
     /// assert!(!ab.digest().is_of_books(ba.as_slice()));
     /// assert!(ab.digest().is_of_books(ab.as_slice()));
-    /// # Ok::<(), books_domain::BatchSizeError>(())
+    /// # Ok::<(), books_domain::InvalidBatch>(())
     /// ```
     pub fn digest(&self) -> RequestDigest {
         RequestDigest::of_books(&self.0, BookField::ALL.len())

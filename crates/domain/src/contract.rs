@@ -19,9 +19,9 @@ use chrono::TimeDelta;
 
 use crate::{
     Author, Book, BookField, BookFilter, BookId, BookInput, BookPatch, BookRepository, ChangeKind,
-    ChangeLimit, CreateBookError, ExportQuery, Genre, GetBookError, IdempotencyKey, ListQuery,
-    NewBook, NewBooks, PageSize, Position, Raw, SearchTerm, Sort, SortKey, TargetedPatch, Version,
-    VersionCheck, WriteBookError,
+    ChangeLimit, CreateBookError, ExportQuery, Genre, GetBookError, IdempotencyKey, Isbn,
+    IsbnTaken, ListQuery, NewBook, NewBooks, PageSize, Position, Raw, SearchTerm, Sort, SortKey,
+    TargetedPatch, Version, VersionCheck, WriteBookError,
 };
 
 /// Turns the contract into one test per check, each on the repository `$make` returns.
@@ -44,6 +44,9 @@ macro_rules! repository_contract {
             an_idempotent_create_replays_the_first_book_and_refuses_other_fields,
             a_key_of_a_single_create_is_refused_for_a_batch_and_the_other_way_round,
             the_feed_shows_every_write_once_in_order_with_the_book_it_left,
+            the_isbn_and_year_are_kept_cleared_and_found_like_any_optional_field,
+            an_isbn_belongs_to_one_book_and_a_write_that_would_share_it_changes_nothing,
+            patches_that_give_two_books_one_isbn_let_exactly_one_win,
         );
     };
     (@tests $make:expr; $($case:ident),* $(,)?) => {
@@ -514,4 +517,144 @@ pub fn the_feed_shows_every_write_once_in_order_with_the_book_it_left(
             .expect("the feed")
             .is_empty()
     );
+}
+
+fn edition(title: &str, isbn: &str, year: Option<i64>) -> NewBook {
+    let input = BookInput::default()
+        .with(BookField::Title, title)
+        .with(BookField::Author, "Anon")
+        .with(BookField::Isbn, isbn)
+        .with(
+            BookField::PublishedYear,
+            year.map_or(Raw::Absent, Raw::Integer),
+        );
+    NewBook::parse(&input).expect("a valid book")
+}
+
+fn isbn(text: &str) -> Isbn {
+    Isbn::parse(text).expect("an ISBN")
+}
+
+/// The ISBN and the year are stored as given (the ISBN as its 13 digits), cleared by a null in a
+/// patch, and the listing finds a book by its ISBN.
+pub fn the_isbn_and_year_are_kept_cleared_and_found_like_any_optional_field(
+    repository: &impl BookRepository,
+) {
+    let dune = repository
+        .create(&edition("Dune", "0-441-01359-7", Some(1965)))
+        .expect("created");
+    repository
+        .create(&edition("Emma", "978-0-14-143951-8", None))
+        .expect("created");
+    assert_eq!(dune.fields().isbn, Some(isbn("9780441013593")));
+    assert_eq!(dune.fields().published_year.map(|y| y.get()), Some(1965));
+    let by_isbn = ListQuery {
+        filter: BookFilter {
+            isbn: Some(isbn("978-0-441-01359-3")),
+            ..BookFilter::default()
+        },
+        ..all(100)
+    };
+    assert_eq!(
+        titles(&repository.list(&by_isbn, 100).expect("listed")),
+        ["Dune"]
+    );
+    let cleared = repository
+        .patch(
+            dune.id(),
+            &patch(&BookInput::default().with(BookField::PublishedYear, Raw::Null)),
+            &VersionCheck::Any,
+        )
+        .expect("patched");
+    assert_eq!(cleared.fields().published_year, None);
+    assert_eq!(cleared.fields().isbn, dune.fields().isbn);
+    assert_eq!(repository.find_by_id(dune.id()).expect("found"), cleared);
+}
+
+/// A create, a batch or a patch that would give a book another book's ISBN is refused, names
+/// that book, and writes nothing; an ISBN is free again once its book is gone.
+pub fn an_isbn_belongs_to_one_book_and_a_write_that_would_share_it_changes_nothing(
+    repository: &impl BookRepository,
+) {
+    let dune = repository
+        .create(&edition("Dune", "9780441013593", None))
+        .expect("created");
+    let taken = IsbnTaken {
+        isbn: isbn("9780441013593"),
+        existing: dune.id(),
+    };
+    assert!(matches!(
+        repository.create(&edition("Copy", "0441013597", None)),
+        Err(CreateBookError::IsbnTaken(t)) if t == taken
+    ));
+    let batch = NewBooks::new(vec![
+        edition("Emma", "9780141439518", None),
+        edition("Copy", "9780441013593", None),
+    ])
+    .expect("a batch");
+    assert!(matches!(
+        repository.create_many(&batch),
+        Err(CreateBookError::IsbnTaken(t)) if t == taken
+    ));
+    let key = IdempotencyKey::new("isbn-taken").expect("a key");
+    assert!(matches!(
+        repository.create_many_once(&key, &batch),
+        Err(CreateBookError::IsbnTaken(t)) if t == taken
+    ));
+    let everything = repository.list(&all(100), 100).expect("listed");
+    assert_eq!(
+        titles(&everything),
+        ["Dune"],
+        "nothing of the batch was created"
+    );
+    let emma = repository
+        .create(&edition("Emma", "9780141439518", None))
+        .expect("created");
+    let to_dune = patch(&BookInput::default().with(BookField::Isbn, "978-0-441-01359-3"));
+    assert!(matches!(
+        repository.patch(emma.id(), &to_dune, &VersionCheck::Any),
+        Err(WriteBookError::IsbnTaken(t)) if t == taken
+    ));
+    assert_eq!(repository.find_by_id(emma.id()).expect("found"), emma);
+    assert_eq!(
+        repository
+            .patch(dune.id(), &to_dune, &VersionCheck::Any)
+            .expect("its own ISBN")
+            .version(),
+        Version::FIRST
+    );
+    repository
+        .delete(dune.id(), &VersionCheck::Any)
+        .expect("deleted");
+    let moved = repository
+        .patch(emma.id(), &to_dune, &VersionCheck::Any)
+        .expect("the ISBN is free again");
+    assert_eq!(moved.fields().isbn, Some(isbn("9780441013593")));
+}
+
+/// Two patches of one call that would give two books one ISBN: the first wins, the other is
+/// refused and names it; the rest of the call is written.
+pub fn patches_that_give_two_books_one_isbn_let_exactly_one_win(repository: &impl BookRepository) {
+    let a = repository.create(&draft("A", "X", None)).expect("created");
+    let b = repository.create(&draft("B", "X", None)).expect("created");
+    let c = repository.create(&draft("C", "X", None)).expect("created");
+    let to = |text: &str| patch(&BookInput::default().with(BookField::Isbn, text));
+    let of = |id, patch| TargetedPatch {
+        id,
+        patch,
+        check: VersionCheck::Any,
+    };
+    let outcomes = repository.patch_many(&[
+        of(a.id(), to("9780441013593")),
+        of(b.id(), to("9780441013593")),
+        of(c.id(), genre_patch("SF")),
+    ]);
+    let ok: Vec<usize> = (0..2).filter(|i| outcomes[*i].is_ok()).collect();
+    assert_eq!(ok.len(), 1, "exactly one of the two: {outcomes:?}");
+    let (winner, loser) = if ok[0] == 0 { (&a, 1) } else { (&b, 0) };
+    assert!(matches!(
+        &outcomes[loser],
+        Err(WriteBookError::IsbnTaken(t)) if t.existing == winner.id()
+    ));
+    assert_eq!(outcomes[2].as_ref().expect("written").version().get(), 2);
 }

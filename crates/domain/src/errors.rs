@@ -6,7 +6,17 @@
 
 use thiserror::Error;
 
-use crate::{BookId, Version};
+use crate::{BookId, Isbn, Version};
+
+/// The ISBN a write asked for belongs to another book; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("the ISBN {isbn} belongs to book {existing}")]
+pub struct IsbnTaken {
+    /// The ISBN.
+    pub isbn: Isbn,
+    /// The book that has it.
+    pub existing: BookId,
+}
 
 /// Storage failed in a way the caller cannot fix by changing the request.
 #[derive(Debug, Error)]
@@ -41,6 +51,9 @@ pub enum CreateBookError {
     /// Another request with the same idempotency key is still being processed.
     #[error("a request with this idempotency key is still in progress")]
     KeyInFlight,
+    /// A book to create has the ISBN of a book that exists; nothing was created.
+    #[error(transparent)]
+    IsbnTaken(IsbnTaken),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -79,6 +92,9 @@ pub enum WriteBookError {
         /// Its version now.
         current: Version,
     },
+    /// The write would give the book the ISBN of another book; nothing was changed.
+    #[error(transparent)]
+    IsbnTaken(IsbnTaken),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

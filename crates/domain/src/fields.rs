@@ -12,7 +12,7 @@ use std::fmt;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::{Author, Genre, TextError, Title};
+use crate::{Author, Genre, Isbn, IsbnError, PublishedYear, TextError, Title, YearOutOfRange};
 
 /// A field of a book that a caller writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +23,10 @@ pub enum BookField {
     Author,
     /// The genre.
     Genre,
+    /// The ISBN, as its 13 digits.
+    Isbn,
+    /// The year the edition was published.
+    PublishedYear,
 }
 
 /// What a field holds, as readers and storage need to know it.
@@ -31,11 +35,29 @@ pub enum FieldKind {
     /// Text: trimmed, 1 to [`crate::MAX_TEXT_CHARS`] characters, no control characters. An
     /// optional text field takes blank text as "none".
     Text,
+    /// An ISBN: text on the wire, 10 or 13 digits with hyphens or spaces on input, the 13 digits
+    /// on output. Blank text is "none".
+    Isbn,
+    /// A year: an integer on the wire, -3000 to 2100.
+    Year,
+}
+
+impl FieldKind {
+    /// True when the field is text on the wire (a JSON string), false for an integer.
+    pub fn is_text(self) -> bool {
+        matches!(self, Self::Text | Self::Isbn)
+    }
 }
 
 impl BookField {
     /// Every field, in the order they are shown, read and reported.
-    pub const ALL: [Self; 3] = [Self::Title, Self::Author, Self::Genre];
+    pub const ALL: [Self; 5] = [
+        Self::Title,
+        Self::Author,
+        Self::Genre,
+        Self::Isbn,
+        Self::PublishedYear,
+    ];
 
     /// The field's name as clients spell it (a JSON member, a CSV column, a table column).
     pub fn name(self) -> &'static str {
@@ -43,6 +65,8 @@ impl BookField {
             Self::Title => "title",
             Self::Author => "author",
             Self::Genre => "genre",
+            Self::Isbn => "isbn",
+            Self::PublishedYear => "published_year",
         }
     }
 
@@ -50,6 +74,8 @@ impl BookField {
     pub fn kind(self) -> FieldKind {
         match self {
             Self::Title | Self::Author | Self::Genre => FieldKind::Text,
+            Self::Isbn => FieldKind::Isbn,
+            Self::PublishedYear => FieldKind::Year,
         }
     }
 
@@ -116,6 +142,10 @@ pub struct BookInput {
     pub author: Raw,
     /// The genre.
     pub genre: Raw,
+    /// The ISBN.
+    pub isbn: Raw,
+    /// The year of publication.
+    pub published_year: Raw,
 }
 
 impl BookInput {
@@ -125,6 +155,8 @@ impl BookInput {
             BookField::Title => &self.title,
             BookField::Author => &self.author,
             BookField::Genre => &self.genre,
+            BookField::Isbn => &self.isbn,
+            BookField::PublishedYear => &self.published_year,
         }
     }
 
@@ -149,6 +181,8 @@ impl BookInput {
             BookField::Title => &mut self.title,
             BookField::Author => &mut self.author,
             BookField::Genre => &mut self.genre,
+            BookField::Isbn => &mut self.isbn,
+            BookField::PublishedYear => &mut self.published_year,
         }
     }
 }
@@ -171,6 +205,12 @@ pub enum FieldProblem {
     /// The text breaks a rule.
     #[error(transparent)]
     Text(#[from] TextError),
+    /// Not an ISBN.
+    #[error(transparent)]
+    Isbn(#[from] IsbnError),
+    /// A year out of range.
+    #[error(transparent)]
+    Year(#[from] YearOutOfRange),
 }
 
 /// One invalid field and what is wrong with it.
@@ -202,24 +242,58 @@ impl fmt::Display for InvalidBook {
     }
 }
 
-/// A field's raw value, read as the field's kind: `None` for absent, null or (optional fields)
-/// blank text; what a patch does with `None` depends on whether the member was there at all.
-fn read<T>(
-    field: BookField,
-    raw: &Raw,
-    parse: fn(&str) -> Result<T, TextError>,
-) -> Result<Option<T>, FieldProblem> {
-    match (field.kind(), raw) {
-        (_, Raw::Absent | Raw::Null) => Ok(None),
-        (FieldKind::Text, Raw::Text(text) | Raw::Cell(text)) => {
-            if !field.required() && text.trim().is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(parse(text)?))
+/// A checked value of one field, built from what a caller gave.
+trait FieldType: Sized {
+    /// From text (a JSON string, or any CSV cell).
+    fn from_text(text: &str) -> Result<Self, FieldProblem>;
+}
+
+macro_rules! text_field_type {
+    ($($name:ident),*) => {$(
+        impl FieldType for $name {
+            fn from_text(text: &str) -> Result<Self, FieldProblem> {
+                Ok(Self::new(text)?)
             }
         }
-        (FieldKind::Text, Raw::Integer(_) | Raw::Other) => Err(FieldProblem::WrongType {
+    )*};
+}
+text_field_type!(Title, Author, Genre);
+
+impl FieldType for Isbn {
+    fn from_text(text: &str) -> Result<Self, FieldProblem> {
+        Ok(Self::parse(text)?)
+    }
+}
+
+impl FieldType for PublishedYear {
+    fn from_text(text: &str) -> Result<Self, FieldProblem> {
+        let year: i64 = text.trim().parse().map_err(|_| FieldProblem::WrongType {
+            expected: "an integer",
+        })?;
+        Ok(Self::new(year)?)
+    }
+}
+
+/// A field's raw value, read as the field's kind: `None` for absent, null or (optional fields)
+/// blank text; what a patch does with `None` depends on whether the member was there at all.
+fn read<T: FieldType>(field: BookField, raw: &Raw) -> Result<Option<T>, FieldProblem> {
+    let text = field.kind().is_text();
+    match raw {
+        Raw::Absent | Raw::Null => Ok(None),
+        // A CSV cell is text whatever the field holds; a JSON string only where text belongs.
+        Raw::Cell(value) | Raw::Text(value) if text || matches!(raw, Raw::Cell(_)) => {
+            if !field.required() && value.trim().is_empty() {
+                Ok(None)
+            } else {
+                T::from_text(value).map(Some)
+            }
+        }
+        Raw::Integer(year) if !text => T::from_text(&year.to_string()).map(Some),
+        _ if text => Err(FieldProblem::WrongType {
             expected: "a string",
+        }),
+        _ => Err(FieldProblem::WrongType {
+            expected: "an integer",
         }),
     }
 }
@@ -236,13 +310,12 @@ impl Checker {
     }
 
     /// The field of a new book: a required one must be there.
-    fn new_value<T>(
+    fn new_value<T: FieldType>(
         &mut self,
         input: &BookInput,
         field: BookField,
-        parse: fn(&str) -> Result<T, TextError>,
     ) -> Option<Option<T>> {
-        let value = read(field, input.field(field), parse).and_then(|value| match value {
+        let value = read(field, input.field(field)).and_then(|value| match value {
             None if field.required() => Err(FieldProblem::Missing),
             value => Ok(value),
         });
@@ -250,14 +323,13 @@ impl Checker {
     }
 
     /// The member of a patch: `None` keeps, `Some(None)` clears (refused for a required field).
-    fn patch_value<T>(
+    fn patch_value<T: FieldType>(
         &mut self,
         input: &BookInput,
         field: BookField,
-        parse: fn(&str) -> Result<T, TextError>,
     ) -> Option<Option<Option<T>>> {
         let raw = input.field(field);
-        let value = read(field, raw, parse).and_then(|value| match (raw, value) {
+        let value = read(field, raw).and_then(|value| match (raw, value) {
             (Raw::Absent, _) => Ok(None),
             (Raw::Null, _) if field.required() => Err(FieldProblem::Null),
             (_, value) => Ok(Some(value)),
@@ -280,6 +352,8 @@ pub enum FieldValue<'a> {
     None,
     /// Text.
     Text(&'a str),
+    /// An integer.
+    Integer(i64),
 }
 
 impl FieldValue<'_> {
@@ -288,12 +362,19 @@ impl FieldValue<'_> {
         match self {
             Self::None => None,
             Self::Text(text) => Some(text.to_owned()),
+            Self::Integer(number) => Some(number.to_string()),
         }
     }
 }
 
 fn optional_text(value: Option<&str>) -> FieldValue<'_> {
     value.map_or(FieldValue::None, FieldValue::Text)
+}
+
+fn optional_year(value: Option<PublishedYear>) -> FieldValue<'static> {
+    value.map_or(FieldValue::None, |year| {
+        FieldValue::Integer(i64::from(year.get()))
+    })
 }
 
 /// The fields a caller writes, checked: those of a new book, of a full replacement, or of a
@@ -306,6 +387,10 @@ pub struct NewBook {
     pub author: Author,
     /// The genre, if any.
     pub genre: Option<Genre>,
+    /// The ISBN, if any.
+    pub isbn: Option<Isbn>,
+    /// The year of publication, if known.
+    pub published_year: Option<PublishedYear>,
 }
 
 impl NewBook {
@@ -323,14 +408,18 @@ impl NewBook {
     /// [`InvalidBook`] listing each missing or invalid field.
     pub fn parse(input: &BookInput) -> Result<Self, InvalidBook> {
         let mut checker = Checker::default();
-        let title = checker.new_value(input, BookField::Title, Title::new);
-        let author = checker.new_value(input, BookField::Author, Author::new);
-        let genre = checker.new_value(input, BookField::Genre, Genre::new);
+        let title = checker.new_value(input, BookField::Title);
+        let author = checker.new_value(input, BookField::Author);
+        let genre = checker.new_value(input, BookField::Genre);
+        let isbn = checker.new_value(input, BookField::Isbn);
+        let published_year = checker.new_value(input, BookField::PublishedYear);
         checker.finish(|| {
             Some(Self {
                 title: title??,
                 author: author??,
                 genre: genre?,
+                isbn: isbn?,
+                published_year: published_year?,
             })
         })
     }
@@ -341,6 +430,8 @@ impl NewBook {
             BookField::Title => FieldValue::Text(self.title.as_str()),
             BookField::Author => FieldValue::Text(self.author.as_str()),
             BookField::Genre => optional_text(self.genre.as_ref().map(Genre::as_str)),
+            BookField::Isbn => optional_text(self.isbn.as_ref().map(Isbn::as_str)),
+            BookField::PublishedYear => optional_year(self.published_year),
         }
     }
 
@@ -454,6 +545,10 @@ pub struct BookPatch {
     pub author: Option<Author>,
     /// The new genre (`Some(None)` clears it), if it changes.
     pub genre: Option<Option<Genre>>,
+    /// The new ISBN (`Some(None)` clears it), if it changes.
+    pub isbn: Option<Option<Isbn>>,
+    /// The new year of publication (`Some(None)` clears it), if it changes.
+    pub published_year: Option<Option<PublishedYear>>,
 }
 
 /// A replacement is the patch that sets every field (an optional field left out is cleared).
@@ -463,6 +558,8 @@ impl From<NewBook> for BookPatch {
             title: Some(book.title),
             author: Some(book.author),
             genre: Some(book.genre),
+            isbn: Some(book.isbn),
+            published_year: Some(book.published_year),
         }
     }
 }
@@ -484,15 +581,19 @@ impl BookPatch {
     /// [`InvalidBook`] listing each invalid member.
     pub fn parse(input: &BookInput) -> Result<Self, InvalidBook> {
         let mut checker = Checker::default();
-        let title = checker.patch_value(input, BookField::Title, Title::new);
-        let author = checker.patch_value(input, BookField::Author, Author::new);
-        let genre = checker.patch_value(input, BookField::Genre, Genre::new);
+        let title = checker.patch_value(input, BookField::Title);
+        let author = checker.patch_value(input, BookField::Author);
+        let genre = checker.patch_value(input, BookField::Genre);
+        let isbn = checker.patch_value(input, BookField::Isbn);
+        let published_year = checker.patch_value(input, BookField::PublishedYear);
         checker.finish(|| {
             Some(Self {
                 // A required field's `Some(None)` (null) was refused above.
                 title: title?.flatten(),
                 author: author?.flatten(),
                 genre: genre?,
+                isbn: isbn?,
+                published_year: published_year?,
             })
         })
     }
@@ -507,6 +608,11 @@ impl BookPatch {
                 .genre
                 .as_ref()
                 .map(|genre| optional_text(genre.as_ref().map(Genre::as_str))),
+            BookField::Isbn => self
+                .isbn
+                .as_ref()
+                .map(|isbn| optional_text(isbn.as_ref().map(Isbn::as_str))),
+            BookField::PublishedYear => self.published_year.map(optional_year),
         }
     }
 
@@ -522,6 +628,12 @@ impl BookPatch {
         }
         if let Some(genre) = &self.genre {
             patched.genre.clone_from(genre);
+        }
+        if let Some(isbn) = self.isbn {
+            patched.isbn = isbn;
+        }
+        if let Some(year) = self.published_year {
+            patched.published_year = year;
         }
         patched
     }
@@ -547,11 +659,10 @@ mod tests {
     use super::*;
 
     fn input(title: Raw, author: Raw, genre: Raw) -> BookInput {
-        BookInput {
-            title,
-            author,
-            genre,
-        }
+        BookInput::default()
+            .with(BookField::Title, title)
+            .with(BookField::Author, author)
+            .with(BookField::Genre, genre)
     }
 
     #[test]
@@ -670,6 +781,88 @@ mod tests {
         let other = NewBook::parse(&input("Emma".into(), "Herbert".into(), Raw::Absent)).unwrap();
         assert!(!older.is_of_book(&other));
         assert!(RequestDigest::of_books(std::slice::from_ref(&plain), 2).is_of_books(&[plain]));
+    }
+
+    #[test]
+    fn an_isbn_and_a_year_are_read_from_json_and_from_csv_cells() {
+        let json = BookInput::default()
+            .with(BookField::Title, "Dune")
+            .with(BookField::Author, "Herbert")
+            .with(BookField::Isbn, "0-441-01359-7")
+            .with(BookField::PublishedYear, Raw::Integer(1965));
+        let cells = BookInput::default()
+            .with(BookField::Title, Raw::Cell("Dune".to_owned()))
+            .with(BookField::Author, Raw::Cell("Herbert".to_owned()))
+            .with(BookField::Isbn, Raw::Cell("9780441013593".to_owned()))
+            .with(BookField::PublishedYear, Raw::Cell(" 1965 ".to_owned()));
+        let from_json = NewBook::parse(&json).unwrap();
+        assert_eq!(NewBook::parse(&cells).unwrap(), from_json);
+        assert_eq!(
+            from_json.value(BookField::Isbn),
+            FieldValue::Text("9780441013593")
+        );
+        assert_eq!(
+            from_json.value(BookField::PublishedYear),
+            FieldValue::Integer(1965)
+        );
+    }
+
+    #[test]
+    fn a_year_as_a_json_string_or_an_isbn_as_a_number_is_the_wrong_type() {
+        let input = BookInput::default()
+            .with(BookField::Title, "Dune")
+            .with(BookField::Author, "Herbert")
+            .with(BookField::Isbn, Raw::Integer(9_780_441_013_593))
+            .with(BookField::PublishedYear, "1965");
+        assert_eq!(
+            NewBook::parse(&input).unwrap_err().to_string(),
+            "isbn must be a string; published_year must be an integer"
+        );
+        let cell = BookInput::default()
+            .with(BookField::Title, "Dune")
+            .with(BookField::Author, "Herbert")
+            .with(BookField::PublishedYear, Raw::Cell("MCMLXV".to_owned()));
+        assert_eq!(
+            NewBook::parse(&cell).unwrap_err().to_string(),
+            "published_year must be an integer"
+        );
+    }
+
+    #[test]
+    fn an_empty_isbn_or_year_is_none_and_a_bad_one_is_named() {
+        let blank = BookInput::default()
+            .with(BookField::Title, "Dune")
+            .with(BookField::Author, "Herbert")
+            .with(BookField::Isbn, " ")
+            .with(BookField::PublishedYear, Raw::Cell(String::new()));
+        let book = NewBook::parse(&blank).unwrap();
+        assert_eq!((book.isbn, book.published_year), (None, None));
+        let bad = blank
+            .with(BookField::Isbn, "0-441-01359-8")
+            .with(BookField::PublishedYear, Raw::Integer(2101));
+        assert_eq!(
+            NewBook::parse(&bad).unwrap_err().to_string(),
+            "isbn has a wrong check digit; published_year must be from -3000 to 2100"
+        );
+    }
+
+    #[test]
+    fn a_patch_clears_the_year_and_keeps_the_isbn() {
+        let stored = NewBook::parse(
+            &BookInput::default()
+                .with(BookField::Title, "Dune")
+                .with(BookField::Author, "Herbert")
+                .with(BookField::Isbn, "9780441013593")
+                .with(BookField::PublishedYear, Raw::Integer(1965)),
+        )
+        .unwrap();
+        let patch =
+            BookPatch::parse(&BookInput::default().with(BookField::PublishedYear, Raw::Null))
+                .unwrap();
+        let patched = patch.applied_to(&stored);
+        assert_eq!(patched.published_year, None);
+        assert_eq!(patched.isbn, stored.isbn);
+        assert!(patch.changes(&stored));
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod feed;
 mod fields;
 mod health;
 mod idempotency;
+mod identity;
 mod keys;
 mod listing;
 mod memory;
@@ -40,11 +41,13 @@ mod ports;
 mod service;
 
 pub use batch::{
-    BatchSizeError, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, MAX_BATCH, NewBooks,
+    CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, InvalidBatch, MAX_BATCH, NewBooks,
 };
 pub use book::{Author, Book, BookId, Genre, MAX_TEXT_CHARS, TextError, Title, Version};
 pub use consistency::ConsistencyToken;
-pub use errors::{CreateBookError, GetBookError, ListBooksError, StorageError, WriteBookError};
+pub use errors::{
+    CreateBookError, GetBookError, IsbnTaken, ListBooksError, StorageError, WriteBookError,
+};
 pub use feed::{
     CHANGES_RETENTION, Change, ChangeKind, ChangeLimit, ChangePage, ChangeSignal, ChangesError,
 };
@@ -54,6 +57,7 @@ pub use fields::{
 };
 pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
+pub use identity::{EARLIEST_YEAR, Isbn, IsbnError, LATEST_YEAR, PublishedYear, YearOutOfRange};
 pub use keys::{
     ApiKey, ApiKeyRepository, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName, KeyDigest,
     KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 
 use crate::book::checked_text;
-use crate::{Author, Book, BookId, Genre, TextError};
+use crate::{Author, Book, BookId, Genre, Isbn, TextError};
 
 /// How many books one page holds: 1 to 100, 20 unless the caller says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub struct BookFilter {
     pub genre: Option<Genre>,
     /// Only books whose title or author contains this text (case-insensitive).
     pub search: Option<SearchTerm>,
+    /// Only the book with this ISBN.
+    pub isbn: Option<Isbn>,
 }
 
 impl BookFilter {
@@ -77,6 +79,9 @@ impl BookFilter {
                 book.genre()
                     .is_some_and(|g| same(genre.as_str(), g.as_str()))
             })
+            && self
+                .isbn
+                .is_none_or(|isbn| book.fields().isbn == Some(isbn))
             && self.search.as_ref().is_none_or(|term| {
                 let needle = term.as_str().to_lowercase();
                 book.title().as_str().to_lowercase().contains(&needle)
@@ -219,6 +224,7 @@ impl BookFilter {
         same(self.author.as_ref(), other.author.as_ref())
             && same(self.genre.as_ref(), other.genre.as_ref())
             && same(self.search.as_ref(), other.search.as_ref())
+            && same(self.isbn.as_ref(), other.isbn.as_ref())
     }
 }
 

@@ -8,8 +8,8 @@ use chrono::{TimeDelta, Utc};
 use crate::{
     Book, BookId, BookPatch, BookReader, BookWriter, Change, ChangeFeed, ChangeKind, ChangeLimit,
     ChangesError, CreateBookError, Created, CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink,
-    GetBookError, IdempotencyKey, IdempotencyRecords, ListBooksError, ListQuery, NewBook, NewBooks,
-    StorageError, Version, VersionCheck, WriteBookError,
+    GetBookError, IdempotencyKey, IdempotencyRecords, Isbn, IsbnTaken, ListBooksError, ListQuery,
+    NewBook, NewBooks, StorageError, Version, VersionCheck, WriteBookError,
 };
 
 /// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
@@ -31,6 +31,8 @@ pub struct InMemoryBookRepository {
 struct State {
     last_id: i64,
     books: BTreeMap<BookId, Book>,
+    /// The book that has each ISBN: an ISBN is unique, as in storage.
+    isbns: HashMap<Isbn, BookId>,
     /// Each key with what it came with and what it created.
     keys: HashMap<IdempotencyKey, Remembered>,
     /// The change feed, in `seq` order: each write records its change under the same lock.
@@ -83,13 +85,26 @@ impl InMemoryBookRepository {
                 current: stored.version(),
             });
         }
-        let before = stored.fields();
+        let before = stored.fields().clone();
         let mut fields = before.clone();
         change(&mut fields);
-        if fields == *before {
+        if fields == before {
             // Nothing changes, so neither does the version: other clients' ETags stay good.
             return Ok(stored.clone());
         }
+        if let Some(taken) = state.taken(fields.isbn, Some(id)) {
+            return Err(WriteBookError::IsbnTaken(taken));
+        }
+        if let Some(isbn) = before.isbn {
+            state.isbns.remove(&isbn);
+        }
+        if let Some(isbn) = fields.isbn {
+            state.isbns.insert(isbn, id);
+        }
+        let stored = state
+            .books
+            .get_mut(&id)
+            .ok_or(WriteBookError::NotFound(id))?;
         *stored = Book::new(
             id,
             fields,
@@ -104,13 +119,26 @@ impl InMemoryBookRepository {
 }
 
 impl State {
-    fn insert(&mut self, book: &NewBook) -> Result<Book, StorageError> {
+    /// The book other than `except` that has `isbn`, if any.
+    fn taken(&self, isbn: Option<Isbn>, except: Option<BookId>) -> Option<IsbnTaken> {
+        let isbn = isbn?;
+        let existing = *self.isbns.get(&isbn)?;
+        (Some(existing) != except).then_some(IsbnTaken { isbn, existing })
+    }
+
+    fn insert(&mut self, book: &NewBook) -> Result<Book, CreateBookError> {
+        if let Some(taken) = self.taken(book.isbn, None) {
+            return Err(CreateBookError::IsbnTaken(taken));
+        }
         self.last_id += 1;
         let id = BookId::new(self.last_id)
             .ok_or_else(|| StorageError::Unknown(anyhow::anyhow!("book ids ran out")))?;
         let now = Utc::now();
         let created = Book::new(id, book.clone(), Version::FIRST, now, now);
         self.books.insert(id, created.clone());
+        if let Some(isbn) = book.isbn {
+            self.isbns.insert(isbn, id);
+        }
         self.record(ChangeKind::Created, &created, Some(created.clone()));
         Ok(created)
     }
@@ -133,7 +161,7 @@ impl State {
     }
 
     /// Inserts every book or, when one fails, none: whatever the batch had stored is taken back.
-    fn insert_all(&mut self, books: &NewBooks) -> Result<Vec<Book>, StorageError> {
+    fn insert_all(&mut self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
         let (before, seq_before) = (self.last_id, self.last_seq);
         let created = books
             .as_slice()
@@ -142,6 +170,7 @@ impl State {
             .collect::<Result<Vec<_>, _>>();
         if created.is_err() {
             self.books.retain(|id, _| id.get() <= before);
+            self.isbns.retain(|_, id| id.get() <= before);
             self.changes.retain(|change| change.seq <= seq_before);
             self.last_seq = seq_before;
         }
@@ -196,10 +225,10 @@ impl BookReader for InMemoryBookRepository {
 
 impl BookWriter for InMemoryBookRepository {
     fn create(&self, book: &NewBook) -> Result<Book, CreateBookError> {
-        Ok(self.state()?.insert(book)?)
+        self.state()?.insert(book)
     }
     fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
-        Ok(self.state()?.insert_all(books)?)
+        self.state()?.insert_all(books)
     }
     fn patch(
         &self,
@@ -219,6 +248,9 @@ impl BookWriter for InMemoryBookRepository {
             });
         }
         if let Some(deleted) = state.books.remove(&id) {
+            if let Some(isbn) = deleted.fields().isbn {
+                state.isbns.remove(&isbn);
+            }
             state.record(ChangeKind::Deleted, &deleted, None);
         }
         Ok(())

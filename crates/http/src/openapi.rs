@@ -160,15 +160,15 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
                 let Some(schema) = object.properties.get_mut(field.name()) else {
                     continue;
                 };
-                // Text fields get the trimmed-length pattern; other kinds state their rules
-                // (bounds) on the schema itself.
-                if field.kind() == FieldKind::Text {
-                    let pattern = if required_text(name, field) {
-                        rules::required_text()
-                    } else {
-                        rules::optional_text()
-                    };
-                    restrict(schema, pattern);
+                // Text fields get the trimmed-length pattern, ISBNs theirs; a year states its
+                // bounds on the schema itself.
+                match field.kind() {
+                    FieldKind::Text if required_text(name, field) => {
+                        restrict(schema, rules::required_text());
+                    }
+                    FieldKind::Text => restrict(schema, rules::optional_text()),
+                    FieldKind::Isbn => restrict(schema, rules::isbn()),
+                    FieldKind::Year => {}
                 }
             }
         }
@@ -188,6 +188,7 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
                 };
                 let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
                     (ParameterIn::Query, "author" | "genre" | "q") => rules::optional_text(),
+                    (ParameterIn::Query, "isbn") => rules::isbn(),
                     (ParameterIn::Header, "If-Match" | "If-None-Match") => {
                         rules::CONDITION.to_owned()
                     }

@@ -33,6 +33,8 @@ struct ChangeRow {
     genre: Option<String>,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
+    isbn: Option<String>,
+    published_year: Option<i32>,
 }
 
 impl TryFrom<ChangeRow> for Change {
@@ -54,6 +56,8 @@ impl TryFrom<ChangeRow> for Change {
                         version: row.version,
                         created_at,
                         updated_at,
+                        isbn: row.isbn,
+                        published_year: row.published_year,
                     })?)
                 }
                 _ => None,

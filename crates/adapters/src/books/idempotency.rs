@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::PostgresBookRepository;
-use super::writing::insert_books;
+use super::writing::{create_error, insert_books};
 use crate::connection::storage_error;
 use crate::errors::{Failure, classify};
 use crate::schema::idempotency_key;
@@ -139,7 +139,7 @@ impl PostgresBookRepository {
             CreateOnceError::Database(error) if classify(&error) == Failure::LockTimeout => {
                 CreateBookError::KeyInFlight
             }
-            CreateOnceError::Database(error) => storage_error(&mut conn, error).into(),
+            CreateOnceError::Database(error) => create_error(&mut conn, error, books),
         })
     }
 }

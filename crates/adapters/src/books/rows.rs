@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{Array, Nullable, Text};
+use diesel::sql_types::{Array, Integer, Nullable, Text};
 
 use crate::schema::book;
 
@@ -26,6 +26,8 @@ pub(crate) struct BookRow {
     pub(crate) version: i64,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) isbn: Option<String>,
+    pub(crate) published_year: Option<i32>,
 }
 
 impl TryFrom<BookRow> for Book {
@@ -36,10 +38,15 @@ impl TryFrom<BookRow> for Book {
         // have drifted apart: a bug to report, not input to reject.
         let id = row.id;
         // The row's writable fields, as a caller would have given them.
+        let text = |value: Option<String>| value.map_or(Raw::Null, Raw::Text);
         let input = BookInput {
             title: Raw::Text(row.title),
             author: Raw::Text(row.author),
-            genre: row.genre.map_or(Raw::Null, Raw::Text),
+            genre: text(row.genre),
+            isbn: text(row.isbn),
+            published_year: row
+                .published_year
+                .map_or(Raw::Null, |year| Raw::Integer(year.into())),
         };
         let book = (|| {
             Ok::<_, anyhow::Error>(Book::new(
@@ -64,7 +71,8 @@ pub(crate) static RETURNED: LazyLock<String> = LazyLock::new(|| {
 /// The SQL type of a field's column.
 fn sql_type(field: BookField) -> &'static str {
     match field.kind() {
-        FieldKind::Text => "varchar",
+        FieldKind::Text | FieldKind::Isbn => "varchar",
+        FieldKind::Year => "integer",
     }
 }
 
@@ -78,7 +86,17 @@ pub(crate) fn bind_field<'a>(
     values: impl Iterator<Item = Option<FieldValue<'a>>>,
 ) -> Statement<'a> {
     match field.kind() {
-        FieldKind::Text => {
+        FieldKind::Year => {
+            let values: Vec<Option<i32>> = values
+                .map(|value| match value {
+                    // The domain keeps years within -3000..=2100.
+                    Some(FieldValue::Integer(year)) => i32::try_from(year).ok(),
+                    _ => None,
+                })
+                .collect();
+            statement.bind::<Array<Nullable<Integer>>, _>(values)
+        }
+        FieldKind::Text | FieldKind::Isbn => {
             let values: Vec<Option<&'a str>> = values
                 .map(|value| match value {
                     Some(FieldValue::Text(text)) => Some(text),

@@ -3,8 +3,9 @@
 
 use anyhow::anyhow;
 use books_domain::{
-    Book, BookField, BookId, BookPatch, BookWriter, ConsistencyToken, CreateBookError, NewBook,
-    NewBooks, StorageError, TargetedPatch, Version, VersionCheck, WriteBookError,
+    Book, BookField, BookId, BookPatch, BookWriter, ConsistencyToken, CreateBookError, Isbn,
+    IsbnTaken, NewBook, NewBooks, StorageError, TargetedPatch, Version, VersionCheck,
+    WriteBookError,
 };
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -14,7 +15,64 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable};
 use super::PostgresBookRepository;
 use super::rows::{BookRow, INSERT, UPDATE, bind_field};
 use crate::connection::storage_error;
+use crate::errors::violates;
 use crate::schema::book;
+
+/// The constraint that keeps an ISBN to one book (`migrations/…_identify_editions`).
+const ISBN_KEY: &str = "book_isbn_key";
+
+/// When `error` is the ISBN's unique constraint refusing a write: the first of `isbns` that a
+/// book other than `except` has, read after the refused statement. `None` for any other error.
+/// Should that book be gone already (deleted in between), the write may simply be tried again,
+/// so the answer is then "unavailable", which clients retry.
+fn isbn_conflict(
+    conn: &mut PgConnection,
+    error: &DieselError,
+    isbns: impl IntoIterator<Item = Isbn>,
+    except: Option<BookId>,
+) -> Option<Result<IsbnTaken, StorageError>> {
+    if !violates(error, ISBN_KEY) {
+        return None;
+    }
+    let isbns: Vec<Isbn> = isbns.into_iter().collect();
+    let texts: Vec<&str> = isbns.iter().map(Isbn::as_str).collect();
+    let owners = book::table
+        .filter(book::isbn.eq_any(&texts))
+        .filter(book::id.ne(except.map_or(0, BookId::get)))
+        .select((book::id, book::isbn))
+        .load::<(i64, Option<String>)>(conn);
+    let owners = match owners {
+        Ok(owners) => owners,
+        Err(error) => return Some(Err(storage_error(conn, error))),
+    };
+    let taken = isbns.iter().find_map(|isbn| {
+        let (id, _) = owners
+            .iter()
+            .find(|(_, owned)| owned.as_deref() == Some(isbn.as_str()))?;
+        Some(IsbnTaken {
+            isbn: *isbn,
+            existing: BookId::new(*id)?,
+        })
+    });
+    Some(taken.ok_or_else(|| {
+        StorageError::Unavailable(anyhow!(
+            "an ISBN was taken by a book deleted since; the write can be tried again"
+        ))
+    }))
+}
+
+/// A create refused by storage: an ISBN another book has, or a storage failure.
+pub(super) fn create_error(
+    conn: &mut PgConnection,
+    error: DieselError,
+    books: &[NewBook],
+) -> CreateBookError {
+    match isbn_conflict(conn, &error, books.iter().filter_map(|b| b.isbn), None) {
+        Some(Ok(taken)) => CreateBookError::IsbnTaken(taken),
+        Some(Err(error)) => error.into(),
+        None => storage_error(conn, error).into(),
+    }
+}
 
 /// Inserts books in one statement whatever their number: all rows or, when any fails, none.
 /// Returns the rows in input order.
@@ -141,15 +199,23 @@ fn patch_under_lock(
         Ok(Outcome::Stale(version)) => Err(mismatch(id, version)),
         Ok(Outcome::As(book)) => Ok(book),
         Err(Failed::Broken(error)) => Err(error.into()),
-        Err(Failed::Database(error)) => Err(storage_error(conn, error).into()),
+        Err(Failed::Database(error)) => {
+            let isbn = patch.isbn.flatten();
+            match isbn_conflict(conn, &error, isbn, Some(id)) {
+                Some(Ok(taken)) => Err(WriteBookError::IsbnTaken(taken)),
+                Some(Err(error)) => Err(error.into()),
+                None => Err(storage_error(conn, error).into()),
+            }
+        }
     }
 }
 
 impl BookWriter for PostgresBookRepository {
     fn create(&self, new: &NewBook) -> Result<Book, CreateBookError> {
         let mut conn = self.conn()?;
-        let mut rows = insert_books(&mut conn, std::slice::from_ref(new))
-            .map_err(|error| storage_error(&mut conn, error))?;
+        let books = std::slice::from_ref(new);
+        let mut rows = insert_books(&mut conn, books)
+            .map_err(|error| create_error(&mut conn, error, books))?;
         let row = rows
             .pop()
             .ok_or_else(|| StorageError::Unknown(anyhow!("an insert returned no row")))?;
@@ -158,8 +224,9 @@ impl BookWriter for PostgresBookRepository {
 
     fn create_many(&self, books: &NewBooks) -> Result<Vec<Book>, CreateBookError> {
         let mut conn = self.conn()?;
-        let rows = insert_books(&mut conn, books.as_slice())
-            .map_err(|error| storage_error(&mut conn, error))?;
+        let books = books.as_slice();
+        let rows = insert_books(&mut conn, books)
+            .map_err(|error| create_error(&mut conn, error, books))?;
         Ok(rows
             .into_iter()
             .map(Book::try_from)

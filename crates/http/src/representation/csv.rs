@@ -3,11 +3,12 @@
 //! Written values that a spreadsheet would run as a formula (those starting with `=`, `+`, `-`,
 //! `@`, a tab or a carriage return) are neutralised as OWASP recommends: a single quote is put in
 //! front, so that the cell shows the text instead of evaluating it. Only the text columns can
-//! start so; ids, versions and timestamps are the service's own.
+//! start so; ids, ISBNs, versions and timestamps are the service's own, and a year before the
+//! common era (`-300`) is the number a spreadsheet should read.
 
 use std::sync::LazyLock;
 
-use books_domain::{Book, BookField, BookInput, Raw};
+use books_domain::{Book, BookField, BookInput, FieldKind, Raw};
 use chrono::SecondsFormat;
 
 use crate::representation::problem::ApiError;
@@ -73,7 +74,11 @@ pub(crate) fn write_books(out: &mut Vec<u8>, books: &[Book], with_header: bool) 
                 .fields()
                 .value(*field)
                 .to_text()
-                .map(|text| neutralised(&text))
+                .map(|text| match field.kind() {
+                    FieldKind::Text => neutralised(&text),
+                    // Digits, or a year that a spreadsheet reads as the number it is (-300).
+                    FieldKind::Isbn | FieldKind::Year => text,
+                })
                 .unwrap_or_default(),
             Column::Version => book.version().to_string(),
             Column::CreatedAt => time(book.created_at()),
@@ -303,7 +308,7 @@ mod tests {
     fn written_columns_keep_the_tutorials_fields_before_the_services_own() {
         assert_eq!(
             HEADER.as_str(),
-            "id,title,author,genre,version,created_at,updated_at"
+            "id,title,author,genre,version,created_at,updated_at,isbn,published_year"
         );
     }
 

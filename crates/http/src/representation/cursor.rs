@@ -8,8 +8,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use books_domain::{
-    Author, BookFilter, BookId, Genre, ListQuery, PageSize, Position, SearchTerm, Sort, SortValue,
-    Title,
+    Author, BookFilter, BookId, Genre, Isbn, ListQuery, PageSize, Position, SearchTerm, Sort,
+    SortValue, Title,
 };
 use chrono::{DateTime, Datelike as _};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ struct Token {
     g: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     q: Option<String>,
+    /// The ISBN filter, as its 13 digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
     /// A text sort value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     t: Option<String>,
@@ -65,6 +68,7 @@ pub(crate) fn encode(query: &ListQuery, position: &Position) -> String {
         a: query.filter.author.as_ref().map(|a| a.as_str().to_owned()),
         g: query.filter.genre.as_ref().map(|g| g.as_str().to_owned()),
         q: query.filter.search.as_ref().map(|q| q.as_str().to_owned()),
+        n: query.filter.isbn.map(|isbn| isbn.as_str().to_owned()),
         t,
         m,
         i: position.id.get(),
@@ -93,6 +97,7 @@ pub(crate) fn decode(cursor: &str) -> Option<ListQuery> {
         author: token.a.as_deref().map(Author::new).transpose().ok()?,
         genre: token.g.as_deref().map(Genre::new).transpose().ok()?,
         search: token.q.as_deref().map(SearchTerm::new).transpose().ok()?,
+        isbn: token.n.as_deref().map(Isbn::parse).transpose().ok()?,
     };
     // The checksum stops accidents, not someone who has read this file: the values are checked
     // again as any input would be, so that a forged cursor is a 400 and never a database error.

@@ -17,8 +17,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use books_domain::{
-    ChangesError, CreateBookError, GetBookError, InvalidBook, ListBooksError, StorageError,
-    WriteBookError,
+    BookId, ChangesError, CreateBookError, GetBookError, InvalidBatch, InvalidBook, IsbnTaken,
+    ListBooksError, MAX_BATCH, StorageError, WriteBookError,
 };
 
 use crate::representation::schemas::{FieldViolation, Problem};
@@ -55,6 +55,8 @@ pub enum ApiError {
     NotAcceptable(String),
     /// 409: a request with the same idempotency key is still in flight.
     Conflict(String),
+    /// 409: the ISBN belongs to another book, which the problem names (`existing`).
+    IsbnTaken(IsbnTaken),
     /// 412: an `If-Match` precondition failed.
     PreconditionFailed(String),
     /// 413: the body is larger than the operation accepts (the limit in bytes).
@@ -105,6 +107,11 @@ impl ApiError {
                 .map(|e| format!("{} {}", e.field, e.message))
                 .collect::<Vec<_>>()
                 .join("; "),
+            Self::IsbnTaken(taken) => format!(
+                "the isbn {} belongs to another book, {}",
+                taken.isbn,
+                book_path(taken.existing)
+            ),
             Self::Unavailable(_) => "the database is unavailable; retry shortly".to_owned(),
             Self::Internal(_) => "the server failed to handle the request".to_owned(),
         }
@@ -130,7 +137,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IsbnTaken(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -156,7 +163,14 @@ impl ResponseError for ApiError {
             Self::Unprocessable(errors) => errors.clone(),
             _ => Vec::new(),
         };
-        let mut response = problem_response(self.status_code(), self.detail(), errors);
+        let mut response = match self {
+            Self::IsbnTaken(taken) => problem_response_naming(
+                self.status_code(),
+                self.detail(),
+                book_path(taken.existing),
+            ),
+            _ => problem_response(self.status_code(), self.detail(), errors),
+        };
         if let Self::TooManyRequests { retry_after, .. } = self {
             response
                 .headers_mut()
@@ -195,19 +209,41 @@ fn title_of(status: StatusCode) -> &'static str {
     }
 }
 
+/// The path of a book, as `Location` and a problem's `existing` give it.
+pub(crate) fn book_path(id: BookId) -> String {
+    format!("/api/v1/books/{id}")
+}
+
 /// A problem+json response. Errors are never cached: they describe one moment.
 pub(crate) fn problem_response(
     status: StatusCode,
     detail: String,
     errors: Vec<FieldViolation>,
 ) -> HttpResponse {
-    let problem = Problem {
+    respond(Problem {
         kind: "about:blank".to_owned(),
         title: title_of(status).to_owned(),
         status: status.as_u16(),
         detail,
         errors,
-    };
+        existing: None,
+    })
+}
+
+/// A problem+json response naming the resource that stands in the way (`existing`).
+fn problem_response_naming(status: StatusCode, detail: String, existing: String) -> HttpResponse {
+    respond(Problem {
+        kind: "about:blank".to_owned(),
+        title: title_of(status).to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors: Vec::new(),
+        existing: Some(existing),
+    })
+}
+
+fn respond(problem: Problem) -> HttpResponse {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     response
         .content_type(PROBLEM_JSON)
@@ -307,6 +343,7 @@ impl From<CreateBookError> for ApiError {
                 "a request with this Idempotency-Key is still in progress; retry shortly"
                     .to_owned(),
             ),
+            CreateBookError::IsbnTaken(taken) => Self::IsbnTaken(taken),
             CreateBookError::Storage(error) => error.into(),
         }
     }
@@ -355,8 +392,25 @@ impl From<WriteBookError> for ApiError {
             WriteBookError::VersionMismatch { id, current } => Self::PreconditionFailed(format!(
                 "book {id} is at version {current}, which matches none of the ETags in If-Match; fetch it again"
             )),
+            WriteBookError::IsbnTaken(taken) => Self::IsbnTaken(taken),
             WriteBookError::Storage(error) => error.into(),
         }
+    }
+}
+
+impl From<InvalidBatch> for ApiError {
+    fn from(invalid: InvalidBatch) -> Self {
+        let (field, message) = match invalid {
+            InvalidBatch::Size(_) => (
+                "books".to_owned(),
+                format!("must hold 1 to {MAX_BATCH} books"),
+            ),
+            InvalidBatch::RepeatedIsbn { first, again } => (
+                format!("books[{again}].isbn"),
+                format!("repeats the isbn of books[{first}]: an ISBN names one book"),
+            ),
+        };
+        Self::Unprocessable(vec![FieldViolation { field, message }])
     }
 }
 

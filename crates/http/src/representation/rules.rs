@@ -25,6 +25,18 @@ pub(crate) fn optional_text() -> String {
     format!("^{SPACE}*(?:{EDGE}(?:{INNER}{{0,248}}{EDGE})?{SPACE}*)?$")
 }
 
+/// An optional ISBN as the domain reads it (`books_domain::Isbn::parse`): blank, meaning none, or
+/// 10 digits (the last may be `X` or `x`) or 13 digits beginning 978 or 979, with hyphens and
+/// spaces anywhere between, and white space around. The check digit is the one rule no pattern
+/// states; the document says it in words.
+pub(crate) fn isbn() -> String {
+    let gap = "[- ]*";
+    let digit = format!("[0-9]{gap}");
+    format!(
+        "^{SPACE}*(?:{gap}(?:(?:{digit}){{9}}[0-9Xx]|9{gap}7{gap}[89]{gap}(?:{digit}){{9}}[0-9]){gap})?{SPACE}*$"
+    )
+}
+
 /// `If-Match` and `If-None-Match` (RFC 9110, 13.1.1 and 13.1.2): `*`, or entity tags separated
 /// by commas, each optionally weak.
 pub(crate) const CONDITION: &str =
@@ -70,6 +82,42 @@ mod tests {
                 Title::new(&sample).is_ok(),
                 "{sample:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_isbn_pattern_accepts_what_the_domain_reads_but_for_the_check_digit() {
+        use books_domain::{Isbn, IsbnError};
+        let pattern = Regex::new(&isbn()).unwrap();
+        let mut samples = vec![
+            String::new(),
+            "  ".to_owned(),
+            "---".to_owned(),
+            "0-441-01359-7".to_owned(),
+            "0-441-01359-8".to_owned(),
+            "080442957x".to_owned(),
+            "X-441-01359-7".to_owned(),
+            "978044101359X".to_owned(),
+            " 978 0 441 01359 3 ".to_owned(),
+            "979-10-90636-07-1".to_owned(),
+            "4006381333931".to_owned(),
+            "97804410135931".to_owned(),
+            "044101359".to_owned(),
+            "0.441.01359.7".to_owned(),
+            "-9780441013593-".to_owned(),
+            "\u{a0}9780441013593".to_owned(),
+        ];
+        for piece in ["", "-", " ", "x", "X", "7", "\u{3000}"] {
+            samples.push(format!("{piece}0441013597{piece}"));
+            samples.push(format!("978{piece}0441013593"));
+        }
+        for sample in samples {
+            let domain = sample.trim().is_empty()
+                || matches!(
+                    Isbn::parse(&sample),
+                    Ok(_) | Err(IsbnError::WrongCheckDigit)
+                );
+            assert_eq!(pattern.is_match(&sample), domain, "{sample:?}");
         }
     }
 

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 /// A book in the catalogue.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3,
+    "id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction",
+    "isbn": "9780441013593", "published_year": 1965, "version": 3,
     "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"
 }))]
 pub(crate) struct BookResponse {
@@ -23,6 +24,13 @@ pub(crate) struct BookResponse {
     /// Up to 250 characters, trimmed; null when the book has no genre.
     #[schema(required = true)]
     pub genre: Option<String>,
+    /// The 13 digits of the edition's ISBN-13 (an ISBN-10 given on input is answered in this
+    /// form); unique; null when the book has none.
+    #[schema(required = true, pattern = "^97[89][0-9]{10}$")]
+    pub isbn: Option<String>,
+    /// The year the edition was published, -3000 to 2100; null when unknown.
+    #[schema(required = true, minimum = -3000, maximum = 2100)]
+    pub published_year: Option<i32>,
     /// 1 when created, one more after each successful change. The `ETag` is derived from it.
     #[schema(minimum = 1, format = Int64)]
     pub version: i64,
@@ -39,6 +47,8 @@ impl From<&Book> for BookResponse {
             title: book.title().as_str().to_owned(),
             author: book.author().as_str().to_owned(),
             genre: book.genre().map(|g| g.as_str().to_owned()),
+            isbn: book.fields().isbn.map(|isbn| isbn.as_str().to_owned()),
+            published_year: book.fields().published_year.map(|year| year.get()),
             version: book.version().get(),
             created_at: book.created_at(),
             updated_at: book.updated_at(),
@@ -98,8 +108,8 @@ pub(crate) enum ChangeKindResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "seq": 1207, "kind": "updated", "book_id": 42, "version": 3, "at": "2026-11-24T07:01:02.000001Z",
-    "book": {"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3,
-        "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"}
+    "book": {"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction",
+        "isbn": "9780441013593", "published_year": 1965, "version": 3, "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"}
 }))]
 pub(crate) struct ChangeResponse {
     /// Its place in the feed: every change has a larger one than the changes before it.
@@ -154,7 +164,10 @@ pub(crate) struct ChangePageResponse {
 // `BookInput` (`reading::JsonObject`), so that a 422 names every invalid field at once. The document
 // adds each field's rules and `additionalProperties: false` (`openapi::state_the_rules`).
 #[derive(Debug, ToSchema)]
-#[schema(example = json!({"title": "Dune", "author": "Frank Herbert", "genre": "Science fiction"}))]
+#[schema(example = json!({
+    "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction",
+    "isbn": "978-0-441-01359-3", "published_year": 1965
+}))]
 #[expect(
     dead_code,
     reason = "the document's schema: the body is read field by field"
@@ -169,6 +182,13 @@ pub(crate) struct BookInput {
     /// Optional; at most 250 characters after trimming; blank or null means no genre.
     #[schema(max_length = 250)]
     pub(crate) genre: Option<String>,
+    /// Optional; an ISBN-13 (978 or 979 first) or ISBN-10, hyphens and spaces allowed, a final
+    /// `x` read as `X`, with a valid check digit; stored and answered as the 13 digits of the
+    /// ISBN-13. Blank or null means none. Unique: another book's ISBN is a 409 naming that book.
+    pub(crate) isbn: Option<String>,
+    /// Optional; the year the edition was published, -3000 to 2100. Null means unknown.
+    #[schema(minimum = -3000, maximum = 2100)]
+    pub(crate) published_year: Option<i32>,
 }
 
 /// A JSON merge patch (RFC 7396) of a book: members left out are kept.
@@ -191,6 +211,12 @@ pub(crate) struct BookPatchInput {
     /// A new genre, at most 250 characters after trimming; null or blank clears it.
     #[schema(value_type = Option<String>, max_length = 250)]
     pub(crate) genre: PatchValue<String>,
+    /// A new ISBN (ISBN-13 or ISBN-10, as on create); null or blank clears it.
+    #[schema(value_type = Option<String>)]
+    pub(crate) isbn: PatchValue<String>,
+    /// A new year of publication, -3000 to 2100; null clears it.
+    #[schema(value_type = Option<i32>, minimum = -3000, maximum = 2100)]
+    pub(crate) published_year: PatchValue<i32>,
 }
 
 /// An error, as RFC 9457 describes it.
@@ -211,6 +237,10 @@ pub(crate) struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub errors: Vec<FieldViolation>,
+    /// On 409 for an ISBN: the path of the book that has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    pub existing: Option<String>,
 }
 
 /// One invalid field of a request body.

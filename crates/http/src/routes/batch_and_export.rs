@@ -50,7 +50,7 @@ pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
         )),
         (status = 400, description = "Malformed JSON or CSV (an unclosed quote, invalid UTF-8): the detail names the row",
             body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with the same Idempotency-Key is still in progress; retry shortly",
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress (retry shortly), or a book's isbn belongs to a book that exists, which `existing` names",
             body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The request body is larger than 1 MiB",
             body = Problem, content_type = "application/problem+json"),
@@ -75,7 +75,7 @@ pub(crate) async fn create_books(
             ));
         }
     };
-    let books = NewBooks::new(books).map_err(|error| ApiError::Internal(error.into()))?;
+    let books = NewBooks::new(books)?;
     let (created, token) = blocking_write(&state.service, move |s| match key {
         Some(key) => s.create_books_once(&key, &books),
         None => s
@@ -129,7 +129,7 @@ pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
 ///
 /// Every book matching the filters, in `sort` order, read from one consistent snapshot and
 /// streamed as it is read: memory stays flat whatever the catalogue's size. `Accept: text/csv`
-/// gives CSV with the header `id,title,author,genre,version,created_at,updated_at` (text that a
+/// gives CSV with the header `id,title,author,genre,version,created_at,updated_at,isbn,published_year` (text that a
 /// spreadsheet would run as a formula, starting with `=`, `+`, `-`, `@`, tab or carriage return, is
 /// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line. A
 /// caller streams one export at a time (past it 429; past the instance's slots 503), and an export

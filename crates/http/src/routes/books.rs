@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
-    Author, Book, BookFilter, BookId, BookPatch, Created, Genre, IdempotencyKey, ListQuery,
+    Author, Book, BookFilter, BookId, BookPatch, Created, Genre, IdempotencyKey, Isbn, ListQuery,
     PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
 };
 use utoipa::IntoParams;
@@ -122,6 +122,9 @@ pub(crate) struct SelectionParams {
     /// Only books whose title or author contains this text (case-insensitive).
     #[param(max_length = 250)]
     q: Option<String>,
+    /// Only the book with this ISBN, in any form a book's `isbn` accepts (ISBN-10 or ISBN-13,
+    /// hyphens and spaces allowed); an invalid one is a 400.
+    isbn: Option<String>,
     /// Order: `id`, `title`, `author` or `created_at`, with a leading `-` for descending. Ties
     /// are broken by id.
     #[param(pattern = "^-?(id|title|author|created_at)$", default = "id")]
@@ -141,6 +144,7 @@ impl SelectionParams {
             author: take("author"),
             genre: take("genre"),
             q: take("q"),
+            isbn: take("isbn"),
             sort: take("sort"),
         }
     }
@@ -151,6 +155,10 @@ impl SelectionParams {
             author: text_filter("author", self.author.as_ref(), Author::new)?,
             genre: text_filter("genre", self.genre.as_ref(), Genre::new)?,
             search: text_filter("q", self.q.as_ref(), SearchTerm::new)?,
+            isbn: given(self.isbn.as_ref())
+                .map(Isbn::parse)
+                .transpose()
+                .map_err(|error| ApiError::BadRequest(format!("isbn {error}")))?,
         })
     }
 
@@ -240,7 +248,7 @@ fn text_filter<T>(
         (status = 200, description = "A page of books",
             content(
                 (BookPage = "application/json"),
-                (String = "text/csv", example = "id,title,author,genre,version,created_at,updated_at\r\n42,Dune,Frank Herbert,Science fiction,3,2026-11-24T06:26:29.123456Z,2026-11-24T07:01:02.000001Z\r\n"),
+                (String = "text/csv", example = "id,title,author,genre,version,created_at,updated_at,isbn,published_year\r\n42,Dune,Frank Herbert,Science fiction,3,2026-11-24T06:26:29.123456Z,2026-11-24T07:01:02.000001Z,9780441013593,1965\r\n"),
             ),
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288) when a next page exists"))),
         (status = 406, description = "The client accepts neither application/json nor text/csv",
@@ -349,7 +357,7 @@ impl FromRequest for IdempotencyKeyHeader {
             ("Idempotent-Replayed" = String, description = "`true` when this answer replays an earlier request with the same Idempotency-Key"),
             ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),
         )),
-        (status = 409, description = "A request with the same Idempotency-Key is still in progress; retry shortly",
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress (retry shortly), or the isbn belongs to another book, which `existing` names",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -441,6 +449,8 @@ pub(crate) async fn get_book(
         (status = 200, description = "The book as replaced", body = BookResponse,
             headers(("ETag" = String, description = "The book's new entity tag"),
             ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),)),
+        (status = 409, description = "The isbn belongs to another book, which `existing` names; nothing was changed",
+            body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn replace_book(
@@ -485,6 +495,8 @@ pub(crate) async fn replace_book(
         (status = 200, description = "The book as patched", body = BookResponse,
             headers(("ETag" = String, description = "The book's new entity tag"),
             ("Consistency-Token" = String, description = "Where the history of writes stood once this write had committed: send it back on a read to be sure to see this write"),)),
+        (status = 409, description = "The isbn belongs to another book, which `existing` names; nothing was changed",
+            body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn patch_book(

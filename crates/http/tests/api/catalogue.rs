@@ -338,7 +338,7 @@ async fn an_export_streams_every_matching_book_as_ndjson_or_csv() {
     let rows = lines(&reply);
     assert_eq!(
         rows[0],
-        "id,title,author,genre,version,created_at,updated_at"
+        "id,title,author,genre,version,created_at,updated_at,isbn,published_year"
     );
     assert_eq!(rows.len(), 1 + 500);
     let titles: Vec<&str> = rows[1..]
@@ -359,7 +359,7 @@ async fn an_export_streams_every_matching_book_as_ndjson_or_csv() {
         .await;
     assert_eq!(
         lines(&empty),
-        ["id,title,author,genre,version,created_at,updated_at"]
+        ["id,title,author,genre,version,created_at,updated_at,isbn,published_year"]
     );
 }
 

@@ -17,6 +17,7 @@ mod errors;
 mod hardening;
 mod helpers;
 mod hostile;
+mod identity;
 mod instances;
 mod legacy;
 mod listing;
