@@ -167,11 +167,50 @@ pub fn run_migrations(url: &str, prepared_statements: bool) -> anyhow::Result<Ve
     if !prepared_statements {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
+    create_extensions(&mut conn)?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map_err(|error| anyhow!(error))
         .context("could not apply the migrations")?;
     Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// The contrib extensions search needs (see `migrations/…_search_books/up.sql`).
+const EXTENSIONS: [&str; 3] = ["unaccent", "pg_trgm", "fuzzystrmatch"];
+
+/// Creates the extensions the migrations need, before they run, so that a database where this
+/// role may not create them stops the start with the SQL an administrator must run, instead of
+/// a failed migration.
+fn create_extensions(conn: &mut PgConnection) -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let installed: Vec<Name> = diesel::sql_query(
+        "SELECT extname::text AS name FROM pg_extension \
+         UNION ALL SELECT current_database()::text",
+    )
+    .load(conn)
+    .context("could not read the database's extensions")?;
+    let database = installed.last().map_or("", |n| n.name.as_str()).to_owned();
+    for extension in EXTENSIONS {
+        if installed.iter().any(|n| n.name == extension) {
+            continue;
+        }
+        if let Err(error) =
+            conn.batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {extension}"))
+        {
+            anyhow::bail!(
+                "search needs the PostgreSQL extension {extension}, which database {database} \
+                 does not have and which this role may not create ({error}): run \
+                 `CREATE EXTENSION {extension};` in database {database} as its owner or a \
+                 superuser (the package postgresql-contrib, or Debian's postgresql, ships it), \
+                 then start the service again"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Creates the database `name` through the maintenance connection `admin_url`, unless it exists.

@@ -11,6 +11,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         isbn -> Nullable<Varchar>,
         published_year -> Nullable<Int4>,
+        title_words -> Array<Text>,
+        author_words -> Array<Text>,
     }
 }
 

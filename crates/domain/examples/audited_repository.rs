@@ -13,10 +13,11 @@
 use std::sync::Mutex;
 
 use books_domain::{
-    Book, BookField, BookId, BookInput, BookPatch, BookReader, BookService, BookWriter, Change,
-    ChangeFeed, ChangeLimit, ChangesError, CreateBookError, Created, CreatedBooks, ExportQuery,
-    ExportSink, GetBookError, IdempotencyKey, IdempotencyRecords, InMemoryBookRepository,
-    ListBooksError, ListQuery, NewBook, NewBooks, StorageError, VersionCheck, WriteBookError,
+    Book, BookField, BookId, BookInput, BookPatch, BookReader, BookSearch, BookService, BookWriter,
+    Change, ChangeFeed, ChangeLimit, ChangesError, ConsistencyToken, CreateBookError, Created,
+    CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey, IdempotencyRecords,
+    InMemoryBookRepository, ListBooksError, ListQuery, NewBook, NewBooks, SearchQuery,
+    SearchResults, StorageError, VersionCheck, WriteBookError,
 };
 use chrono::TimeDelta;
 
@@ -111,6 +112,16 @@ impl<R: ChangeFeed> ChangeFeed for Audited<R> {
     }
     fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, StorageError> {
         self.inner.forget_changes_older_than(age)
+    }
+}
+
+impl<R: BookSearch> BookSearch for Audited<R> {
+    fn search(
+        &self,
+        query: &SearchQuery,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<SearchResults, ListBooksError> {
+        self.inner.search(query, seen)
     }
 }
 

@@ -19,9 +19,9 @@ use chrono::TimeDelta;
 
 use crate::{
     Author, Book, BookField, BookFilter, BookId, BookInput, BookPatch, BookRepository, ChangeKind,
-    ChangeLimit, CreateBookError, ExportQuery, Genre, GetBookError, IdempotencyKey, Isbn,
-    IsbnTaken, ListQuery, NewBook, NewBooks, PageSize, Position, Raw, SearchTerm, Sort, SortKey,
-    TargetedPatch, Version, VersionCheck, WriteBookError,
+    ChangeLimit, CreateBookError, ExportQuery, Facets, Genre, GetBookError, IdempotencyKey, Isbn,
+    IsbnTaken, ListQuery, NewBook, NewBooks, PageSize, Position, Raw, SearchQuery, SearchTerm,
+    SearchText, Sort, SortKey, TargetedPatch, Version, VersionCheck, WriteBookError,
 };
 
 /// Turns the contract into one test per check, each on the repository `$make` returns.
@@ -47,6 +47,8 @@ macro_rules! repository_contract {
             the_isbn_and_year_are_kept_cleared_and_found_like_any_optional_field,
             an_isbn_belongs_to_one_book_and_a_write_that_would_share_it_changes_nothing,
             patches_that_give_two_books_one_isbn_let_exactly_one_win,
+            search_forgives_typos_and_accents_ranks_highlights_and_counts,
+            search_sees_every_write_path_and_finds_an_isbn_first,
         );
     };
     (@tests $make:expr; $($case:ident),* $(,)?) => {
@@ -657,4 +659,106 @@ pub fn patches_that_give_two_books_one_isbn_let_exactly_one_win(repository: &imp
         Err(WriteBookError::IsbnTaken(t)) if t.existing == winner.id()
     ));
     assert_eq!(outcomes[2].as_ref().expect("written").version().get(), 2);
+}
+
+fn search(repository: &impl BookRepository, text: &str) -> crate::SearchResults {
+    let query = SearchQuery::new(SearchText::new(text).expect("a search"));
+    repository.search(&query, None).expect("searched")
+}
+
+fn found(results: &crate::SearchResults) -> Vec<&str> {
+    results
+        .hits
+        .iter()
+        .map(|hit| hit.book.title().as_str())
+        .collect()
+}
+
+/// Search forgives a typo by the word's length, ignores case and diacritics, matches the last
+/// word as a prefix, ranks by the domain's rules, highlights, and counts every result.
+pub fn search_forgives_typos_and_accents_ranks_highlights_and_counts(
+    repository: &impl BookRepository,
+) {
+    for (title, author, genre) in [
+        ("Pride and Prejudice", "Jane Austen", Some("Classic")),
+        (
+            "Cien años de soledad",
+            "Gabriel García Márquez",
+            Some("Novel"),
+        ),
+        ("Dune", "Frank Herbert", Some("Science fiction")),
+        ("Dune Messiah", "Frank Herbert", Some("Science fiction")),
+        ("Emma", "Jane Austen", Some("Classic")),
+    ] {
+        repository
+            .create(&draft(title, author, genre))
+            .expect("created");
+    }
+    let pride = search(repository, "pride and prejudise");
+    assert_eq!(found(&pride)[0], "Pride and Prejudice");
+    assert_eq!(
+        pride.hits[0].highlight.title,
+        "<em>Pride</em> <em>and</em> <em>Prejudice</em>"
+    );
+    assert_eq!(
+        found(&search(repository, "garcia marquez")),
+        ["Cien años de soledad"]
+    );
+    assert_eq!(
+        found(&search(repository, "GARCÍA")),
+        ["Cien años de soledad"]
+    );
+    let dune = search(repository, "dun");
+    assert_eq!(found(&dune), ["Dune", "Dune Messiah"]);
+    assert_eq!(dune.total, 2);
+    let exact = search(repository, "dune");
+    assert_eq!(
+        found(&exact),
+        ["Dune", "Dune Messiah"],
+        "an equal title first"
+    );
+    assert!(exact.hits[0].score > exact.hits[1].score);
+    // Four letters forgive no typo.
+    assert!(search(repository, "dume").hits.is_empty());
+    let mut austen = SearchQuery::new(SearchText::new("austen").expect("a search"));
+    austen.facets = Facets {
+        genre: true,
+        author: false,
+    };
+    let counted = repository.search(&austen, None).expect("searched");
+    assert_eq!(counted.total, 2);
+    let genres = counted.facets.and_then(|f| f.genre).expect("genre facet");
+    assert_eq!((genres[0].value.as_str(), genres[0].count), ("Classic", 2));
+    austen.limit = PageSize::new(1).expect("a size");
+    austen.offset = 1;
+    let second = repository.search(&austen, None).expect("searched");
+    assert_eq!((second.hits.len(), second.total), (1, 2));
+}
+
+/// A book is searchable as soon as a create, a batch or a patch is written, and no longer after
+/// a patch or a delete took its words away; a query that is an ISBN finds that book first.
+pub fn search_sees_every_write_path_and_finds_an_isbn_first(repository: &impl BookRepository) {
+    let batch = NewBooks::new(vec![
+        draft("Zanzibar Blues", "Anon", None),
+        edition("The Left Hand of Darkness", "9780441478125", Some(1969)),
+    ])
+    .expect("a batch");
+    let created = repository.create_many(&batch).expect("created");
+    assert_eq!(found(&search(repository, "zanzibar")), ["Zanzibar Blues"]);
+    repository
+        .patch(
+            created[0].id(),
+            &patch(&BookInput::default().with(BookField::Title, "Quixotic Tales")),
+            &VersionCheck::Any,
+        )
+        .expect("patched");
+    assert!(search(repository, "zanzibar").hits.is_empty());
+    assert_eq!(found(&search(repository, "quixotic")), ["Quixotic Tales"]);
+    let by_isbn = search(repository, "0-441-47812-3");
+    assert_eq!(found(&by_isbn)[0], "The Left Hand of Darkness");
+    assert!((by_isbn.hits[0].score - 1.0).abs() < f64::EPSILON);
+    repository
+        .delete(created[0].id(), &VersionCheck::Any)
+        .expect("deleted");
+    assert!(search(repository, "quixotic").hits.is_empty());
 }

@@ -38,6 +38,7 @@ mod keys;
 mod listing;
 mod memory;
 mod ports;
+mod search;
 mod service;
 
 pub use batch::{
@@ -68,7 +69,12 @@ pub use listing::{
 };
 pub use memory::InMemoryBookRepository;
 pub use ports::{
-    BookReader, BookRepository, BookWriter, ChangeFeed, IdempotencyRecords, TargetedPatch,
-    VersionCheck,
+    BookReader, BookRepository, BookSearch, BookWriter, ChangeFeed, IdempotencyRecords,
+    TargetedPatch, VersionCheck,
+};
+pub use search::{
+    Candidate, FacetCounts, FacetValue, Facets, Highlight, MAX_FACET_VALUES, MAX_OFFSET,
+    MAX_QUERY_CHARS, MAX_QUERY_WORDS, MAX_TOTAL, SearchHit, SearchQuery, SearchResults, SearchText,
+    SearchTextError, fold, is_separator, osa_distance, query_words, rank, typo_budget, words,
 };
 pub use service::BookService;

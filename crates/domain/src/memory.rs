@@ -11,6 +11,10 @@ use crate::{
     GetBookError, IdempotencyKey, IdempotencyRecords, Isbn, IsbnTaken, ListBooksError, ListQuery,
     NewBook, NewBooks, StorageError, Version, VersionCheck, WriteBookError,
 };
+use crate::{
+    BookSearch, Candidate, ConsistencyToken, SearchQuery, SearchResults, fold, query_words, rank,
+    words,
+};
 
 /// Keeps books in a map behind a mutex. Ids start at 1 and are never reused.
 ///
@@ -254,6 +258,43 @@ impl BookWriter for InMemoryBookRepository {
             state.record(ChangeKind::Deleted, &deleted, None);
         }
         Ok(())
+    }
+}
+
+impl BookSearch for InMemoryBookRepository {
+    fn search(
+        &self,
+        query: &SearchQuery,
+        _seen: Option<ConsistencyToken>,
+    ) -> Result<SearchResults, ListBooksError> {
+        let folded = |text: &str| -> Vec<String> {
+            words(text)
+                .into_iter()
+                .map(|(start, end)| fold(&text[start..end]))
+                .collect()
+        };
+        let query_words = query_words(&query.text, fold);
+        let isbn = query.text.isbn();
+        // Every admitted book is a candidate: the ranking leaves out those that match nothing.
+        let candidates: Vec<Candidate> = self
+            .state()?
+            .books
+            .values()
+            .filter(|book| query.admits(book))
+            .map(|book| Candidate {
+                title_words: folded(book.title().as_str()),
+                author_words: folded(book.author().as_str()),
+                book: book.clone(),
+            })
+            .collect();
+        let isbn_match = isbn.and_then(|isbn| {
+            candidates
+                .iter()
+                .find(|c| c.book.fields().isbn == Some(isbn))
+                .map(|c| c.book.id())
+        });
+        let ranked = rank(&query_words, candidates, isbn_match);
+        Ok(SearchResults::page_of(ranked, query))
     }
 }
 

@@ -1,14 +1,14 @@
 //! The ports that storage adapters implement, one trait per role.
 //!
 //! A caller names the role it needs (a health check needs a [`BookReader`], the sequencer a
-//! [`ChangeFeed`]); a storage adapter implements all four, and so is a [`BookRepository`].
+//! [`ChangeFeed`]); a storage adapter implements all five, and so is a [`BookRepository`].
 
 use chrono::TimeDelta;
 
 use crate::{
     Book, BookId, BookPatch, Change, ChangeLimit, ChangesError, ConsistencyToken, CreateBookError,
     Created, CreatedBooks, ExportQuery, ExportSink, GetBookError, IdempotencyKey, ListBooksError,
-    ListQuery, NewBook, NewBooks, Version, WriteBookError,
+    ListQuery, NewBook, NewBooks, SearchQuery, SearchResults, Version, WriteBookError,
 };
 
 /// Which versions of a book a write may apply to.
@@ -279,8 +279,30 @@ pub trait ChangeFeed: Send + Sync + 'static {
     fn forget_changes_older_than(&self, age: TimeDelta) -> Result<u64, crate::StorageError>;
 }
 
-/// Storage of books in every role: what [`crate::BookService`] runs on. Implement the four role
-/// traits; this one follows.
-pub trait BookRepository: BookReader + BookWriter + IdempotencyRecords + ChangeFeed {}
+/// Ranked search: a storage finds the candidates its way and ranks them with
+/// [`crate::rank`], so that the rules are the same whatever the storage.
+pub trait BookSearch: Send + Sync + 'static {
+    /// One page of the results of `query` (with their total and the facets it asks for), from
+    /// data that holds every write up to `seen`.
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError::Storage`] when storage fails.
+    fn search(
+        &self,
+        query: &SearchQuery,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<SearchResults, ListBooksError>;
+}
 
-impl<R: BookReader + BookWriter + IdempotencyRecords + ChangeFeed> BookRepository for R {}
+/// Storage of books in every role: what [`crate::BookService`] runs on. Implement the five role
+/// traits; this one follows.
+pub trait BookRepository:
+    BookReader + BookWriter + IdempotencyRecords + ChangeFeed + BookSearch
+{
+}
+
+impl<R: BookReader + BookWriter + IdempotencyRecords + ChangeFeed + BookSearch> BookRepository
+    for R
+{
+}

@@ -7,7 +7,8 @@ use crate::{
     Book, BookId, BookPatch, BookRepository, ChangeLimit, ChangePage, ChangesError,
     ConsistencyToken, CreateBookError, Created, CreatedBooks, ExportQuery, ExportSink,
     GetBookError, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, ListBooksError, ListQuery, NewBook,
-    NewBooks, Page, Position, StorageError, VersionCheck, WriteBookError,
+    NewBooks, Page, Position, SearchQuery, SearchResults, StorageError, VersionCheck,
+    WriteBookError,
 };
 
 /// The use cases of the catalogue, over any [`BookRepository`].
@@ -228,6 +229,30 @@ impl BookService {
     /// sort key (a caller bug, reported as an unknown storage error).
     pub fn list_books(&self, query: &ListQuery) -> Result<Page, ListBooksError> {
         self.list_books_seeing(query, None)
+    }
+
+    /// Searches the catalogue: one page of ranked results, their total and the facets asked
+    /// for (see [`crate::rank`] for the rules), from data that holds every write up to `seen`.
+    ///
+    /// ```
+    /// use books_domain::{BookField, BookInput, BookService, InMemoryBookRepository, NewBook, SearchQuery, SearchText};
+    /// let service = BookService::new(InMemoryBookRepository::default());
+    /// let input = BookInput::default().with(BookField::Title, "Pride and Prejudice").with(BookField::Author, "Jane Austen");
+    /// service.create_book(&NewBook::parse(&input)?)?;
+    /// let found = service.search_books(&SearchQuery::new(SearchText::new("pride and prejudise")?), None)?;
+    /// assert_eq!(found.hits[0].highlight.title, "<em>Pride</em> <em>and</em> <em>Prejudice</em>");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ListBooksError`] when storage fails.
+    pub fn search_books(
+        &self,
+        query: &SearchQuery,
+        seen: Option<ConsistencyToken>,
+    ) -> Result<SearchResults, ListBooksError> {
+        self.repository.search(query, seen)
     }
 
     /// [`BookService::list_books`], from data that holds every write up to `seen` (see

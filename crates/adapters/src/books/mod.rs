@@ -1,11 +1,12 @@
 //! The book repository on PostgreSQL, one file per role of the domain's ports: [`reading`],
-//! [`writing`], [`idempotency`], and [`change_feed`]. [`rows`] holds the row
+//! [`writing`], [`idempotency`], [`change_feed`] and [`search`]. [`rows`] holds the row
 //! type and the statements built from the domain's field table.
 
 mod change_feed;
 mod idempotency;
 mod reading;
 mod rows;
+mod search;
 mod writing;
 
 use std::sync::Arc;

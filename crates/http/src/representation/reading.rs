@@ -268,9 +268,24 @@ fn raw(value: Value) -> Raw {
     match value {
         Value::Null => Raw::Null,
         Value::String(text) => Raw::Text(text),
-        Value::Number(number) => number.as_i64().map_or(Raw::Other, Raw::Integer),
+        Value::Number(number) => number
+            .as_i64()
+            .or_else(|| whole(number.as_f64()?))
+            .map_or(Raw::Other, Raw::Integer),
         Value::Bool(_) | Value::Array(_) | Value::Object(_) => Raw::Other,
     }
+}
+
+/// A number written with a fraction of zero (`1965.0`), as the integer it is: JSON Schema counts
+/// it as an integer, so a client that writes it so must not be refused.
+fn whole(number: f64) -> Option<i64> {
+    // Within ±2^53 every whole f64 converts exactly; years are far inside.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (number.fract() == 0.0 && number.abs() <= EXACT).then(|| {
+        #[expect(clippy::cast_possible_truncation, reason = "whole and within ±2^53")]
+        let whole = number as i64;
+        whole
+    })
 }
 
 /// An object's members: the book's fields (see [`BookField::ALL`]), and the names of the others.
