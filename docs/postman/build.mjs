@@ -14,7 +14,7 @@ const collection = JSON.parse(readFileSync(input, "utf8"));
 const plan = {
   books: [
     ["Create a book", {
-      body: { title: "Dune", author: "Frank Herbert", genre: "Science fiction" },
+      body: { title: "Dune", author: "Frank Herbert", genre: "Science fiction", isbn: "0-441-01359-7", published_year: 1965 },
       headers: { "Idempotency-Key": "postman-{{$timestamp}}" },
       test: `
         pm.test("201 with Location and ETag", () => {
@@ -26,6 +26,8 @@ const plan = {
         pm.test("the book as sent, at version 1", () => {
           pm.expect(book.title).to.eql("Dune");
           pm.expect(book.version).to.eql(1);
+          pm.expect(book.isbn).to.eql("9780441013593");
+          pm.expect(book.published_year).to.eql(1965);
         });
         pm.collectionVariables.set("bookId", book.id);
         pm.collectionVariables.set("etag", pm.response.headers.get("ETag"));`,
@@ -75,6 +77,18 @@ const plan = {
         pm.test("201 with the books in input order", () => {
           pm.response.to.have.status(201);
           pm.expect(pm.response.json().books.map((b) => b.title)).to.eql(["Emma", "Persuasion"]);
+        });`,
+    }],
+    ["Search books", {
+      query: { q: "persuasoin", facets: "genre" },
+      test: `
+        pm.test("200 with the book despite the typo, highlighted", () => {
+          pm.response.to.have.status(200);
+          const page = pm.response.json();
+          pm.expect(page.items[0].book.title).to.eql("Persuasion");
+          pm.expect(page.items[0].highlight.title).to.eql("<em>Persuasion</em>");
+          pm.expect(page.total).to.be.at.least(1);
+          pm.expect(page.facets.genre).to.be.an("array");
         });`,
     }],
     ["Export books", {

@@ -8,7 +8,9 @@
 //!
 //! Ranking, each rule breaking the previous one's ties: more query words matched; fewer typos in
 //! all; matched in the title before the author; whole words before prefixes; a title equal to
-//! the query first; then the id.
+//! the query first (ignoring case and diacritics, and read as typed: each of its words matched
+//! by the query's word at the same place, so "persuasoin" is the title "Persuasion" and "dun"
+//! the title "Dune"); then the id.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -166,6 +168,19 @@ fn word_match(query: &str, word: &str, last: bool) -> Option<(usize, bool)> {
     }
     // A prefix allows no typo, and is a prefix of a longer word.
     (last && word.len() > query.len() && word.starts_with(query)).then_some((0, true))
+}
+
+/// True when the query is the title as typed: as many words, each matching the title's word at
+/// its place (case, diacritics, the typos its budget allows, and an unfinished last word aside),
+/// so that someone who typed a whole title finds it before the titles that only contain it.
+fn title_as_typed(title: &[String], query: &[String]) -> bool {
+    let last = query.len().saturating_sub(1);
+    title.len() == query.len()
+        && title
+            .iter()
+            .zip(query)
+            .enumerate()
+            .all(|(i, (word, typed))| word_match(typed, word, i == last).is_some())
 }
 
 /// A search's text was refused.
@@ -434,7 +449,7 @@ pub fn rank(
             typos: 0,
             in_author: 0,
             prefixes: 0,
-            inexact_title: candidate.title_words != query_words,
+            inexact_title: !title_as_typed(&candidate.title_words, query_words),
             id: candidate.book.id(),
         };
         let mut title_hits = vec![false; candidate.title_words.len()];

@@ -18,7 +18,8 @@ use crate::representation::schemas::{
     ChangeKindResponse, ChangePageResponse, ChangeResponse, FieldViolation, Problem,
 };
 use crate::routes::legacy::LEGACY_FIELDS;
-use crate::routes::{batch_and_export, books, change_feed, legacy, operations};
+use crate::routes::search::{FacetCount, SearchFacets, SearchHighlight, SearchItem, SearchPage};
+use crate::routes::{batch_and_export, books, change_feed, legacy, operations, search};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -44,6 +45,7 @@ use crate::routes::{batch_and_export, books, change_feed, legacy, operations};
         batch_and_export::create_books,
         batch_and_export::export_books,
         change_feed::list_changes,
+        search::search_books,
         legacy::list,
         legacy::create,
         legacy::get,
@@ -54,7 +56,8 @@ use crate::routes::{batch_and_export, books, change_feed, legacy, operations};
     ),
     components(schemas(
         BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch,
-        ChangeResponse, ChangeKindResponse, ChangePageResponse, Problem, FieldViolation
+        ChangeResponse, ChangeKindResponse, ChangePageResponse, Problem, FieldViolation,
+        SearchPage, SearchItem, SearchHighlight, SearchFacets, FacetCount
     )),
     tags(
         (name = "books", description = "The catalogue"),
@@ -182,11 +185,13 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
             &mut item.delete,
         ];
         for operation in operations.into_iter().flatten() {
+            let search = operation.operation_id.as_deref() == Some("searchBooks");
             for parameter in operation.parameters.iter_mut().flatten() {
                 let RefOr::T(parameter) = parameter else {
                     continue;
                 };
                 let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                    (ParameterIn::Query, "q") if search => rules::search_text(),
                     (ParameterIn::Query, "author" | "genre" | "q") => rules::optional_text(),
                     (ParameterIn::Query, "isbn") => rules::isbn(),
                     (ParameterIn::Header, "If-Match" | "If-None-Match") => {

@@ -214,10 +214,11 @@ fn count(
 ) -> Result<(u64, Option<FacetCounts>), DieselError> {
     let all: Vec<String> = expanded.iter().flatten().cloned().collect();
     let (filter, values) = filters(query, 2);
-    let results = format!(
-        "SELECT author, genre FROM book WHERE {WORDS} && $1{filter} LIMIT {}",
-        MAX_TOTAL + 1
-    );
+    // One more than the cap, to tell "exactly 10 000" from "more"; the facets count the
+    // 10 000 results the total counts.
+    let results = |limit: u64| {
+        format!("SELECT author, genre FROM book WHERE {WORDS} && $1{filter} LIMIT {limit}")
+    };
     let bound = |sql: String| {
         let mut statement: Statement<'_> = diesel::sql_query(sql)
             .into_boxed::<Pg>()
@@ -227,13 +228,17 @@ fn count(
         }
         statement
     };
-    let total: Count =
-        bound(format!("SELECT count(*) AS count FROM ({results}) AS r")).get_result(conn)?;
+    let total: Count = bound(format!(
+        "SELECT count(*) AS count FROM ({}) AS r",
+        results(MAX_TOTAL + 1)
+    ))
+    .get_result(conn)?;
     let facet = |conn: &mut PgConnection, column: &str| -> Result<Vec<FacetValue>, DieselError> {
         let rows: Vec<FacetRow> = bound(format!(
             "SELECT {column} AS value, count(*) AS count \
-             FROM ({results} ) AS r WHERE {column} IS NOT NULL \
-             GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT {MAX_FACET_VALUES}"
+             FROM ({}) AS r WHERE {column} IS NOT NULL \
+             GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT {MAX_FACET_VALUES}",
+            results(MAX_TOTAL)
         ))
         .load(conn)?;
         Ok(rows

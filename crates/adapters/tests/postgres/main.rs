@@ -9,6 +9,7 @@ mod fixtures;
 mod idempotency;
 mod keys;
 mod listing;
+mod relevance;
 mod writes;
 
 /// The contract every repository keeps, on PostgreSQL (the in-memory one runs it too).

@@ -20,6 +20,13 @@ pub(crate) fn required_text() -> String {
     format!("^{SPACE}*{EDGE}(?:{INNER}{{0,248}}{EDGE})?{SPACE}*$")
 }
 
+/// What a search looks for: 1 to 200 characters once trimmed, no control character. (That it
+/// must hold a word, not only punctuation, the parameter's description says: a pattern that
+/// says both grows past what generators handle.)
+pub(crate) fn search_text() -> String {
+    format!("^{SPACE}*{EDGE}(?:{INNER}{{0,198}}{EDGE})?{SPACE}*$")
+}
+
 /// An optional text (genre, a filter): blank, meaning none, or as [`required_text`].
 pub(crate) fn optional_text() -> String {
     format!("^{SPACE}*(?:{EDGE}(?:{INNER}{{0,248}}{EDGE})?{SPACE}*)?$")
@@ -117,6 +124,23 @@ mod tests {
                     Isbn::parse(&sample),
                     Ok(_) | Err(IsbnError::WrongCheckDigit)
                 );
+            assert_eq!(pattern.is_match(&sample), domain, "{sample:?}");
+        }
+    }
+
+    #[test]
+    fn the_search_pattern_accepts_what_a_search_accepts_but_for_the_word_rule() {
+        use books_domain::{SearchText, SearchTextError};
+        let pattern = Regex::new(&search_text()).unwrap();
+        let mut samples = samples();
+        for n in [198, 199, 200, 201] {
+            samples.push(format!("  {}  ", "a".repeat(n)));
+        }
+        for sample in samples {
+            let domain = !matches!(
+                SearchText::new(&sample),
+                Err(SearchTextError::TooLong | SearchTextError::ControlCharacter)
+            ) && !sample.trim().is_empty();
             assert_eq!(pattern.is_match(&sample), domain, "{sample:?}");
         }
     }

@@ -132,7 +132,7 @@ pub(crate) struct SelectionParams {
 }
 
 /// A blank parameter counts as not given.
-pub(super) fn given(value: Option<&String>) -> Option<&str> {
+pub(crate) fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 

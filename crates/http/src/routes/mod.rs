@@ -26,6 +26,7 @@ pub(crate) mod books;
 pub(crate) mod change_feed;
 pub(crate) mod legacy;
 pub(crate) mod operations;
+pub(crate) mod search;
 
 use operations::{not_found, openapi_3_0_document, openapi_document, read_only, redirect};
 
@@ -56,6 +57,9 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                     .service(
                         web::resource("/books/export")
                             .route(web::get().to(batch_and_export::export_books)),
+                    )
+                    .service(
+                        web::resource("/books/search").route(web::get().to(search::search_books)),
                     )
                     .service(
                         web::resource("/books/changes")

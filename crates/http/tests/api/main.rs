@@ -26,5 +26,6 @@ mod openapi;
 mod operations;
 mod replicas;
 mod scaling;
+mod search;
 mod service;
 mod topology;
