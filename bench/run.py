@@ -20,8 +20,10 @@ psql, pgbench, wrk.
 """
 
 import argparse
+import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -31,13 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "books-api"
 COLUMNS = ('"book"."id", "book"."title", "book"."author", "book"."genre", "book"."version", '
-           '"book"."created_at", "book"."updated_at"')
+           '"book"."created_at", "book"."updated_at", "book"."isbn", "book"."published_year"')
 # The statements diesel sends (see PostgresBookRepository), with pgbench variables for the binds.
 STATEMENTS = {
     # A read by primary key: the least a server that makes one query per request must do.
@@ -46,6 +49,8 @@ STATEMENTS = {
     "list": f'SELECT {COLUMNS} FROM "book" ORDER BY id ASC LIMIT 21;\n',
     # A create.
     "insert": f'INSERT INTO "book" ("title", "author", "genre") VALUES (\'Benchmark\', \'pgbench\', \'Load\') RETURNING {COLUMNS};\n',
+    # A search (the function SEARCH_CEILING defines), over the queries the benchmark sends.
+    "search": '\\set i random(1, 60)\nSELECT bench_search(q) FROM bench_query WHERE id = :i;\n',
     # A patch that changes the genre.
     "update": f'\\set id random(1, 10000)\n\\set g random(1, 1000000)\nUPDATE "book" SET "genre" = \'Genre \' || :g, "version" = ("book"."version" + 1), "updated_at" = CURRENT_TIMESTAMP WHERE (("book"."id" = :id) AND ("book"."genre" IS DISTINCT FROM \'Genre \' || :g)) RETURNING {COLUMNS};\n',
 }
@@ -80,14 +85,103 @@ def psql(conninfo, sql):
                    stdout=subprocess.DEVNULL)
 
 
+# The words seeded titles are made of, and the names of seeded authors: a catalogue whose words
+# repeat as real ones do, for search to work on.
+WORDS = """the of and a in to love war night house city dark light last lost secret garden river sea
+sun moon king queen road time death life world man woman girl boy children dream fire winter
+summer shadow heart blood stone island mountain game story history book letter day year old new
+great little white black red silent golden wind hall tale song pride prejudice emma persuasion
+expectations wuthering heights frankenstein dracula gatsby mockingbird hobbit silmarillion
+wonderland treasure jekyll machine darkness ulysses lighthouse beloved solomon slaughterhouse
+lolita handmaid dune foundation robot earthsea neuromancer androids castle hyperion galaxy
+meridian remains midnight atonement soledad quijote bovary etranger miserables mousquetaires
+swann prince germinal tristesse verwandlung zauberberg siddhartha steppenwolf karamazov karenina
+margarita zhivago souls solaris lightness norwegian chronicle alchemist blindness hunger
+thrones potter philosopher chamber orient baskervilles journey harbour empire kingdom forest
+desert valley ocean empress wolf raven tiger dragon serpent falcon orchard meadow lantern mirror
+crown sword tower bridge window garden engine voyage kitchen library""".split()
+FIRST_NAMES = "John Mary James Anna Robert Maria David Laura Peter Sarah Thomas Emily Michael Clara George Alice".split()
+LAST_NAMES = """Smith Miller Brown Wilson Taylor Moore Clark Lewis Walker Young King Wright Hill Green
+Baker Hall Austen Dickens Tolstoy Herbert Orwell Woolf Murakami Borges Camus Kafka""".split()
+
+
+def sql_array(words):
+    return "ARRAY[" + ",".join(f"'{w}'" for w in words) + "]"
+
+
 def seed(conninfo, first_id, count):
+    words, firsts, lasts = sql_array(WORDS), sql_array(FIRST_NAMES), sql_array(LAST_NAMES)
+    n = len(WORDS)
+    # Two to five words a title, picked by multiplicative hashes of the row number.
     psql(conninfo, f"""
         INSERT INTO book (title, author, genre)
-        SELECT 'Title ' || (g % 5000), 'Author ' || (g % 997),
+        SELECT array_to_string((ARRAY[
+                   w[1 + (g * 2654435761 % {n})], w[1 + (g * 40503 % {n})],
+                   w[1 + (g * 2246822519 % {n})], w[1 + (g * 3266489917 % {n})],
+                   w[1 + (g * 668265263 % {n})]])[1:2 + g % 4], ' '),
+               f[1 + (g * 374761393 % {len(FIRST_NAMES)})] || ' ' || l[1 + (g * 1274126177 % {len(LAST_NAMES)})],
                CASE WHEN g % 3 = 0 THEN NULL ELSE 'Genre ' || (g % 40) END
-        FROM generate_series({first_id}, {first_id + count - 1}) g;""")
+        FROM generate_series({first_id}, {first_id + count - 1}) g,
+             (SELECT {words} AS w, {firsts} AS f, {lasts} AS l) AS lists;""")
     # Vacuumed and analyzed now, so that autovacuum does not compete with the measurements.
     psql(conninfo, "VACUUM (ANALYZE) book")
+
+
+def search_queries(count=60):
+    """What people type: two or three catalogue words, one of five letters or more mistyped (two
+    letters swapped), and one query in three cut short as the user types."""
+    rng = random.Random(7)
+    queries = []
+    while len(queries) < count:
+        words = [rng.choice(WORDS) for _ in range(rng.choice((2, 3)))]
+        long = [i for i, w in enumerate(words) if len(w) >= 5]
+        if long:
+            i = rng.choice(long)
+            w = words[i]
+            j = rng.randrange(1, len(w) - 2)
+            words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        if rng.random() < 1 / 3 and len(words[-1]) > 4:
+            words[-1] = words[-1][:3]
+        queries.append(" ".join(words))
+    return queries
+
+
+# The search's statements in one round trip, for pgbench: the query's words folded, each word's
+# expansions (typos by trigram and Levenshtein; the last word's prefixes), and each word's
+# candidates (at most 500), as crates/adapters/src/books/search.rs sends them. What the service
+# adds (confirming distances, ranking, HTTP) is its own cost.
+SEARCH_CEILING = """
+CREATE OR REPLACE FUNCTION bench_search(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    words text[] := book_search_words(q);
+    n int := coalesce(array_length(words, 1), 0);
+    expanded text[];
+    found bigint := 0;
+    counted bigint;
+BEGIN
+    PERFORM set_config('pg_trgm.similarity_threshold', '0.1', true);
+    FOR i IN 1..n LOOP
+        SELECT array_agg(word) INTO expanded FROM (
+            SELECT words[i] AS word
+            UNION ALL
+            SELECT word FROM search_word
+            WHERE char_length(words[i]) >= 5 AND word % words[i] AND word <> words[i]
+              AND levenshtein_less_equal(word, words[i], CASE WHEN char_length(words[i]) >= 9 THEN 3 ELSE 2 END)
+                  <= CASE WHEN char_length(words[i]) >= 9 THEN 3 ELSE 2 END
+            UNION ALL
+            (SELECT word FROM search_word WHERE i = n AND word LIKE words[i] || '%' AND word <> words[i]
+             ORDER BY word LIMIT 200)) AS e;
+        SELECT count(*) INTO counted FROM (
+            SELECT id, title, author, genre, isbn, published_year, version, created_at, updated_at,
+                   title_words, author_words
+            FROM book WHERE (title_words || author_words) && expanded LIMIT 500) AS c;
+        found := found + counted;
+    END LOOP;
+    RETURN found;
+END
+$$;
+CREATE TABLE IF NOT EXISTS bench_query (id int PRIMARY KEY, q text NOT NULL);
+"""
 
 
 def percentile(sorted_values, p):
@@ -171,6 +265,26 @@ def lua(key, method, path_expr, body=None, body_expr=None, gzip=False):
             f"request = function() return wrk.format(\"{method}\", {path_expr}{body_arg}) end\n")
 
 
+def sequential(port, paths, seconds, key):
+    """One client on one kept-alive connection, one request at a time, for `seconds`: requests/s
+    and exact percentiles (p95 included)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    latencies, non2xx, i = [], 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        conn.request("GET", paths[i % len(paths)], headers={"Authorization": f"Bearer {key}"})
+        response = conn.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - start) * 1000)
+        non2xx += not 200 <= response.status < 300
+        i += 1
+    conn.close()
+    latencies.sort()
+    return {"rps": len(latencies) / seconds, "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95), "p99": percentile(latencies, 99), "non2xx": non2xx}
+
+
 def peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -191,6 +305,8 @@ def main():
     parser.add_argument("--skip-build", action="store_true", help="use the release binary as it is")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="only the read ceilings and GET by id")
+    parser.add_argument("--no-search", action="store_true",
+                        help="leave search out (to measure a release that has none, for a before/after)")
     args = parser.parse_args()
     need("cargo", "psql", "pgbench", "wrk")
     if not args.skip_build:
@@ -288,6 +404,27 @@ def main():
 
         rows["deep paging: page 1 (sort=title)"] = dict(combined(halves[first]), bound=None)
         rows["deep paging: page 1000 (sort=title)"] = dict(combined(halves[path]), bound=None)
+
+        rss = peak_rss_mib(service.pid)
+        if args.no_search:
+            return report(rows, args, rss_under_load, rss, rows)
+        # Search at a catalogue's size: the same million books. One client, one search at a
+        # time (p95 measured exactly), then the search at the first number of connections
+        # against its ceiling: the search's statements under pgbench, combined with HTTP alone.
+        psql(conninfo, SEARCH_CEILING)
+        queries = search_queries()
+        values = ",".join(f"({i + 1}, '{q}')" for i, q in enumerate(queries))
+        psql(conninfo, f"DELETE FROM bench_query; INSERT INTO bench_query VALUES {values}")
+        psql(conninfo, "VACUUM (ANALYZE) search_word")
+        paths = ["/api/v1/books/search?q=" + urllib.parse.quote(q) for q in queries]
+        rows["search, 1 client, 1M books"] = dict(sequential(port, paths, t, key), bound=None)
+        search_db = pgbench(conninfo, n, t, work, "search")
+        rows[f"{n}: database, search statements (1M books)"] = dict(search_db, bound=None)
+        http_alone = rows[f"{n}: HTTP alone, /healthz"]["rps"]
+        table = "paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+        rows[f"{n}: GET /api/v1/books/search (1M books)"] = dict(
+            wrk(base, n, t, work, table + lua(key, "GET", "paths[math.random(1, #paths)]")),
+            bound=1 / (1 / search_db["rps"] + 1 / http_alone))
         rss = peak_rss_mib(service.pid)
     finally:
         for process in [p for p in (locals().get("compressing"),) if p and p.poll() is None]:
@@ -343,6 +480,11 @@ def report(rows, args, rss_under_load, rss, full):
         print(f"  (gzip on a list page costs {100 * (1 - gzip['rps'] / plain['rps']):.0f} % of its throughput)")
         deep = rows["deep paging: page 1000 (sort=title)"]["p50"] / rows["deep paging: page 1 (sort=title)"]["p50"]
         check(f"page 1000 ÷ page 1 (p50): {deep:.2f} (≤ 1.2)", deep <= 1.2)
+        one = rows.get("search, 1 client, 1M books")
+        if one:
+            check(f"search at 1M books, one client: p95 {one['p95']:.1f} ms (≤ 50)", one["p95"] <= 50)
+            print(f"  (search at {lo} at 1M books: "
+                  f"{ratio(f'{lo}: GET /api/v1/books/search (1M books)'):.2f} × its bound)")
     check(f"peak RSS: {rss_under_load:.1f} MiB under load, {rss:.1f} MiB at the end (≤ 64)", rss <= 64)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "rss_mib": rss, "deep_ratio": deep}, indent=2))

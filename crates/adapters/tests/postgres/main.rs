@@ -4,6 +4,7 @@
     reason = "helpers here are test code: a failed unwrap is a failed test"
 )]
 
+mod extensions;
 mod feed;
 mod fixtures;
 mod idempotency;

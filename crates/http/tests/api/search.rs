@@ -193,3 +193,40 @@ async fn past_ten_thousand_results_the_total_is_capped_and_says_so() {
         json!([{"value": "Anon", "count": 10000}])
     );
 }
+
+#[actix_web::test]
+async fn books_written_through_the_tutorials_routes_are_searchable_at_once() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .request(
+            Method::POST,
+            "/booksApi?title=Wuthering%20Heights&author=Emily%20Bronte",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json()["Book"]["id"].as_i64().unwrap();
+    let found = app
+        .get(&format!("{SEARCH}?q=wutherin%20hieghts"))
+        .await
+        .json();
+    assert_eq!(found["items"][0]["book"]["id"], id);
+    let updated = app
+        .request(
+            Method::PUT,
+            &format!("/booksApi/{id}?title=Agnes%20Grey"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(
+        app.get(&format!("{SEARCH}?q=wuthering")).await.json()["total"],
+        0
+    );
+    assert_eq!(
+        app.get(&format!("{SEARCH}?q=agnes")).await.json()["total"],
+        1
+    );
+}
