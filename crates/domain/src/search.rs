@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::{Author, Book, BookId, Genre, Isbn, PageSize};
+use crate::{Book, BookFilter, BookId, Genre, Isbn, PageSize};
 
 /// The most characters a search may have, once trimmed.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -246,10 +246,8 @@ pub struct Facets {
 pub struct SearchQuery {
     /// What to look for.
     pub text: SearchText,
-    /// Only books by this author (case-insensitive exact match).
-    pub author: Option<Author>,
-    /// Only books of this genre (case-insensitive exact match).
-    pub genre: Option<Genre>,
+    /// Only books that pass this filter (a search uses its author and genre).
+    pub filter: BookFilter,
     /// How many results.
     pub limit: PageSize,
     /// How many results to skip, at most [`MAX_OFFSET`].
@@ -263,24 +261,16 @@ impl SearchQuery {
     pub fn new(text: SearchText) -> Self {
         Self {
             text,
-            author: None,
-            genre: None,
+            filter: BookFilter::default(),
             limit: PageSize::default(),
             offset: 0,
             facets: Facets::default(),
         }
     }
 
-    /// True when `book` passes the query's filters.
+    /// True when `book` passes the query's filter.
     pub fn admits(&self, book: &Book) -> bool {
-        let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
-        self.author
-            .as_ref()
-            .is_none_or(|author| same(author.as_str(), book.author().as_str()))
-            && self.genre.as_ref().is_none_or(|genre| {
-                book.genre()
-                    .is_some_and(|g| same(genre.as_str(), g.as_str()))
-            })
+        self.filter.matches(book)
     }
 }
 

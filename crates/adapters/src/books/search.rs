@@ -139,14 +139,14 @@ fn expansions(conn: &mut PgConnection, words: &[String]) -> Result<Vec<Vec<Strin
 fn filters(query: &SearchQuery, first: usize) -> (String, Vec<String>) {
     let mut sql = String::new();
     let mut values = Vec::new();
-    if let Some(author) = &query.author {
+    if let Some(author) = &query.filter.author {
         values.push(author.as_str().to_owned());
         sql.push_str(&format!(
             " AND lower(author) = lower(${})",
             first + values.len() - 1
         ));
     }
-    if let Some(genre) = &query.genre {
+    if let Some(genre) = &query.filter.genre {
         values.push(genre.as_str().to_owned());
         sql.push_str(&format!(
             " AND lower(genre) = lower(${})",

@@ -189,11 +189,11 @@ fn read_search(request: &HttpRequest) -> Result<SearchQuery, ApiError> {
     }
     query.offset = bounded("offset", params.get("offset"), 0, MAX_OFFSET)?.unwrap_or(0);
     let text_filter = |name: &str| params.get(name).map(str::to_owned);
-    query.author = given(text_filter("author").as_ref())
+    query.filter.author = given(text_filter("author").as_ref())
         .map(Author::new)
         .transpose()
         .map_err(|error| ApiError::BadRequest(format!("author {error}")))?;
-    query.genre = given(text_filter("genre").as_ref())
+    query.filter.genre = given(text_filter("genre").as_ref())
         .map(Genre::new)
         .transpose()
         .map_err(|error| ApiError::BadRequest(format!("genre {error}")))?;
