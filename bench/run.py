@@ -121,7 +121,7 @@ def seed(conninfo, first_id, count):
                    w[1 + (g * 668265263 % {n})]])[1:2 + g % 4], ' '),
                f[1 + (g * 374761393 % {len(FIRST_NAMES)})] || ' ' || l[1 + (g * 1274126177 % {len(LAST_NAMES)})],
                CASE WHEN g % 3 = 0 THEN NULL ELSE 'Genre ' || (g % 40) END
-        FROM generate_series({first_id}, {first_id + count - 1}) g,
+        FROM generate_series({first_id}::bigint, {first_id + count - 1}) g,
              (SELECT {words} AS w, {firsts} AS f, {lasts} AS l) AS lists;""")
     # Vacuumed and analyzed now, so that autovacuum does not compete with the measurements.
     psql(conninfo, "VACUUM (ANALYZE) book")

@@ -31,7 +31,7 @@ use super::rows::{BookRow, RETURNED, Statement};
 /// The most books taken that have every query word.
 const ALL_WORDS: i64 = 1_000;
 /// The most books taken for each query word on its own.
-const EACH_WORD: i64 = 500;
+const EACH_WORD: i64 = 200;
 /// The most words the last query word expands to as a prefix.
 const PREFIXES: i64 = 200;
 
@@ -168,30 +168,29 @@ fn candidates(
     let n = expanded.len();
     let (filter, filter_values) = filters(query, n + 1);
     let isbn_param = n + filter_values.len() + 1;
+    // Each set reads its rows itself (a book in several sets comes once per set, and is kept
+    // once below): reading ids first and the rows after would visit each row twice.
+    let columns = format!("{}, title_words, author_words", *RETURNED);
     let mut sets = Vec::new();
     if n > 1 {
         let every: Vec<String> = (1..=n).map(|i| format!("{WORDS} && ${i}")).collect();
         sets.push(format!(
-            "(SELECT id FROM book WHERE {}{filter} LIMIT {ALL_WORDS})",
+            "(SELECT {columns} FROM book WHERE {}{filter} LIMIT {ALL_WORDS})",
             every.join(" AND ")
         ));
     }
     for i in 1..=n {
         sets.push(format!(
-            "(SELECT id FROM book WHERE {WORDS} && ${i}{filter} LIMIT {EACH_WORD})"
+            "(SELECT {columns} FROM book WHERE {WORDS} && ${i}{filter} LIMIT {EACH_WORD})"
         ));
     }
     let isbn = query.text.isbn();
     if isbn.is_some() {
         sets.push(format!(
-            "(SELECT id FROM book WHERE isbn = ${isbn_param}{filter})"
+            "(SELECT {columns} FROM book WHERE isbn = ${isbn_param}{filter})"
         ));
     }
-    let sql = format!(
-        "SELECT {}, title_words, author_words FROM book WHERE id IN ({})",
-        *RETURNED,
-        sets.join(" UNION ")
-    );
+    let sql = sets.join(" UNION ALL ");
     let mut statement: Statement<'_> = diesel::sql_query(sql).into_boxed::<Pg>();
     for words in expanded {
         statement = statement.bind::<Array<Text>, _>(words.clone());
@@ -202,7 +201,10 @@ fn candidates(
     if let Some(isbn) = isbn {
         statement = statement.bind::<Text, _>(isbn.as_str().to_owned());
     }
-    statement.load(conn)
+    let mut rows: Vec<CandidateRow> = statement.load(conn)?;
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    rows.retain(|row| seen.insert(row.book.id));
+    Ok(rows)
 }
 
 /// The total (up to [`MAX_TOTAL`], and whether there are more) and the facets, counted over
@@ -216,9 +218,8 @@ fn count(
     let (filter, values) = filters(query, 2);
     // One more than the cap, to tell "exactly 10 000" from "more"; the facets count the
     // 10 000 results the total counts.
-    let results = |limit: u64| {
-        format!("SELECT author, genre FROM book WHERE {WORDS} && $1{filter} LIMIT {limit}")
-    };
+    let results =
+        format!("SELECT author, genre FROM book WHERE {WORDS} && $1{filter} LIMIT {MAX_TOTAL}");
     let bound = |sql: String| {
         let mut statement: Statement<'_> = diesel::sql_query(sql)
             .into_boxed::<Pg>()
@@ -228,9 +229,10 @@ fn count(
         }
         statement
     };
+    // Counted without reading a column of the rows: only what visibility needs is read.
     let total: Count = bound(format!(
-        "SELECT count(*) AS count FROM ({}) AS r",
-        results(MAX_TOTAL + 1)
+        "SELECT count(*) AS count FROM (SELECT FROM book WHERE {WORDS} && $1{filter} LIMIT {}) AS r",
+        MAX_TOTAL + 1
     ))
     .get_result(conn)?;
     let facet = |conn: &mut PgConnection, column: &str| -> Result<Vec<FacetValue>, DieselError> {
@@ -238,7 +240,7 @@ fn count(
             "SELECT {column} AS value, count(*) AS count \
              FROM ({}) AS r WHERE {column} IS NOT NULL \
              GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT {MAX_FACET_VALUES}",
-            results(MAX_TOTAL)
+            results
         ))
         .load(conn)?;
         Ok(rows
@@ -293,6 +295,7 @@ fn find(conn: &mut PgConnection, query: &SearchQuery) -> Result<Found, DieselErr
             }
             let expanded = expansions(conn, &words)?;
             let candidates = candidates(conn, query, &expanded)?;
+            // Under every bound, the candidates are every result; otherwise SQL counts them.
             let bounded = usize::try_from(EACH_WORD).unwrap_or(usize::MAX);
             let counted = if candidates.len() >= bounded {
                 Some(count(conn, query, &expanded)?)
