@@ -213,11 +213,14 @@ fn streams_that_resume_from_the_start_and_never_read_hold_little_memory() {
 #[actix_web::test]
 async fn stalled_exports_cannot_deny_the_export_to_others_and_end_within_their_time() {
     let database = TestDatabase::new();
-    seed(database.url(), 60_000);
+    // Several megabytes: more than socket buffers hold, so a stalled reader really stalls it.
+    seed(database.url(), 40_000);
     let app = TestApp::spawn_tuned(database.pool(), Some(database), None, |s| {
         s.exports_in_flight = 2;
         s.exports_per_caller = 1;
-        s.export_max_duration = Duration::from_secs(3);
+        // Long enough for the whole export of the caller who reads, on a busy CI machine (a
+        // book's row carries its search words too since #21: 3 s once fell short).
+        s.export_max_duration = Duration::from_secs(6);
     });
     let port = port_of(&app);
     let (key, read_key) = (app.write_key.clone(), app.read_key.clone());
@@ -251,17 +254,17 @@ async fn stalled_exports_cannot_deny_the_export_to_others_and_end_within_their_t
         normal.read_to_end(&mut body).unwrap();
         let body = String::from_utf8_lossy(&body);
         assert!(body.ends_with("0\r\n\r\n"), "the export was complete");
-        assert_eq!(body.matches("\"title\"").count(), 60_000);
+        assert_eq!(body.matches("\"title\"").count(), 40_000);
         assert_short_requests_answer(port);
         // The stalled one ends once its time is up, without its final chunk, so its client
         // knows the answer is incomplete (and reads it to its end).
-        std::thread::sleep(Duration::from_secs(4).saturating_sub(stalled_at.elapsed()));
+        std::thread::sleep(Duration::from_secs(7).saturating_sub(stalled_at.elapsed()));
         let mut rest = Vec::new();
         let _ = stalled.read_to_end(&mut rest);
         let rest = String::from_utf8_lossy(&rest);
         assert!(!rest.ends_with("0\r\n\r\n"), "a cut export looked complete");
         assert!(
-            stalled_at.elapsed() < Duration::from_secs(12),
+            stalled_at.elapsed() < Duration::from_secs(15),
             "the stalled export lasted {:?}",
             stalled_at.elapsed()
         );
