@@ -666,6 +666,36 @@ mod tests {
     }
 
     #[test]
+    fn at_most_ten_distinct_words_of_a_query_count() {
+        let text = SearchText::new("a b a c d e f g h i j k l").unwrap();
+        let counted = query_words(&text, fold);
+        assert_eq!(counted, ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]);
+    }
+
+    #[test]
+    fn a_facet_lists_at_most_a_hundred_values_most_frequent_first() {
+        let mut books: Vec<Candidate> = (1..=150)
+            .map(|i| candidate(i, "Dune", &format!("Author {i}")))
+            .collect();
+        books.push(candidate(151, "Dune", "Author 7"));
+        let refs: Vec<&Book> = books.iter().map(|c| &c.book).collect();
+        let counts = FacetCounts::of(
+            &refs,
+            Facets {
+                genre: false,
+                author: true,
+            },
+        );
+        let authors = counts.author.unwrap();
+        assert_eq!(authors.len(), MAX_FACET_VALUES);
+        assert_eq!(
+            (authors[0].value.as_str(), authors[0].count),
+            ("Author 7", 2)
+        );
+        assert!(counts.genre.is_none());
+    }
+
+    #[test]
     fn a_query_of_only_spaces_or_punctuation_is_refused() {
         assert_eq!(SearchText::new("  "), Err(SearchTextError::NoWord));
         assert_eq!(SearchText::new("?!-—…"), Err(SearchTextError::NoWord));
