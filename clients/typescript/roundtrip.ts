@@ -36,6 +36,13 @@ async function main(baseUrl: string, key: string): Promise<void> {
   check(fetched.data?.title === "Dune", "get did not return the book");
   check(fetched.data.isbn === "9780141439518" && fetched.data.published_year === 1813,
     `the isbn and year came back as ${fetched.data.isbn}, ${fetched.data.published_year}`);
+  // The same book as XML, which the document offers beside JSON.
+  const xmlReader = createClient<paths, "application/xml" | "application/problem+json">({ baseUrl, headers: { Accept: "application/xml" } });
+  const asXml = await xmlReader.GET("/api/v1/books/{id}", { params: { path: { id: book.id } }, parseAs: "text" });
+  check(asXml.response.headers.get("content-type") === "application/xml" && typeof asXml.data === "string",
+    `get as XML answered ${asXml.response.status} ${asXml.response.headers.get("content-type")}`);
+  check(asXml.data.startsWith(`<book><id>${book.id}</id><title>Dune</title>`) && asXml.data.includes("<isbn>9780141439518</isbn>"),
+    `the book as XML was ${asXml.data}`);
   const taken = await writer.POST("/api/v1/books", { body: { title: "Copy", author: AUTHOR, isbn: "9780141439518" } });
   check(taken.response.status === 409 && taken.error?.existing === `/api/v1/books/${book.id}`,
     `a taken ISBN answered ${taken.response.status}`);

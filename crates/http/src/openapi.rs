@@ -6,9 +6,12 @@
 use books_domain::{BookField, FieldKind};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::xml::XmlBuilder;
+use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::representation::problem::PROBLEM_JSON;
@@ -17,6 +20,7 @@ use crate::representation::schemas::{
     BookBatch, BookBatchInput, BookInput, BookPage, BookPatchInput, BookResponse,
     ChangeKindResponse, ChangePageResponse, ChangeResponse, FieldViolation, Problem,
 };
+use crate::representation::xml::XML;
 use crate::routes::legacy::LEGACY_FIELDS;
 use crate::routes::search::{FacetCount, SearchFacets, SearchHighlight, SearchItem, SearchPage};
 use crate::routes::{batch_and_export, books, change_feed, legacy, operations, search};
@@ -207,9 +211,131 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The XML schemas, made from the JSON ones so that each field is spelled once: in XML a null
+/// field is an element left out (or, on input, an empty one), never a null value.
+fn xml_schemas(components: &mut Components) {
+    let element = |components: &Components, source: &str, name: &'static str| {
+        let Some(RefOr::T(Schema::Object(object))) = components.schemas.get(source) else {
+            return None;
+        };
+        let mut object: Object = object.clone();
+        object.xml = Some(XmlBuilder::new().name(Some(name)).build());
+        object.example = None;
+        let mut nullable = Vec::new();
+        for (field, property) in &mut object.properties {
+            if let RefOr::T(Schema::Object(property)) = property
+                && let SchemaType::Array(types) = &property.schema_type
+            {
+                let kept: Vec<Type> = types
+                    .iter()
+                    .filter(|t| **t != Type::Null)
+                    .cloned()
+                    .collect();
+                if let [only] = kept.as_slice() {
+                    property.schema_type = SchemaType::Type(only.clone());
+                    nullable.push(field.clone());
+                }
+            }
+        }
+        object.required.retain(|field| !nullable.contains(field));
+        Some(object)
+    };
+    let book = element(components, "BookResponse", "book");
+    let input = element(components, "BookInput", "book");
+    let books = |item: &str, cursor: bool, bounds: bool| {
+        let mut list = ArrayBuilder::new()
+            .items(Ref::from_schema_name(item))
+            .description(Some("One `<book>` element each"));
+        if bounds {
+            list = list.min_items(Some(1)).max_items(Some(1000));
+        }
+        let mut object = ObjectBuilder::new()
+            .xml(Some(XmlBuilder::new().name(Some("books")).build()))
+            .property("book", list);
+        if bounds {
+            object = object.required("book");
+        }
+        if cursor {
+            object = object.property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .xml(Some(XmlBuilder::new().attribute(Some(true)).build()))
+                    .description(Some(
+                        "Pass as `cursor` to get the next page; left out on the last page",
+                    )),
+            );
+        }
+        object
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .build()
+    };
+    if let (Some(book), Some(input)) = (book, input) {
+        components
+            .schemas
+            .insert("BookXml".to_owned(), Schema::Object(book).into());
+        components
+            .schemas
+            .insert("BookXmlInput".to_owned(), Schema::Object(input).into());
+        components.schemas.insert(
+            "BooksXml".to_owned(),
+            Schema::Object(books("BookXml", true, false)).into(),
+        );
+        components.schemas.insert(
+            "BooksXmlInput".to_owned(),
+            Schema::Object(books("BookXmlInput", false, true)).into(),
+        );
+    }
+}
+
+/// Which operations offer XML, and with which schemas: the answer's (by status) and the body's.
+const XML_OPERATIONS: [(&str, &str, Option<&str>, &str); 7] = [
+    ("getBook", "200", None, "BookXml"),
+    ("patchBook", "200", None, "BookXml"),
+    ("replaceBook", "200", Some("BookXmlInput"), "BookXml"),
+    ("createBook", "201", Some("BookXmlInput"), "BookXml"),
+    ("listBooks", "200", None, "BooksXml"),
+    ("createBooks", "201", Some("BooksXmlInput"), "BooksXml"),
+    ("exportBooks", "200", None, "BooksXml"),
+];
+
+/// Adds `application/xml` beside JSON to the operations that offer it, and the 406 of their
+/// negotiation.
+fn offer_xml(operation: &mut Operation) {
+    let Some((_, status, input, output)) = XML_OPERATIONS
+        .iter()
+        .find(|(id, ..)| operation.operation_id.as_deref() == Some(id))
+    else {
+        return;
+    };
+    let content = |schema: &str| {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(schema)))
+            .build()
+    };
+    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) {
+        response
+            .content
+            .insert(XML.to_owned(), content(output).into());
+    }
+    if let (Some(input), Some(RefOr::T(body))) = (input, operation.request_body.as_mut()) {
+        body.content.insert(XML.to_owned(), content(input).into());
+    }
+    operation
+        .responses
+        .responses
+        .entry("406".to_owned())
+        .or_insert(RefOr::T(problem(
+            "The client accepts neither application/json nor application/xml (Accept); nothing was changed",
+        )));
+}
+
 impl Modify for SharedErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         state_the_rules(openapi);
+        if let Some(components) = openapi.components.as_mut() {
+            xml_schemas(components);
+        }
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
@@ -232,6 +358,7 @@ impl Modify for SharedErrorResponses {
             ];
             for (operation, conditional, writes) in operations {
                 if let Some(operation) = operation {
+                    offer_xml(operation);
                     add_error_responses(operation, about_one_book, conditional && about_one_book);
                     if writes {
                         require_write_key(operation);
@@ -283,7 +410,11 @@ fn add_error_responses(operation: &mut Operation, about_one_book: bool, conditio
     if !is_probe {
         add(
             "400",
-            problem("Malformed request: invalid JSON, a bad query parameter or a bad path id"),
+            problem(
+                "Malformed request: invalid JSON or XML (an XML document with a DOCTYPE, an \
+                 entity it does not define or over 64 levels deep is refused before it is read), \
+                 a bad query parameter or a bad path id",
+            ),
         );
         add(
             "429",

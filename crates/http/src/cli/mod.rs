@@ -130,10 +130,9 @@ pub struct ServeArgs {
     /// per caller. While it cannot be reached, each instance limits on its own.
     #[arg(long, env = "RATE_LIMIT_REDIS_URL", hide_env_values = true)]
     pub rate_limit_redis_url: Option<String>,
-    /// Compress answers of 1 KiB and more (gzip, Brotli or zstd, as the client accepts). Off by
-    /// default: every compressed answer costs hundreds of KiB of memory and CPU that a load
-    /// balancer in front usually spends better (docs/performance.md).
-    #[arg(long, env = "COMPRESS", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Compress answers of 1 KiB and more (gzip, Brotli or zstd, as the client accepts); event
+    /// streams never. `false` leaves compressing to a proxy in front.
+    #[arg(long, env = "COMPRESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub compress: bool,
     /// Origins allowed to call the API from a browser, comma-separated (`*` for any). CORS is
     /// off when empty.

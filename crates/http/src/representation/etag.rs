@@ -1,7 +1,9 @@
 //! Entity tags and the conditional request headers (RFC 9110, section 13).
 //!
 //! A book's ETag is strong and made of its id and version, so it changes exactly when the book
-//! changes and a client can send it back in `If-Match` to write only over what it has read.
+//! changes and a client can send it back in `If-Match` to write only over what it has read. Each
+//! representation has its own (`"42-3"` for JSON, `"42-3-xml"` for XML), as a strong validator
+//! must; the conditions accept either for the version it names.
 
 use std::future::{Ready, ready};
 
@@ -11,12 +13,19 @@ use actix_web::{FromRequest, HttpRequest};
 use books_domain::{Book, BookId, Version, VersionCheck};
 use utoipa::IntoParams;
 
+use crate::representation::negotiate::BookFormat;
 use crate::representation::problem::ApiError;
 
-/// The ETag of `book`, quoted as the header carries it.
-pub(crate) fn etag(book: &Book) -> String {
-    format!("\"{}-{}\"", book.id(), book.version())
+/// The ETag of `book` in `format`, quoted as the header carries it.
+pub(crate) fn etag(book: &Book, format: BookFormat) -> String {
+    match format {
+        BookFormat::Json => format!("\"{}-{}\"", book.id(), book.version()),
+        BookFormat::Xml => format!("\"{}-{}{XML_SUFFIX}\"", book.id(), book.version()),
+    }
 }
+
+/// What sets an XML representation's tag apart.
+const XML_SUFFIX: &str = "-xml";
 
 /// One member of a condition header.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,6 +104,7 @@ fn header_name(name: &HeaderName) -> &'static str {
 /// The version an entity tag names for book `id`, if it is one of ours and about that book.
 fn version_of(tag: &str, id: BookId) -> Option<Version> {
     let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    let inner = inner.strip_suffix(XML_SUFFIX).unwrap_or(inner);
     let (tag_id, version) = inner.split_once('-')?;
     (tag_id.parse::<i64>().ok()? == id.get()).then_some(())?;
     Version::new(version.parse().ok()?)
@@ -177,6 +187,15 @@ impl IfNoneMatchHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn either_representations_tag_names_the_version() {
+        let id = BookId::new(42).unwrap();
+        assert_eq!(version_of(r#""42-3""#, id), Version::new(3));
+        assert_eq!(version_of(r#""42-3-xml""#, id), Version::new(3));
+        assert_eq!(version_of(r#""42-3-csv""#, id), None);
+        assert_eq!(version_of(r#""41-3-xml""#, id), None);
+    }
 
     #[test]
     fn condition_lists_are_read_as_the_pattern_describes() {

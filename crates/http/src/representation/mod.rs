@@ -1,6 +1,6 @@
 //! The HTTP representation of the catalogue: the bodies the API sends and receives ([`schemas`]),
 //! how they are read ([`reading`]: strictly, every ambiguity is refused) and written, entity tags and conditional headers,
-//! listing cursors, problem details, the rules on strings, CSV, and content negotiation.
+//! listing cursors, problem details, the rules on strings, CSV and XML, and content negotiation.
 
 pub(crate) mod consistency;
 pub(crate) mod csv;
@@ -12,3 +12,4 @@ pub mod problem;
 pub(crate) mod reading;
 pub(crate) mod rules;
 pub(crate) mod schemas;
+pub(crate) mod xml;

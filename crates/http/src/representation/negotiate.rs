@@ -4,6 +4,64 @@
 use actix_web::HttpRequest;
 use actix_web::http::header;
 
+use crate::representation::problem::ApiError;
+use crate::representation::xml::XML;
+
+/// The representations of a book, and of a page or a batch of books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BookFormat {
+    Json,
+    Xml,
+}
+
+impl BookFormat {
+    /// The media type.
+    pub(crate) fn media_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Xml => XML,
+        }
+    }
+
+    /// The format of the request's body, by its `Content-Type`: XML for `application/xml`,
+    /// JSON otherwise (a JSON reader then says what it accepts).
+    pub(crate) fn of_body(request: &HttpRequest) -> Self {
+        if media_type(request).as_deref() == Some(XML) {
+            Self::Xml
+        } else {
+            Self::Json
+        }
+    }
+
+    /// The format the client prefers (`Accept`), `first` when it has no preference between them.
+    ///
+    /// # Errors
+    ///
+    /// 406 when it accepts neither.
+    pub(crate) fn answer(request: &HttpRequest, first: Self) -> Result<Self, ApiError> {
+        let offers = match first {
+            Self::Json => [Self::Json, Self::Xml],
+            Self::Xml => [Self::Xml, Self::Json],
+        };
+        let types = offers.map(Self::media_type);
+        preferred(request, &types)
+            .and_then(|chosen| {
+                offers
+                    .into_iter()
+                    .find(|offer| offer.media_type() == chosen)
+            })
+            .ok_or_else(|| {
+                ApiError::NotAcceptable(format!("a book is application/json or {XML} (Accept)"))
+            })
+    }
+}
+
+/// The request's media type, lower-cased, without parameters.
+pub(crate) fn media_type(request: &HttpRequest) -> Option<String> {
+    let value = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
 /// The offered media type the client prefers: the highest `q` wins, a more specific range
 /// (`text/csv` over `text/*` over `*/*`) decides a type's `q`, and ties go to the earlier offer.
 /// No `Accept` header takes the first offer; `None` means no offer is acceptable (a 406).

@@ -121,8 +121,6 @@ fn readable_as_sent(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// The media types a create or a replacement accepts.
-pub(crate) const JSON: &[&str] = &["application/json"];
 /// The media types a patch accepts.
 pub(crate) const MERGE_PATCH: &[&str] = &["application/merge-patch+json", "application/json"];
 
@@ -289,12 +287,17 @@ fn whole(number: f64) -> Option<i64> {
 }
 
 /// An object's members: the book's fields (see [`BookField::ALL`]), and the names of the others.
-struct Members {
+pub(crate) struct Members {
     input: BookInput,
     unknown: Vec<String>,
 }
 
 impl Members {
+    /// Fields already read (from XML elements, say), and the names of the members that are not.
+    pub(crate) fn given(input: BookInput, unknown: Vec<String>) -> Self {
+        Self { input, unknown }
+    }
+
     fn take(mut object: Map<String, Value>) -> Self {
         let mut input = BookInput::default();
         for field in BookField::ALL {
@@ -310,7 +313,7 @@ impl Members {
 
     /// The domain's verdict, each field named after `prefix` (`books[3].` in a batch), then the
     /// members the book does not have.
-    fn finish<T>(
+    pub(crate) fn finish<T>(
         self,
         prefix: &str,
         parse: impl FnOnce(&BookInput) -> Result<T, InvalidBook>,
@@ -334,7 +337,7 @@ impl Members {
     }
 }
 
-fn violation(prefix: &str, field: &str, message: &str) -> FieldViolation {
+pub(crate) fn violation(prefix: &str, field: &str, message: &str) -> FieldViolation {
     // A client's own member name, cut short so that a huge key does not make a huge response.
     let field: String = field.chars().take(100).collect();
     FieldViolation {
@@ -459,7 +462,7 @@ pub(crate) fn check_batch(inputs: &[BookInput], max: usize) -> Result<Vec<NewBoo
     }
 }
 
-fn check_batch_size(count: usize, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_batch_size(count: usize, max: usize) -> Result<(), ApiError> {
     if (1..=max).contains(&count) {
         return Ok(());
     }

@@ -14,11 +14,12 @@ use crate::middleware::head::HeadRequest;
 use crate::middleware::rate_limit::Caller;
 use crate::representation::consistency::stamp;
 use crate::representation::csv::{self, CSV};
-use crate::representation::negotiate::preferred;
+use crate::representation::negotiate::{BookFormat, media_type, preferred};
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
 use crate::representation::reading::{Body, check_batch, read_batch_json};
 use crate::representation::schemas::{BookBatch, BookBatchInput, BookResponse, Problem};
+use crate::representation::xml::{self, XML};
 use crate::routes::books::{IdempotencyKeyHeader, SelectionParams};
 use crate::routes::change_feed::no_body;
 use crate::state::State;
@@ -31,8 +32,10 @@ pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
 /// 1 to 1 000 books in one request, created together in one transaction or not at all: when any
 /// book is invalid, the 422 lists every invalid field of every book (`books[3].title`, counting
 /// from 0; CSV data rows are counted the same way) and nothing is created. The body is JSON
-/// (`{"books": [...]}`) or CSV (`text/csv`, UTF-8, RFC 4180) whose header row names the columns
-/// `title`, `author` and optionally `genre`, in any order.
+/// (`{"books": [...]}`), CSV (`text/csv`, UTF-8, RFC 4180) whose header row names the columns
+/// `title`, `author` and optionally `genre`, `isbn`, `published_year`, in any order, or XML
+/// (`<books>` around `<book>` elements). The answer is in the body's format (JSON for CSV) unless
+/// `Accept` asks for the other.
 #[utoipa::path(
     post,
     path = "/api/v1/books/batch",
@@ -69,12 +72,15 @@ pub(crate) async fn create_books(
     let books = match media_type(&request).as_deref() {
         Some("application/json") => read_batch_json(&body, MAX_BATCH)?,
         Some(CSV) => check_batch(&csv::read_books(&body, MAX_BATCH)?, MAX_BATCH)?,
+        Some(XML) => xml::read_batch(&body, MAX_BATCH)?,
         _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                "the request body must be application/json or text/csv (Content-Type)".to_owned(),
-            ));
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the request body must be application/json, text/csv or {XML} (Content-Type)"
+            )));
         }
     };
+    // The answer is XML when the batch was, unless the client asks otherwise.
+    let format = BookFormat::answer(&request, BookFormat::of_body(&request))?;
     let books = NewBooks::new(books)?;
     let (created, token) = blocking_write(&state.service, move |s| match key {
         Some(key) => s.create_books_once(&key, &books),
@@ -91,15 +97,15 @@ pub(crate) async fn create_books(
     if created.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(response.json(BookBatch {
-        books: created.books.iter().map(BookResponse::from).collect(),
-    }))
-}
-
-/// The request's media type, lower-cased, without parameters.
-fn media_type(request: &HttpRequest) -> Option<String> {
-    let value = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+    response.insert_header((header::VARY, "Accept"));
+    Ok(match format {
+        BookFormat::Json => response.json(BookBatch {
+            books: created.books.iter().map(BookResponse::from).collect(),
+        }),
+        BookFormat::Xml => response
+            .content_type(XML)
+            .body(xml::books(&created.books, None)),
+    })
 }
 
 /// Reads an export's query string: a listing's filters and sort, without pages.
@@ -119,7 +125,7 @@ fn read_export(request: &HttpRequest) -> Result<ExportQuery, ApiError> {
 
 /// The export's formats, in order of preference when the client has none.
 const NDJSON: &str = "application/x-ndjson";
-const EXPORT_FORMATS: [&str; 2] = [NDJSON, CSV];
+const EXPORT_FORMATS: [&str; 3] = [NDJSON, CSV, XML];
 
 /// How long an export waits for its client to take the next slice before giving up: a client
 /// that stops reading must not hold a database connection for ever.
@@ -131,7 +137,8 @@ pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
 /// streamed as it is read: memory stays flat whatever the catalogue's size. `Accept: text/csv`
 /// gives CSV with the header `id,title,author,genre,version,created_at,updated_at,isbn,published_year` (text that a
 /// spreadsheet would run as a formula, starting with `=`, `+`, `-`, `@`, tab or carriage return, is
-/// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line. A
+/// prefixed with `'`); `application/x-ndjson` (the default) one Book JSON object per line;
+/// `application/xml` one `<books>` element around a `<book>` element per book. A
 /// caller streams one export at a time (past it 429; past the instance's slots 503), and an export
 /// may take 10 minutes at most (it holds a
 /// snapshot open meanwhile): past that, or when its client stops reading for 30 s, it ends
@@ -149,7 +156,7 @@ pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
             (BookResponse = "application/x-ndjson", example = json!({"id": 42, "title": "Dune", "author": "Frank Herbert", "genre": "Science fiction", "version": 3, "created_at": "2026-11-24T06:26:29.123456Z", "updated_at": "2026-11-24T07:01:02.000001Z"})),
             (String = "text/csv"),
         )),
-        (status = 406, description = "The client accepts neither text/csv nor application/x-ndjson",
+        (status = 406, description = "The client accepts none of application/x-ndjson, text/csv and application/xml",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -172,8 +179,7 @@ pub(crate) async fn export_books(
     let slot = state.exports.slots.open(Caller::of_request(&request))?;
     // Where the feed stands before the snapshot is taken: everything up to it is in the export.
     let changes_after = blocking(&state.service, BookService::last_change).await?;
-    let csv = format == CSV;
-    let encoder = move |books: &[Book], first: bool| encode(books, csv, csv && first);
+    let encoder = move |books: &[Book], first: bool| encode(books, format, first);
     let slices = export(
         state.service.clone(),
         query,
@@ -184,6 +190,9 @@ pub(crate) async fn export_books(
     .await?;
     // A slice that cannot come ends the body without its final chunk: the client sees an
     // incomplete answer, never a complete-looking short one.
+    // XML's closing tag follows the last slice, only when the export is complete: a cut stream
+    // ends with its error, and nothing is sent after it.
+    let end = (format == XML).then(|| Ok(web::Bytes::from_static(xml::EXPORT_END.as_bytes())));
     let body = slices.map(|slice| {
         slice.map_err(|cut| {
             match cut {
@@ -196,6 +205,7 @@ pub(crate) async fn export_books(
             actix_web::error::ErrorInternalServerError("export cut short")
         })
     });
+    let body = body.chain(futures_util::stream::iter(end));
     Ok(export_head(format, changes_after).streaming(body))
 }
 
@@ -203,6 +213,7 @@ pub(crate) async fn export_books(
 fn export_head(format: &str, changes_after: u64) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response.content_type(format);
+    response.insert_header((header::VARY, "Accept"));
     response.insert_header(("Changes-After", changes_after.to_string()));
     if format == CSV {
         response.insert_header((
@@ -213,16 +224,23 @@ fn export_head(format: &str, changes_after: u64) -> actix_web::HttpResponseBuild
     response
 }
 
-/// One slice of books in the export's format.
-fn encode(books: &[Book], csv: bool, with_header: bool) -> web::Bytes {
+/// One slice of books in the export's format (`first`: the export's first, which opens it).
+fn encode(books: &[Book], format: &str, first: bool) -> web::Bytes {
     let mut out = Vec::with_capacity(books.len() * 200);
-    if csv {
-        csv::write_books(&mut out, books, with_header);
-    } else {
-        for book in books {
-            // A book always serializes.
-            let _ = serde_json::to_writer(&mut out, &BookResponse::from(book));
-            out.push(b'\n');
+    match format {
+        CSV => csv::write_books(&mut out, books, first),
+        XML => {
+            if first {
+                out.extend_from_slice(xml::EXPORT_START.as_bytes());
+            }
+            xml::append_books(&mut out, books);
+        }
+        _ => {
+            for book in books {
+                // A book always serializes.
+                let _ = serde_json::to_writer(&mut out, &BookResponse::from(book));
+                out.push(b'\n');
+            }
         }
     }
     out.into()

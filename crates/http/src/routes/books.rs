@@ -9,7 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use books_domain::{
     Author, Book, BookFilter, BookId, BookPatch, Created, Genre, IdempotencyKey, Isbn, ListQuery,
-    PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
+    NewBook, PageSize, SearchTerm, Sort, TargetedPatch, TextError, VersionCheck,
 };
 use utoipa::IntoParams;
 
@@ -19,11 +19,12 @@ use crate::representation::consistency::{ConsistencyTokenHeader, stamp};
 use crate::representation::csv::{self, CSV};
 use crate::representation::cursor;
 use crate::representation::etag::{IfMatchHeader, IfNoneMatchHeader, etag};
-use crate::representation::negotiate::preferred;
+use crate::representation::negotiate::{BookFormat, preferred};
 use crate::representation::params::Params;
 use crate::representation::problem::ApiError;
-use crate::representation::reading::{Body, JSON, JsonObject, MERGE_PATCH};
+use crate::representation::reading::{Body, JsonObject, MERGE_PATCH};
 use crate::representation::schemas::{BookInput, BookPage, BookPatchInput, BookResponse, Problem};
+use crate::representation::xml::{self, XML};
 use crate::routes::BASE;
 use crate::state::State;
 use books_application::{ScanListings, Written};
@@ -85,16 +86,33 @@ fn truncate(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
-/// A single book, with its validator. Clients must revalidate before reusing a stored copy.
+/// A single book in `format`, with its validator. Clients must revalidate before reusing a
+/// stored copy.
 pub(super) fn book_response(
     mut response: actix_web::HttpResponseBuilder,
     book: &Book,
+    format: BookFormat,
 ) -> HttpResponse {
     response
-        .insert_header((header::ETAG, etag(book)))
+        .insert_header((header::ETAG, etag(book, format)))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("Accept-Patch", MERGE_PATCH.join(", ")))
-        .json(BookResponse::from(book))
+        .insert_header((header::VARY, "Accept"))
+        .insert_header(("Accept-Patch", MERGE_PATCH.join(", ")));
+    match format {
+        BookFormat::Json => response.json(BookResponse::from(book)),
+        BookFormat::Xml => response.content_type(XML).body(xml::book(book)),
+    }
+}
+
+/// The media types a book's body may have.
+const BOOK_BODIES: &[&str] = &["application/json", XML];
+
+/// A new book, or a full replacement, from a JSON or an XML body.
+fn read_new_book(request: &HttpRequest, body: &[u8]) -> Result<NewBook, ApiError> {
+    match BookFormat::of_body(request) {
+        BookFormat::Xml => xml::read_new_book(body),
+        BookFormat::Json => JsonObject::parse(request, body, BOOK_BODIES)?.into_new_book(),
+    }
 }
 
 /// The paging parameters of a listing.
@@ -237,7 +255,8 @@ fn text_filter<T>(
 ///
 /// One page of books, filtered and sorted. Follow `next_cursor` (or the `Link` header) until it
 /// is null to visit every matching book exactly once. With `Accept: text/csv` the same page comes
-/// as CSV (the export's columns and formula neutralising), and the next page only in `Link`.
+/// as CSV (the export's columns and formula neutralising), and the next page only in `Link`; with
+/// `Accept: application/xml` as `<books next_cursor="…">` around `<book>` elements.
 #[utoipa::path(
     get,
     path = "/api/v1/books",
@@ -251,7 +270,7 @@ fn text_filter<T>(
                 (String = "text/csv", example = "id,title,author,genre,version,created_at,updated_at,isbn,published_year\r\n42,Dune,Frank Herbert,Science fiction,3,2026-11-24T06:26:29.123456Z,2026-11-24T07:01:02.000001Z,9780441013593,1965\r\n"),
             ),
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288) when a next page exists"))),
-        (status = 406, description = "The client accepts neither application/json nor text/csv",
+        (status = 406, description = "The client accepts none of application/json, text/csv and application/xml",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -274,6 +293,7 @@ pub(crate) async fn list_books(
     let page = lane.page(query.clone(), token).await?;
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
     let mut response = HttpResponse::Ok();
+    response.insert_header((header::VARY, "Accept"));
     if let Some(cursor) = &next_cursor {
         response.insert_header((
             header::LINK,
@@ -288,6 +308,11 @@ pub(crate) async fn list_books(
         csv::write_books(&mut body, &page.items, true);
         return Ok(response.content_type(CSV).body(body));
     }
+    if format == XML {
+        return Ok(response
+            .content_type(XML)
+            .body(xml::books(&page.items, next_cursor.as_deref())));
+    }
     Ok(response.json(BookPage {
         items: page.items.iter().map(BookResponse::from).collect(),
         next_cursor,
@@ -295,7 +320,7 @@ pub(crate) async fn list_books(
 }
 
 /// A page's formats, in order of preference when the client has none.
-const LIST_FORMATS: [&str; 2] = ["application/json", CSV];
+const LIST_FORMATS: [&str; 3] = ["application/json", CSV, XML];
 
 /// The `Idempotency-Key` header, read: the type the document describes is the one the request
 /// is read into.
@@ -342,7 +367,9 @@ impl FromRequest for IdempotencyKeyHeader {
 /// Create a book
 ///
 /// With an `Idempotency-Key`, a retry of the same request is answered with the first response
-/// instead of creating a second book.
+/// instead of creating a second book. The body is JSON or XML (`<book>` with one element per
+/// field, an empty or missing one null); the answer is in the body's format unless `Accept` asks
+/// for the other.
 #[utoipa::path(
     post,
     path = "/api/v1/books",
@@ -370,7 +397,8 @@ pub(crate) async fn create_book(
 ) -> Result<HttpResponse, ApiError> {
     // An idempotency key is the writer's own: another client's identical key is another request.
     let key = key.map(|key| key.owned_by(writer.key));
-    let draft = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
+    let draft = read_new_book(&request, &body)?;
+    let format = BookFormat::answer(&request, BookFormat::of_body(&request))?;
     let (created, token) = match key {
         Some(key) => {
             blocking_write(&state.service, move |s| s.create_book_once(&key, &draft)).await?
@@ -394,10 +422,13 @@ pub(crate) async fn create_book(
     if created.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(book_response(response, &created.book))
+    Ok(book_response(response, &created.book, format))
 }
 
 /// Get a book
+///
+/// As JSON, or as XML with `Accept: application/xml` (each representation has its own ETag;
+/// `If-None-Match` and `If-Match` accept either).
 #[utoipa::path(
     get,
     path = "/api/v1/books/{id}",
@@ -420,21 +451,24 @@ pub(crate) async fn get_book(
     BookPath(id): BookPath,
     cached: IfNoneMatchHeader,
     ConsistencyTokenHeader { token }: ConsistencyTokenHeader,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let format = BookFormat::answer(&request, BookFormat::Json)?;
     // The hottest read: answered together with the other reads waiting for the database (from
     // data that holds the client's last write, when it says which: then a 304 is never stale).
     let book = state.reads.get(id, token).await?;
     if cached.matches(&book) {
         return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag(&book)))
+            .insert_header((header::ETAG, etag(&book, format)))
+            .insert_header((header::VARY, "Accept"))
             .finish());
     }
-    Ok(book_response(HttpResponse::Ok(), &book))
+    Ok(book_response(HttpResponse::Ok(), &book, format))
 }
 
 /// Replace a book
 ///
-/// Sets title, author and genre; a genre left out becomes null.
+/// Sets every field; an optional one left out becomes null. The body is JSON or XML, as on create.
 #[utoipa::path(
     put,
     path = "/api/v1/books/{id}",
@@ -460,7 +494,8 @@ pub(crate) async fn replace_book(
     request: HttpRequest,
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
-    let replacement = JsonObject::parse(&request, &body, JSON)?.into_new_book()?;
+    let replacement = read_new_book(&request, &body)?;
+    let format = BookFormat::answer(&request, BookFormat::of_body(&request))?;
     // A replacement is a patch of every field, written with the other writes waiting now.
     let patch = BookPatch::from(replacement);
     let Written {
@@ -472,7 +507,7 @@ pub(crate) async fn replace_book(
         .await?;
     let mut response = HttpResponse::Ok();
     stamp(&mut response, token);
-    Ok(book_response(response, &book))
+    Ok(book_response(response, &book, format))
 }
 
 /// Patch a book
@@ -507,6 +542,7 @@ pub(crate) async fn patch_book(
     Body(body): Body,
 ) -> Result<HttpResponse, ApiError> {
     let patch = JsonObject::parse(&request, &body, MERGE_PATCH)?.into_patch()?;
+    let format = BookFormat::answer(&request, BookFormat::Json)?;
     // Written with the other writes waiting now: one statement and one commit for them all.
     let Written {
         outcome: book,
@@ -517,7 +553,7 @@ pub(crate) async fn patch_book(
         .await?;
     let mut response = HttpResponse::Ok();
     stamp(&mut response, token);
-    Ok(book_response(response, &book))
+    Ok(book_response(response, &book, format))
 }
 
 /// Delete a book

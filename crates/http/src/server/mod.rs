@@ -22,7 +22,7 @@ use tracing_actix_web::TracingLogger;
 use crate::long_lived::LongLived;
 use crate::long_lived::{ExportSlots, StreamSlots};
 use crate::middleware::auth::KeyCache;
-use crate::middleware::compress::{drop_identity_marks, keep_small_bodies_plain};
+use crate::middleware::compress::{compress_whole_bodies, drop_identity_marks};
 use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
 use crate::middleware::observe::gauges::{Observed, counts_of};
@@ -86,9 +86,8 @@ pub struct ServerSettings {
     pub rate_limit: Option<RateLimit>,
     /// A Redis through which every instance shares one budget per caller (`redis://…`).
     pub rate_limit_redis_url: Option<String>,
-    /// Compress bodies of 1 KiB and more when the client accepts it (gzip, Brotli, zstd). Off by
-    /// default: each compressed answer holds an encoder's state (hundreds of KiB) and a hand-off
-    /// to the blocking pool, which a load balancer in front usually does better.
+    /// Compress bodies of 1 KiB and more when the client accepts it (gzip, Brotli, zstd); on by
+    /// default (`middleware::compress` says how it stays cheap).
     pub compress: bool,
     /// Origins allowed to call from a browser (CORS); none by default.
     pub cors_origins: Vec<String>,
@@ -122,7 +121,7 @@ impl Default for ServerSettings {
             ipv6_prefix: 64,
             rate_limit: RateLimit::per_second(100),
             rate_limit_redis_url: None,
-            compress: false,
+            compress: true,
             cors_origins: Vec::new(),
             changes_retention: CHANGES_RETENTION,
             change_heartbeat: Duration::from_secs(15),
@@ -297,7 +296,7 @@ impl Application {
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
-                .wrap(Condition::new(compress, from_fn(keep_small_bodies_plain)))
+                .wrap(Condition::new(compress, from_fn(compress_whole_bodies)))
                 .wrap(Condition::new(compress, Compress::default()))
                 .wrap(Condition::new(compress, from_fn(drop_identity_marks)))
                 .wrap(TracingLogger::<RequestSpan>::new())

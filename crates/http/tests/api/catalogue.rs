@@ -576,7 +576,7 @@ async fn a_listing_page_comes_as_csv_with_the_same_link() {
     app.request(
         Method::GET,
         "/api/v1/books",
-        &[("accept", "application/xml")],
+        &[("accept", "text/html")],
         None,
     )
     .await

@@ -29,3 +29,4 @@ mod scaling;
 mod search;
 mod service;
 mod topology;
+mod xml;
