@@ -214,7 +214,7 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
 /// The XML schemas, made from the JSON ones so that each field is spelled once: in XML a null
 /// field is an element left out (or, on input, an empty one), never a null value.
 fn xml_schemas(components: &mut Components) {
-    let element = |components: &Components, source: &str, name: &'static str| {
+    let element = |components: &Components, source: &str, name: &'static str, input: bool| {
         let Some(RefOr::T(Schema::Object(object))) = components.schemas.get(source) else {
             return None;
         };
@@ -232,7 +232,14 @@ fn xml_schemas(components: &mut Components) {
                     .cloned()
                     .collect();
                 if let [only] = kept.as_slice() {
-                    property.schema_type = SchemaType::Type(only.clone());
+                    property.schema_type = match only {
+                        // An empty element is null: a number's element may also be empty text.
+                        Type::Integer | Type::Number if input => {
+                            property.max_length = Some(0);
+                            SchemaType::Array(vec![only.clone(), Type::String])
+                        }
+                        _ => SchemaType::Type(only.clone()),
+                    };
                     nullable.push(field.clone());
                 }
             }
@@ -240,8 +247,8 @@ fn xml_schemas(components: &mut Components) {
         object.required.retain(|field| !nullable.contains(field));
         Some(object)
     };
-    let book = element(components, "BookResponse", "book");
-    let input = element(components, "BookInput", "book");
+    let book = element(components, "BookResponse", "book", false);
+    let input = element(components, "BookInput", "book", true);
     let books = |item: &str, cursor: bool, bounds: bool| {
         let mut list = ArrayBuilder::new()
             .items(Ref::from_schema_name(item))
