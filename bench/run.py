@@ -11,8 +11,11 @@ One run, one machine, loopback only, every load bounded in time. At each number 
   shared cores (a server that makes one query per request cannot pass it); for a write, the
   write ceiling itself;
 * the release service, auth on as in production, under wrk: GET by id (random ids), GET list
-  (limit 20, plain and gzip-compressed), POST create, PATCH (a new genre every time); and deep
-  paging on 1,000,000 rows (page 1 against page 1,000);
+  (limit 20, plain and gzip-compressed, on one connection and many), POST create, PATCH (a new
+  genre every time), on 10,000 books;
+* the same scenarios and ceilings again on 1,000,000 books (seeded in the database with one
+  INSERT … SELECT, not through the API), at the first number of connections, with deep paging
+  (page 1 against page 1,000) and search;
 
 and prints one table (requests/s, p50, p99, ratio to the scenario's bound, errors and non-2xx),
 the targets, and the service's peak RSS. Prerequisites: cargo, the PostgreSQL server programs,
@@ -44,7 +47,7 @@ COLUMNS = ('"book"."id", "book"."title", "book"."author", "book"."genre", "book"
 # The statements diesel sends (see PostgresBookRepository), with pgbench variables for the binds.
 STATEMENTS = {
     # A read by primary key: the least a server that makes one query per request must do.
-    "select": f'\\set id random(1, 10000)\nSELECT {COLUMNS} FROM "book" WHERE ("book"."id" = :id) LIMIT 1;\n',
+    "select": f'\\set id random(1, IDS)\nSELECT {COLUMNS} FROM "book" WHERE ("book"."id" = :id) LIMIT 1;\n',
     # The first page of the listing, sorted by id.
     "list": f'SELECT {COLUMNS} FROM "book" ORDER BY id ASC LIMIT 21;\n',
     # A create.
@@ -52,7 +55,7 @@ STATEMENTS = {
     # A search (the function SEARCH_CEILING defines), over the queries the benchmark sends.
     "search": '\\set i random(1, 60)\nSELECT bench_search(q) FROM bench_query WHERE id = :i;\n',
     # A patch that changes the genre.
-    "update": f'\\set id random(1, 10000)\n\\set g random(1, 1000000)\nUPDATE "book" SET "genre" = \'Genre \' || :g, "version" = ("book"."version" + 1), "updated_at" = CURRENT_TIMESTAMP WHERE (("book"."id" = :id) AND ("book"."genre" IS DISTINCT FROM \'Genre \' || :g)) RETURNING {COLUMNS};\n',
+    "update": f'\\set id random(1, IDS)\n\\set g random(1, 1000000)\nUPDATE "book" SET "genre" = \'Genre \' || :g, "version" = ("book"."version" + 1), "updated_at" = CURRENT_TIMESTAMP WHERE (("book"."id" = :id) AND ("book"."genre" IS DISTINCT FROM \'Genre \' || :g)) RETURNING {COLUMNS};\n',
 }
 
 
@@ -195,9 +198,10 @@ def percentile(sorted_values, p):
 PGBENCH_MAX_CLIENTS = 80
 
 
-def pgbench(conninfo, clients, seconds, work, statement="select"):
+def pgbench(conninfo, clients, seconds, work, statement="select", ids=10_000):
+    """`statement` under pgbench; the books it reads or writes are drawn from ids 1 to `ids`."""
     script = work / f"{statement}.sql"
-    script.write_text(STATEMENTS[statement])
+    script.write_text(STATEMENTS[statement].replace("IDS", str(ids)))
     logs = work / "pgbench"
     logs.mkdir(exist_ok=True)
     out = subprocess.run(
@@ -331,34 +335,40 @@ def main():
         seed(conninfo, 1, 10_000)
         t = args.seconds
         rows = {}
-        for n in args.connections:
-            db = pgbench(conninfo, n, t, work, "select")
+        def scenarios(n, ids, suffix="", gzip=True):
+            """The database's ceilings and the service's scenarios at `n` connections, reading and
+            writing books among ids 1 to `ids`; each row named with `suffix`."""
+            db = pgbench(conninfo, n, t, work, "select", ids)
             http = wrk(f"{base}/healthz", n, t, work)
             list_db = pgbench(conninfo, n, t, work, "list")
             insert_db = pgbench(conninfo, n, t, work, "insert")
-            update_db = pgbench(conninfo, n, t, work, "update")
+            update_db = pgbench(conninfo, n, t, work, "update", ids)
             read_bound = 1 / (1 / db["rps"] + 1 / http["rps"])
             list_bound = 1 / (1 / list_db["rps"] + 1 / http["rps"])
-            rows[f"{n}: database, SELECT by id"] = dict(db, bound=None)
-            rows[f"{n}: HTTP alone, /healthz"] = dict(http, bound=None)
-            rows[f"{n}: database, list page"] = dict(list_db, bound=None)
-            rows[f"{n}: database, INSERT (write ceiling)"] = dict(insert_db, bound=None)
-            rows[f"{n}: database, UPDATE (write ceiling)"] = dict(update_db, bound=None)
-            rows[f"{n}: GET /api/v1/books/{{id}}"] = dict(wrk(base, n, t, work, lua(
-                key, "GET", '"/api/v1/books/" .. math.random(1, 10000)')), bound=read_bound)
+            rows[f"{n}: database, SELECT by id{suffix}"] = dict(db, bound=None)
+            rows[f"{n}: HTTP alone, /healthz{suffix}"] = dict(http, bound=None)
+            rows[f"{n}: database, list page{suffix}"] = dict(list_db, bound=None)
+            rows[f"{n}: database, INSERT (write ceiling){suffix}"] = dict(insert_db, bound=None)
+            rows[f"{n}: database, UPDATE (write ceiling){suffix}"] = dict(update_db, bound=None)
+            rows[f"{n}: GET /api/v1/books/{{id}}{suffix}"] = dict(wrk(base, n, t, work, lua(
+                key, "GET", f'"/api/v1/books/" .. math.random(1, {ids})')), bound=read_bound)
             if args.quick:
-                continue
-            rows[f"{n}: GET /api/v1/books?limit=20"] = dict(wrk(base, n, t, work, lua(
+                return
+            rows[f"{n}: GET /api/v1/books?limit=20{suffix}"] = dict(wrk(base, n, t, work, lua(
                 key, "GET", '"/api/v1/books?limit=20"')), bound=list_bound)
-            rows[f"{n}: GET /api/v1/books?limit=20, gzip"] = dict(wrk(base, n, t, work, lua(
-                key, "GET", '"/api/v1/books?limit=20"', gzip=True)), bound=list_bound)
-            rows[f"{n}: POST /api/v1/books"] = dict(wrk(base, n, t, work, lua(
+            if gzip:
+                rows[f"{n}: GET /api/v1/books?limit=20, gzip{suffix}"] = dict(wrk(base, n, t, work, lua(
+                    key, "GET", '"/api/v1/books?limit=20"', gzip=True)), bound=list_bound)
+            rows[f"{n}: POST /api/v1/books{suffix}"] = dict(wrk(base, n, t, work, lua(
                 key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})),
                 bound=insert_db["rps"])
-            rows[f"{n}: PATCH /api/v1/books/{{id}}"] = dict(wrk(base, n, t, work, lua(
-                key, "PATCH", '"/api/v1/books/" .. math.random(1, 10000)',
+            rows[f"{n}: PATCH /api/v1/books/{{id}}{suffix}"] = dict(wrk(base, n, t, work, lua(
+                key, "PATCH", f'"/api/v1/books/" .. math.random(1, {ids})',
                 body_expr='\'{"genre": "Genre \' .. math.random(1, 1000000) .. \'"}\'')),
                 bound=update_db["rps"])
+
+        for n in args.connections:
+            scenarios(n, 10_000)
         if args.quick:
             rss = rss_under_load = peak_rss_mib(service.pid)
             return report(rows, args, rss_under_load, rss, None)
@@ -394,6 +404,9 @@ def main():
         rows["deep paging: page 1 (sort=title)"] = dict(combined(halves[first]), bound=None)
         rows["deep paging: page 1000 (sort=title)"] = dict(combined(halves[path]), bound=None)
 
+        # Every scenario again at a catalogue's size, on the same million books (seeded in the
+        # database, not through the API), against ceilings measured on the same data.
+        scenarios(n, 1_000_000, SCALE, gzip=False)
         rss = peak_rss_mib(service.pid)
         if args.no_search:
             return report(rows, args, rss_under_load, rss, rows)
@@ -424,6 +437,10 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     return report(rows, args, rss_under_load, rss, rows)
+
+
+# The suffix of the scenarios measured again on a million books.
+SCALE = " (1M books)"
 
 
 def report(rows, args, rss_under_load, rss, full):
@@ -468,6 +485,11 @@ def report(rows, args, rss_under_load, rss, full):
             gzip = rows[f"{n}: GET /api/v1/books?limit=20, gzip"]
             share = gzip["rps"] / plain["rps"]
             check(f"gzip list page at {n}: {share:.2f} × the plain one (≥ 0.8)", share >= 0.8)
+        for scenario in ("GET /api/v1/books/{id}", "GET /api/v1/books?limit=20", "POST /api/v1/books",
+                         "PATCH /api/v1/books/{id}"):
+            small, large = ratio(f"{lo}: {scenario}"), ratio(f"{lo}: {scenario}{SCALE}")
+            check(f"{scenario} at 1M books: {large:.2f} × its bound, against {small:.2f} at 10,000 "
+                  f"(within 20 %)", abs(large / small - 1) <= 0.2)
         deep = rows["deep paging: page 1000 (sort=title)"]["p50"] / rows["deep paging: page 1 (sort=title)"]["p50"]
         check(f"page 1000 ÷ page 1 (p50): {deep:.2f} (≤ 1.2)", deep <= 1.2)
         one = rows.get("search, 1 client, 1M books")
@@ -475,7 +497,8 @@ def report(rows, args, rss_under_load, rss, full):
             check(f"search at 1M books, one client: p95 {one['p95']:.1f} ms (≤ 50)", one["p95"] <= 50)
             print(f"  (search at {lo} at 1M books: "
                   f"{ratio(f'{lo}: GET /api/v1/books/search (1M books)'):.2f} × its bound)")
-    check(f"peak RSS: {rss_under_load:.1f} MiB under load, {rss:.1f} MiB at the end (≤ 64)", rss <= 64)
+    check(f"peak RSS: {rss_under_load:.1f} MiB under load at 10,000 books, {rss:.1f} MiB at the end, "
+          f"after 1M books (≤ 64)", rss <= 64)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "rss_mib": rss, "deep_ratio": deep}, indent=2))
 

@@ -754,6 +754,12 @@ pub fn search_sees_every_write_path_and_finds_an_isbn_first(repository: &impl Bo
         .expect("patched");
     assert!(search(repository, "zanzibar").hits.is_empty());
     assert_eq!(found(&search(repository, "quixotic")), ["Quixotic Tales"]);
+    // The patch's new words are expanded to at once: with a typo, and as a prefix.
+    assert_eq!(found(&search(repository, "quixtoic")), ["Quixotic Tales"]);
+    assert_eq!(
+        found(&search(repository, "tales quixo")),
+        ["Quixotic Tales"]
+    );
     let by_isbn = search(repository, "0-441-47812-3");
     assert_eq!(found(&by_isbn)[0], "The Left Hand of Darkness");
     assert!((by_isbn.hits[0].score - 1.0).abs() < f64::EPSILON);
