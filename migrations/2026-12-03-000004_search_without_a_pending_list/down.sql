@@ -1,0 +1,1 @@
+ALTER INDEX book_words_idx RESET (fastupdate);
