@@ -265,6 +265,30 @@ async fn reads_that_send_back_a_writes_token_see_it_through_an_asynchronous_repl
         .json();
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
 
+    // So does a search, typo and all: the new words are in the dictionary it reads.
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/books",
+            &json!({"title": "Xylophonic Serenades", "author": "Quentin Zabriskie"}),
+            &[],
+        )
+        .await;
+    let token = created.header(TOKEN).unwrap().to_owned();
+    let found = app
+        .request(
+            Method::GET,
+            "/api/v1/books/search?q=xylophnoic%20serenades",
+            &[(TOKEN, token.as_str())],
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        found["items"][0]["book"]["title"], "Xylophonic Serenades",
+        "{found}"
+    );
+
     // A token the service never answered is refused, not ignored.
     for bad in ["xyz", "0000000000000000000", "000000000000000G"] {
         app.request(Method::GET, &location_of(&created), &[(TOKEN, bad)], None)
