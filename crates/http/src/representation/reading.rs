@@ -403,10 +403,9 @@ pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, A
         return Err(ApiError::Unprocessable(errors));
     }
     check_batch_size(books.len(), max)?;
-    let mut parsed = Vec::with_capacity(books.len());
-    for (index, book) in books.into_iter().enumerate() {
+    every_book(books.into_iter().enumerate().map(|(index, book)| {
         let prefix = format!("books[{index}].");
-        let outcome = match book {
+        match book {
             TopLevel::Object { repeated, .. } if !repeated.is_empty() => {
                 Err(ApiError::Unprocessable(
                     repeated
@@ -424,7 +423,18 @@ pub(crate) fn read_batch_json(body: &[u8], max: usize) -> Result<Vec<NewBook>, A
                 &format!("books[{index}]"),
                 "must be a JSON object",
             )])),
-        };
+        }
+    }))
+}
+
+/// A batch's books, each read on its own: all of them, or a 422 naming every invalid field of
+/// every book (any other refusal is answered as it is, at once).
+pub(crate) fn every_book(
+    books: impl Iterator<Item = Result<NewBook, ApiError>>,
+) -> Result<Vec<NewBook>, ApiError> {
+    let mut parsed = Vec::with_capacity(books.size_hint().0);
+    let mut errors = Vec::new();
+    for outcome in books {
         match outcome {
             Ok(book) => parsed.push(book),
             Err(ApiError::Unprocessable(found)) => errors.extend(found),

@@ -19,7 +19,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::representation::problem::ApiError;
-use crate::representation::reading::{Members, check_batch_size, violation};
+use crate::representation::reading::{Members, check_batch_size, every_book, violation};
 use crate::representation::schemas::{BookResponse, FieldViolation};
 
 /// The media type.
@@ -90,7 +90,7 @@ pub(crate) fn read_new_book(body: &[u8]) -> Result<NewBook, ApiError> {
 pub(crate) fn read_batch(body: &[u8], max: usize) -> Result<Vec<NewBook>, ApiError> {
     let text = scan(body, "books")?;
     let batch: Batch = quick_xml::de::from_str(text).map_err(|error| not_a_book(&error))?;
-    let mut errors: Vec<FieldViolation> = batch
+    let errors: Vec<FieldViolation> = batch
         .unknown
         .iter()
         .map(|name| {
@@ -105,19 +105,13 @@ pub(crate) fn read_batch(body: &[u8], max: usize) -> Result<Vec<NewBook>, ApiErr
         return Err(ApiError::Unprocessable(errors));
     }
     check_batch_size(batch.books.len(), max)?;
-    let mut parsed = Vec::with_capacity(batch.books.len());
-    for (index, elements) in batch.books.into_iter().enumerate() {
-        match elements.finish(&format!("books[{index}]."), NewBook::parse) {
-            Ok(book) => parsed.push(book),
-            Err(ApiError::Unprocessable(found)) => errors.extend(found),
-            Err(other) => return Err(other),
-        }
-    }
-    if errors.is_empty() {
-        Ok(parsed)
-    } else {
-        Err(ApiError::Unprocessable(errors))
-    }
+    every_book(
+        batch
+            .books
+            .into_iter()
+            .enumerate()
+            .map(|(index, elements)| elements.finish(&format!("books[{index}]."), NewBook::parse)),
+    )
 }
 
 /// A document serde could not read as the elements of a book (a field holding elements of its
