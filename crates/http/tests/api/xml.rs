@@ -75,11 +75,39 @@ async fn a_book_reads_as_xml_with_one_element_per_field_and_no_null_ones() {
             &[
                 ("content-type", "application/merge-patch+json"),
                 ("if-match", &xml_tag),
+                ("accept", XML),
             ],
             Some(br#"{"genre": "Science fiction"}"#),
         )
         .await;
     assert_eq!(patched.status, 200, "{}", text(&patched));
+    // A patch is JSON, its answer in the representation asked for, with that one's new tag.
+    assert_eq!(patched.header("content-type"), Some(XML));
+    let body = text(&patched);
+    assert!(
+        body.contains("<genre>Science fiction</genre>") && body.contains("<version>2</version>"),
+        "{body}"
+    );
+    assert!(
+        patched
+            .header("etag")
+            .is_some_and(|tag| tag.ends_with("-2-xml\""))
+    );
+    // A stale tag of either representation is refused, and nothing changes.
+    for stale in [&json_tag, &xml_tag] {
+        app.request(
+            Method::PATCH,
+            &path,
+            &[
+                ("content-type", "application/merge-patch+json"),
+                ("if-match", stale),
+            ],
+            Some(br#"{"genre": "Other"}"#),
+        )
+        .await
+        .problem(412);
+    }
+    assert_eq!(app.get(&path).await.json()["genre"], "Science fiction");
 }
 
 #[actix_web::test]
