@@ -1,5 +1,6 @@
 # Starts the debug books-api (under CARGO_TARGET_DIR, or target/) on a loopback port with an embedded cluster of its own in a
-# temporary folder, and waits until it is ready. Sets BASE_URL, WRITE_KEY and WORK; stops the
+# temporary folder, and waits until it is ready (webhooks to loopback receivers only when the caller
+# sets WEBHOOKS_ALLOW_PRIVATE=true). Sets BASE_URL, WRITE_KEY and WORK; stops the
 # service and removes the folder when the calling script exits. Source it; needs python3.
 
 WORK="$(mktemp -d)"
@@ -7,7 +8,8 @@ WORK="$(mktemp -d)"
 chmod 755 "$WORK"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE_URL="http://127.0.0.1:$port"
-DATA_DIR="$WORK/postgres" RATE_LIMIT=0 BIND="127.0.0.1:$port" "${CARGO_TARGET_DIR:-target}/debug/books-api" \
+DATA_DIR="$WORK/postgres" RATE_LIMIT=0 BIND="127.0.0.1:$port" \
+    WEBHOOKS_ALLOW_PRIVATE="${WEBHOOKS_ALLOW_PRIVATE:-false}" "${CARGO_TARGET_DIR:-target}/debug/books-api" \
     >"$WORK/stdout" 2>"$WORK/stderr" &
 service_pid=$!
 stop_service() {

@@ -3,16 +3,25 @@
     python3 roundtrip.py BASE_URL WRITE_KEY     (with the generated `books_client` importable)
 
 Create with a key (and an ISBN and a year), get, a 409 on a taken ISBN, page through a list, a 412 on a stale If-Match, a 422 on bad input,
-a batch create, an export, delete, and the change feed: what a team using the SDK does first. Exits non-zero, saying what broke, on any surprise.
+a batch create, an export, delete, the change feed, and a webhook subscription whose delivery to a
+receiver of this script's own is verified with the Standard Webhooks reference library: what a team
+using the SDK does first. Exits non-zero, saying what broke, on any surprise.
 """
 
+import http.server
 import json
+import queue
 import sys
+import threading
+
+from standardwebhooks.webhooks import Webhook
 
 from books_client import AuthenticatedClient, Client
 from books_client.api.books import (
     create_book, create_books, delete_book, export_books, get_book, list_books, list_changes, patch_book)
-from books_client.models import BookBatch, BookBatchInput, BookInput, BookPatchInput, BookResponse, Problem
+from books_client.api.webhooks import create_webhook, delete_webhook, list_webhook_deliveries
+from books_client.models import (
+    BookBatch, BookBatchInput, BookInput, BookPatchInput, BookResponse, EventName, NewSubscriptionInput, Problem)
 
 
 # The books of this run, whatever else the service holds.
@@ -99,7 +108,48 @@ def main(base_url, key):
           "the feed does not hold this run's delete")
     check(("created", book.id) in [(str(kind), book_id) for kind, book_id in kinds],
           "the feed does not hold this run's create")
+    webhook(base_url, writer)
     print("python client round trip: 1 passed, 0 failed")
+
+
+def webhook(base_url, writer):
+    """Subscribes a receiver on loopback, creates a book, and verifies its delivery."""
+    deliveries = queue.Queue()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            deliveries.put((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/books-hook"
+        subscribed = create_webhook.sync_detailed(client=writer, body=NewSubscriptionInput(url=url, events=[EventName.CREATED]))
+        check(subscribed.status_code == 201, f"subscribing answered {subscribed.status_code}: {subscribed.content!r}")
+        subscription = subscribed.parsed
+        book = create_book.sync(client=writer, body=BookInput(title="Hooked", author=AUTHOR))
+        try:
+            headers, body = deliveries.get(timeout=15)
+        except queue.Empty:
+            sys.exit("round trip failed: no webhook delivery within 15 s")
+        # The reference verifier checks the signature and the timestamp's freshness.
+        payload = Webhook(subscription.secret).verify(body, {k.lower(): v for k, v in headers.items()})
+        check(payload["kind"] == "created" and payload["book"]["id"] == book.id,
+              f"the delivery held {payload!r}")
+        check(headers.get("webhook-id") == str(payload["seq"]) or headers.get("Webhook-Id") == str(payload["seq"]),
+              "webhook-id is not the change's seq")
+        log = list_webhook_deliveries.sync(client=writer, id=subscription.id, limit=5)
+        check(log is not None and log.items and log.items[0].status == 204, f"the deliveries log held {log!r}")
+        check(delete_webhook.sync_detailed(client=writer, id=subscription.id).status_code == 204,
+              "the subscription could not be deleted")
+    finally:
+        server.shutdown()
 
 
 if __name__ == "__main__":

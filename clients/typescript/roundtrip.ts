@@ -1,10 +1,14 @@
 // A round trip through the service with the TypeScript client generated from openapi/openapi.json
 // (openapi-typescript types, openapi-fetch calls). The compiler checks every call and field
-// against the document; the run checks the service's answers.
+// against the document; the run checks the service's answers, and a webhook delivery with the
+// Standard Webhooks reference verifier.
 //
 //   npm run generate && npm run build && npm run roundtrip -- BASE_URL WRITE_KEY
 
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import createClient from "openapi-fetch";
+import { Webhook } from "standardwebhooks";
 import type { paths } from "./generated/schema.js";
 
 // The books of this run, whatever else the service holds.
@@ -108,7 +112,47 @@ async function main(baseUrl: string, key: string): Promise<void> {
     after = page.data.next_after;
   }
   check(kinds[0] === "created" && kinds[kinds.length - 1] === "deleted", `the feed holds ${kinds.join()} for this run's book`);
+  await webhook(writer);
   console.log("typescript client round trip: 1 passed, 0 failed");
+}
+
+// Subscribes a receiver on loopback, creates a book, and verifies its delivery with the Standard
+// Webhooks reference library.
+async function webhook(writer: ReturnType<typeof createClient<paths, "application/json" | "application/problem+json">>): Promise<void> {
+  let deliver: (delivery: { headers: Record<string, string>; body: string }) => void = () => {};
+  const delivered = new Promise<{ headers: Record<string, string>; body: string }>((resolve) => { deliver = resolve; });
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => {
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(request.headers)) {
+        if (typeof value === "string") headers[name] = value;
+      }
+      deliver({ headers, body: Buffer.concat(chunks).toString("utf8") });
+      response.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const subscribed = await writer.POST("/api/v1/webhooks", {
+      body: { url: `http://127.0.0.1:${port}/books-hook`, events: ["created"] },
+    });
+    check(subscribed.response.status === 201 && subscribed.data?.secret !== undefined, `subscribing answered ${subscribed.response.status}`);
+    const subscription = subscribed.data;
+    const created = await writer.POST("/api/v1/books", { body: { title: "Hooked", author: AUTHOR } });
+    check(created.data !== undefined, `create answered ${created.response.status}`);
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no webhook delivery within 15 s")), 15000));
+    const delivery = await Promise.race([delivered, timeout]);
+    const payload = new Webhook(subscription.secret ?? "").verify(delivery.body, delivery.headers) as { seq: number; kind: string; book: { id: number } };
+    check(payload.kind === "created" && payload.book.id === created.data.id, `the delivery held ${delivery.body}`);
+    check(delivery.headers["webhook-id"] === String(payload.seq), "webhook-id is not the change's seq");
+    const removed = await writer.DELETE("/api/v1/webhooks/{id}", { params: { path: { id: subscription.id } } });
+    check(removed.response.status === 204, `deleting the subscription answered ${removed.response.status}`);
+  } finally {
+    server.close();
+  }
 }
 
 const [baseUrl, key] = process.argv.slice(2);

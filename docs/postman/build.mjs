@@ -117,6 +117,49 @@ const plan = {
         });`,
     }],
   ],
+  webhooks: [
+    ["Subscribe to the changes", {
+      // The service in CI runs with --webhooks-allow-private; the subscription is paused at once,
+      // so nothing is delivered to this URL.
+      body: { url: "{{baseUrl}}/healthz", events: ["created", "deleted"], description: "postman" },
+      test: `
+        pm.test("201 with the secret, shown once", () => {
+          pm.response.to.have.status(201);
+          pm.expect(pm.response.json().secret).to.match(/^whsec_[A-Za-z0-9+/]{43}=$/);
+          pm.expect(pm.response.json().status).to.eql("active");
+        });
+        pm.collectionVariables.set("webhookId", pm.response.json().id);`,
+    }],
+    ["Change or resume a subscription", {
+      id: "{{webhookId}}",
+      body: { status: "paused" },
+      test: `pm.test("200, paused", () => { pm.response.to.have.status(200); pm.expect(pm.response.json().status).to.eql("paused"); });`,
+    }],
+    ["Get a subscription", {
+      id: "{{webhookId}}",
+      test: `pm.test("200 without the secret", () => { pm.response.to.have.status(200); pm.expect(pm.response.json()).to.not.have.property("secret"); });`,
+    }],
+    ["List your subscriptions", {
+      test: `pm.test("200 with it", () => { pm.response.to.have.status(200); pm.expect(pm.response.json().items.map((s) => s.id)).to.include(Number(pm.collectionVariables.get("webhookId"))); });`,
+    }],
+    ["A subscription's latest attempts", {
+      id: "{{webhookId}}",
+      query: { limit: "10" },
+      test: `pm.test("200 with none (paused)", () => { pm.response.to.have.status(200); pm.expect(pm.response.json().items).to.eql([]); });`,
+    }],
+    ["Deliver again from a point of the feed", {
+      id: "{{webhookId}}",
+      body: { after: 0 },
+      test: `
+        pm.test("202 rewound, or 410 when the start of the feed is purged", () => {
+          pm.expect(pm.response.code).to.be.oneOf([202, 410]);
+        });`,
+    }],
+    ["Delete a subscription", {
+      id: "{{webhookId}}",
+      test: `pm.test("204", () => pm.response.to.have.status(204));`,
+    }],
+  ],
   booksApi: [
     ["Create a book (tutorial route)", {
       form: { title: "Emma", author: "Jane Austen", genre: "Romance" },

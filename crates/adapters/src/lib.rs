@@ -2,7 +2,8 @@
 //!
 //! [`PostgresBookRepository`] implements the domain's [`books_domain::BookRepository`] port with
 //! diesel over an r2d2 pool. The migrations in the workspace's `migrations/` folder are embedded
-//! in the binary and applied by [`run_migrations`]. (A cluster of the service's own, and the test
+//! in the binary and applied by [`run_migrations`]. [`PostgresWebhookRepository`] keeps the
+//! webhook subscriptions and their delivery progress. (A cluster of the service's own, and the test
 //! databases, are the `books-local-postgres` crate's.)
 //!
 //! The one decision to know: **diesel is synchronous**. Every method here blocks the calling
@@ -19,6 +20,7 @@ mod errors;
 mod keys;
 mod replicas;
 mod schema;
+mod webhooks;
 
 pub use books::ChangeListener;
 pub use books::PostgresBookRepository;
@@ -29,3 +31,4 @@ pub use database::{
 };
 pub use keys::PostgresApiKeyRepository;
 pub use replicas::{ReplicaState, Replicas};
+pub use webhooks::PostgresWebhookRepository;

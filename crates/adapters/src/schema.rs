@@ -64,3 +64,40 @@ diesel::table! {
         timeline -> Nullable<Int8>,
     }
 }
+
+diesel::table! {
+    webhook_subscription (id) {
+        id -> Int8,
+        owner -> Bytea,
+        url -> Text,
+        events -> Array<Text>,
+        description -> Nullable<Text>,
+        secret -> Bytea,
+        secret_nonce -> Nullable<Bytea>,
+        status -> Text,
+        delivered_through -> Int8,
+        attempts -> Int4,
+        failing_since -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+        lease_holder -> Nullable<Text>,
+        lease_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_delivery (subscription_id, id) {
+        subscription_id -> Int8,
+        id -> Int8,
+        seq -> Int8,
+        attempt -> Int4,
+        at -> Timestamptz,
+        status -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        duration_ms -> Int8,
+    }
+}
+
+diesel::joinable!(webhook_delivery -> webhook_subscription (subscription_id));
+diesel::allow_tables_to_appear_in_same_query!(webhook_subscription, webhook_delivery);

@@ -3,7 +3,8 @@
 //! This crate is the middle of a hexagonal design: it holds the [`Book`] and the validated values
 //! it is made of, the [`BookRepository`] port that storage adapters implement, and the
 //! [`BookService`] with the use cases (create, get, list, patch, delete, and the
-//! whole-catalogue ones: batch create and export).
+//! whole-catalogue ones: batch create and export), and the webhook subscriptions that push the
+//! change feed to other services ([`WebhookService`]).
 //!
 //! The one decision to know: **a value that exists is valid**. [`Title`], [`Author`] and [`Genre`]
 //! can only be built through constructors that trim and check their input, so a [`Book`] never
@@ -40,6 +41,7 @@ mod memory;
 mod ports;
 mod search;
 mod service;
+mod webhooks;
 
 pub use batch::{
     CreatedBooks, EXPORT_SLICE, ExportQuery, ExportSink, InvalidBatch, MAX_BATCH, NewBooks,
@@ -78,3 +80,9 @@ pub use search::{
     SearchTextError, fold, is_separator, osa_distance, query_words, rank, typo_budget, words,
 };
 pub use service::BookService;
+pub use webhooks::{
+    Assignment, DELIVERY_LOG, Delivery, EventFilter, InvalidEvents, InvalidUrl,
+    MAX_DESCRIPTION_CHARS, MAX_SUBSCRIPTIONS, MAX_URL_CHARS, NewSubscription, NextStep, Owner,
+    Progress, Resume, RetryPolicy, Subscription, SubscriptionId, SubscriptionPatch,
+    SubscriptionStatus, WebhookError, WebhookRepository, WebhookSecret, WebhookService, WebhookUrl,
+};

@@ -24,8 +24,9 @@
 //!
 //! | folder | what |
 //! |---|---|
-//! | [`routes`] | the route table and the handlers, a file per part of the API: `books` (v1), `batch_and_export`, `change_feed`, `legacy` (`/booksApi`), `operations` (health, readiness, metrics, documents) |
+//! | [`routes`] | the route table and the handlers, a file per part of the API: `books` (v1), `batch_and_export`, `change_feed`, `search`, `webhooks` (subscriptions), `legacy` (`/booksApi`), `operations` (health, readiness, metrics, documents) |
 //! | [`middleware`] | what wraps every request: authentication, rate limits (`rate_limit`), observation, compression, HEAD, CORS |
+//! | [`webhooks`] | delivering the change feed to webhook subscribers: the dispatcher, each subscription's task, and where deliveries may go |
 //! | [`representation`] | the bodies' schemas (`schemas`), how bodies are read (`reading`) and written, ETags, cursors, problems |
 //!
 //! [`openapi`] generates the document from the routes and bodies ([`openapi_3_0`] renders it as
@@ -43,7 +44,9 @@ pub mod representation;
 mod routes;
 pub mod server;
 mod state;
+pub mod webhooks;
 
 pub use middleware::rate_limit::RateLimit;
 pub use openapi::{document_3_0_json, document_json};
 pub use server::{Application, ServerSettings, Services};
+pub use webhooks::WebhookSettings;

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use books_adapters::{
-    ChangeListener, PostgresApiKeyRepository, PostgresBookRepository, Replicas, open_pool,
-    wait_for_database,
+    ChangeListener, PostgresApiKeyRepository, PostgresBookRepository, PostgresWebhookRepository,
+    Replicas, open_pool, wait_for_database,
 };
-use books_domain::{BookService, KeyName, KeyService, Scope, StorageHealth};
+use books_domain::{
+    BookService, KeyName, KeyService, RetryPolicy, Scope, StorageHealth, WebhookService,
+};
 use books_http::cli::{
     Cli, Command, Database, ServeArgs, SpecVersion, init_logging, keys, migrate, print,
 };
 use books_http::{
-    Application, RateLimit, ServerSettings, Services, document_3_0_json, document_json,
+    Application, RateLimit, ServerSettings, Services, WebhookSettings, document_3_0_json,
+    document_json,
 };
 use clap::Parser;
 
@@ -83,6 +86,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     // Storage reports on its pool and replicas through its own port.
     let storage: Arc<dyn StorageHealth> = Arc::new(books.clone());
     let service = BookService::new(books);
+    let pool_for_webhooks = pool.clone();
     let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
     if embedded && keys.list()?.is_empty() {
         // A newcomer on the embedded default can try writes in Swagger UI at once.
@@ -133,11 +137,36 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
             .to_std()
             .unwrap_or(Duration::from_secs(600)),
         ipv6_prefix: args.ipv6_prefix,
+        webhooks: WebhookSettings {
+            allow_internal: args.webhooks_allow_private,
+            retry: RetryPolicy {
+                window: args.webhooks_retry_window,
+                cap: args
+                    .webhooks_backoff_cap
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(3600)),
+                timeout: args
+                    .webhooks_timeout
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(10)),
+                ..RetryPolicy::default()
+            },
+            ..WebhookSettings::default()
+        },
         ..ServerSettings::default()
     };
+    let mut webhook_store = PostgresWebhookRepository::new(pool_for_webhooks);
+    match &args.webhooks_secret_key {
+        Some(key) => webhook_store = webhook_store.sealing_with(key.0),
+        None => tracing::warn!(
+            "webhook signing secrets are stored unsealed: set WEBHOOKS_SECRET_KEY (base64 of 32 \
+             random bytes) so that a copy of the database cannot sign deliveries"
+        ),
+    }
     let services = Services {
         books: service,
         keys,
+        webhooks: WebhookService::new(webhook_store),
         storage,
         change_signal: Some(Box::new(ChangeListener::new(&database.url))),
     };

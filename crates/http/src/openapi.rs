@@ -23,7 +23,11 @@ use crate::representation::schemas::{
 use crate::representation::xml::XML;
 use crate::routes::legacy::LEGACY_FIELDS;
 use crate::routes::search::{FacetCount, SearchFacets, SearchHighlight, SearchItem, SearchPage};
-use crate::routes::{batch_and_export, books, change_feed, legacy, operations, search};
+use crate::routes::webhooks::{
+    DeliveryList, DeliveryResponse, EventName, NewSubscriptionInput, ReplayInput, Resumable,
+    StatusName, SubscriptionList, SubscriptionPatchInput, SubscriptionResponse,
+};
+use crate::routes::{batch_and_export, books, change_feed, legacy, operations, search, webhooks};
 
 /// The API's description.
 #[derive(Debug, OpenApi)]
@@ -50,6 +54,13 @@ use crate::routes::{batch_and_export, books, change_feed, legacy, operations, se
         batch_and_export::export_books,
         change_feed::list_changes,
         search::search_books,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::get_webhook,
+        webhooks::update_webhook,
+        webhooks::delete_webhook,
+        webhooks::list_deliveries,
+        webhooks::replay_webhook,
         legacy::list,
         legacy::create,
         legacy::get,
@@ -61,10 +72,13 @@ use crate::routes::{batch_and_export, books, change_feed, legacy, operations, se
     components(schemas(
         BookResponse, BookPage, BookInput, BookPatchInput, BookBatchInput, BookBatch,
         ChangeResponse, ChangeKindResponse, ChangePageResponse, Problem, FieldViolation,
-        SearchPage, SearchItem, SearchHighlight, SearchFacets, FacetCount
+        SearchPage, SearchItem, SearchHighlight, SearchFacets, FacetCount,
+        SubscriptionResponse, SubscriptionList, NewSubscriptionInput, SubscriptionPatchInput,
+        ReplayInput, DeliveryResponse, DeliveryList, EventName, StatusName, Resumable
     )),
     tags(
         (name = "books", description = "The catalogue"),
+        (name = "webhooks", description = "The catalogue's changes pushed to your URL: signed (Standard Webhooks), in order, retried, replayable. Subscriptions belong to the key that made them"),
         (name = "booksApi", description = "The routes of the original Flask tutorial, kept for its clients (deprecated: use /api/v1)"),
         (name = "service", description = "Health of the service"),
     ),
@@ -153,6 +167,20 @@ fn restrict(schema: &mut RefOr<Schema>, pattern: String) {
 /// Writes every rule the service checks on strings into the document (see [`crate::rules`]).
 fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
     if let Some(components) = openapi.components.as_mut() {
+        // A subscription's events are each named once; its bodies take no other members.
+        for name in [
+            "NewSubscriptionInput",
+            "SubscriptionPatchInput",
+            "ReplayInput",
+        ] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+                if let Some(RefOr::T(Schema::Array(events))) = object.properties.get_mut("events") {
+                    events.unique_items = true;
+                }
+            }
+        }
         // The readers refuse members they do not know (422): say so.
         if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("BookBatchInput")
         {
@@ -354,6 +382,10 @@ impl Modify for SharedErrorResponses {
             .get_or_insert_with(Default::default)
             .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
         for (path, item) in &mut openapi.paths.paths {
+            if path.starts_with("/api/v1/webhooks") {
+                webhook_operations(item, path.contains('{'));
+                continue;
+            }
             let about_one_book = path.contains('{');
             let legacy = path.starts_with("/booksApi");
             let operations = [
@@ -379,8 +411,35 @@ impl Modify for SharedErrorResponses {
     }
 }
 
-fn require_write_key(operation: &mut Operation) {
-    operation.security = Some(vec![SecurityRequirement::new(BEARER, ["write"])]);
+/// The `/webhooks` operations: a caller of either scope, their own subscriptions only.
+fn webhook_operations(item: &mut utoipa::openapi::PathItem, about_one: bool) {
+    let operations = [
+        &mut item.get,
+        &mut item.post,
+        &mut item.patch,
+        &mut item.delete,
+    ];
+    for operation in operations.into_iter().flatten() {
+        if about_one {
+            operation
+                .responses
+                .responses
+                .entry("404".to_owned())
+                .or_insert(RefOr::T(problem(
+                    "You have no subscription with this id (another caller's does not exist for you)",
+                )));
+        }
+        add_error_responses(operation, false, false);
+        operation.security = Some(vec![SecurityRequirement::new(BEARER, [] as [&str; 0])]);
+        operation
+            .responses
+            .responses
+            .entry("401".to_owned())
+            .or_insert(RefOr::T(unauthorized()));
+    }
+}
+
+fn unauthorized() -> Response {
     let mut unauthorized = problem("No API key, or one that is not valid");
     let challenge = ObjectBuilder::new().schema_type(Type::String).build();
     unauthorized.headers.insert(
@@ -392,6 +451,12 @@ fn require_write_key(operation: &mut Operation) {
                 .build(),
         ),
     );
+    unauthorized
+}
+
+fn require_write_key(operation: &mut Operation) {
+    operation.security = Some(vec![SecurityRequirement::new(BEARER, ["write"])]);
+    let unauthorized = unauthorized();
     let responses = &mut operation.responses.responses;
     responses
         .entry("401".to_owned())

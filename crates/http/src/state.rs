@@ -8,9 +8,10 @@ use std::sync::Arc;
 use books_application::{
     ChangeHub, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer, ScanListings,
 };
-use books_domain::{BookService, StorageHealth};
+use books_domain::{BookService, StorageHealth, WebhookService};
 
 use crate::long_lived::{ExportSlots, StreamSlots};
+use crate::webhooks::{WebhookSettings, WebhookStats};
 
 /// The handlers' state.
 pub(crate) struct State {
@@ -32,6 +33,12 @@ pub(crate) struct State {
     pub(crate) streams: StreamSlots,
     /// The instance's live change feed.
     pub(crate) hub: Arc<ChangeHub>,
+    /// The webhook subscriptions.
+    pub(crate) webhooks: WebhookService,
+    /// How webhooks are delivered (whether internal addresses are allowed).
+    pub(crate) webhook_settings: WebhookSettings,
+    /// What deliveries report to `/metrics`.
+    pub(crate) webhook_stats: Arc<WebhookStats>,
     /// What storage says of itself, for readiness.
     pub(crate) storage: Arc<dyn StorageHealth>,
     /// The OpenAPI document, rendered once at start.

@@ -72,7 +72,7 @@ pub enum SpecVersion {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve HTTP (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document (JSON) to standard output.
@@ -182,6 +182,25 @@ pub struct ServeArgs {
     /// (a site usually has a whole /64).
     #[arg(long, env = "IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(0..=128))]
     pub ipv6_prefix: u8,
+    /// Deliver webhooks to loopback, private and link-local addresses too (receivers on the
+    /// service's own network); refused by default, against server-side request forgery.
+    #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub webhooks_allow_private: bool,
+    /// How long a webhook delivery is retried before its subscription is failing: `s`, `m`, `h`
+    /// or `d`.
+    #[arg(long, env = "WEBHOOKS_RETRY_WINDOW", default_value = "3d", value_parser = retention)]
+    pub webhooks_retry_window: chrono::TimeDelta,
+    /// The longest wait between two attempts of a webhook delivery: `s`, `m`, `h` or `d`.
+    #[arg(long, env = "WEBHOOKS_BACKOFF_CAP", default_value = "1h", value_parser = retention)]
+    pub webhooks_backoff_cap: chrono::TimeDelta,
+    /// How long a receiver has to acknowledge a delivery (2xx): `s`, `m`, `h` or `d`.
+    #[arg(long, env = "WEBHOOKS_TIMEOUT", default_value = "10s", value_parser = retention)]
+    pub webhooks_timeout: chrono::TimeDelta,
+    /// The key that seals webhook signing secrets at rest: base64 of 32 random bytes
+    /// (`head -c32 /dev/urandom | base64`). Without it secrets are stored as they are, and a
+    /// copy of the database can sign deliveries.
+    #[arg(long, env = "WEBHOOKS_SECRET_KEY", hide_env_values = true, value_parser = sealing_key)]
+    pub webhooks_secret_key: Option<SealingKey>,
     /// Seconds to wait at start for the database to accept connections.
     #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
     pub startup_wait: u64,
@@ -208,6 +227,26 @@ fn retention(raw: &str) -> Result<chrono::TimeDelta, String> {
         .and_then(|n| n.checked_mul(seconds_per))
         .and_then(chrono::TimeDelta::try_seconds)
         .ok_or_else(|| format!("{raw:?} is not a duration such as 45s, 30m, 36h or 7d"))
+}
+
+/// The key that seals webhook secrets (never printed).
+#[derive(Clone)]
+pub struct SealingKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey(…)")
+    }
+}
+
+fn sealing_key(raw: &str) -> Result<SealingKey, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(SealingKey)
+        .ok_or_else(|| "the webhook sealing key must be base64 of exactly 32 bytes".to_owned())
 }
 
 fn non_negative_seconds(raw: &str) -> Result<f64, String> {

@@ -318,3 +318,29 @@ impl FromRequest for WriteAccess {
         })
     }
 }
+
+/// Proof that the caller holds a key, of either scope: what `/webhooks` needs, whose
+/// subscriptions belong to their caller. Anonymous callers get 401.
+#[derive(Debug)]
+pub(crate) struct CallerAccess(pub(crate) Principal);
+
+impl FromRequest for CallerAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let extensions = request.extensions();
+        if let Some(KeysUntrusted(cause)) = extensions.get::<KeysUntrusted>() {
+            return ready(Err(ApiError::Unavailable(anyhow::anyhow!("{cause}"))));
+        }
+        ready(match extensions.get::<Principal>() {
+            None => Err(ApiError::Unauthorized {
+                detail:
+                    "webhook subscriptions belong to their caller: send Authorization: Bearer <key>"
+                        .to_owned(),
+                invalid_token: false,
+            }),
+            Some(principal) => Ok(Self(principal.clone())),
+        })
+    }
+}

@@ -374,6 +374,26 @@ impl From<ChangesError> for ApiError {
     }
 }
 
+impl From<books_domain::WebhookError> for ApiError {
+    fn from(error: books_domain::WebhookError) -> Self {
+        use books_domain::WebhookError;
+        match error {
+            WebhookError::NotFound(id) => {
+                Self::NotFound(format!("you have no webhook subscription with id {id}"))
+            }
+            WebhookError::TooMany => Self::Unprocessable(vec![FieldViolation {
+                field: "url".to_owned(),
+                message: format!(
+                    "you already hold {} subscriptions, the most a caller may: delete one first",
+                    books_domain::MAX_SUBSCRIPTIONS
+                ),
+            }]),
+            WebhookError::Position(error) => error.into(),
+            WebhookError::Storage(error) => error.into(),
+        }
+    }
+}
+
 impl From<GetBookError> for ApiError {
     fn from(error: GetBookError) -> Self {
         match error {

@@ -176,6 +176,11 @@ impl JsonObject {
         }
     }
 
+    /// Its members, for bodies that are not books.
+    pub(crate) fn into_members(self) -> Map<String, Value> {
+        self.0
+    }
+
     /// Reads a new book (or a full replacement), as the domain's field table says.
     pub(crate) fn into_new_book(self) -> Result<NewBook, ApiError> {
         let members = Members::take(self.0);

@@ -4,6 +4,8 @@
 //! - [`books`]: the v1 API under [`BASE`], one book at a time and listings;
 //! - [`batch_and_export`]: its whole-catalogue operations, the batch create and the export;
 //! - [`change_feed`]: the change feed, as JSON pages and as Server-Sent Events;
+//! - [`search`]: ranked search that forgives typos;
+//! - [`webhooks`]: the callers' webhook subscriptions (their delivery is `crate::webhooks`');
 //! - [`legacy`]: the original tutorial's `/booksApi` routes;
 //! - [`operations`]: health, readiness, metrics, the OpenAPI document and Swagger UI.
 //!
@@ -27,6 +29,7 @@ pub(crate) mod change_feed;
 pub(crate) mod legacy;
 pub(crate) mod operations;
 pub(crate) mod search;
+pub(crate) mod webhooks;
 
 use operations::{not_found, openapi_3_0_document, openapi_document, read_only, redirect};
 
@@ -64,6 +67,25 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                     .service(
                         web::resource("/books/changes")
                             .route(web::get().to(change_feed::list_changes)),
+                    )
+                    .service(
+                        web::resource("/webhooks")
+                            .route(web::get().to(webhooks::list_webhooks))
+                            .route(web::post().to(webhooks::create_webhook)),
+                    )
+                    .service(
+                        web::resource("/webhooks/{id}")
+                            .route(web::get().to(webhooks::get_webhook))
+                            .route(web::patch().to(webhooks::update_webhook))
+                            .route(web::delete().to(webhooks::delete_webhook)),
+                    )
+                    .service(
+                        web::resource("/webhooks/{id}/deliveries")
+                            .route(web::get().to(webhooks::list_deliveries)),
+                    )
+                    .service(
+                        web::resource("/webhooks/{id}/replay")
+                            .route(web::post().to(webhooks::replay_webhook)),
                     )
                     .service(
                         web::resource("/books/{id}")

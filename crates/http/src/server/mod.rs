@@ -15,7 +15,9 @@ use books_application::{
     ChangeHub, CreateCoalescer, ExportLimits, ListCoalescer, PatchCoalescer, ReadCoalescer,
     ScanListings,
 };
-use books_domain::{BookService, CHANGES_RETENTION, ChangeSignal, KeyService, StorageHealth};
+use books_domain::{
+    BookService, CHANGES_RETENTION, ChangeSignal, KeyService, StorageHealth, WebhookService,
+};
 use chrono::TimeDelta;
 use tracing_actix_web::TracingLogger;
 
@@ -35,6 +37,7 @@ use crate::openapi::{document_3_0_json, document_json};
 use crate::routes::batch_and_export::STALLED_READER;
 use crate::routes::configure;
 use crate::state::{Documents, State};
+use crate::webhooks::{WebhookSettings, WebhookStats};
 use tasks::{Background, stop_on_signal};
 
 /// The most connections one worker serves at once.
@@ -100,6 +103,8 @@ pub struct ServerSettings {
     /// until a reload succeeds (writes get 503, reads go on as anonymous ones). Reloads run
     /// every 2 s.
     pub key_cache_max_age: Duration,
+    /// How webhooks are delivered.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for ServerSettings {
@@ -126,6 +131,7 @@ impl Default for ServerSettings {
             changes_retention: CHANGES_RETENTION,
             change_heartbeat: Duration::from_secs(15),
             key_cache_max_age: Duration::from_secs(10),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct Services {
     pub books: BookService,
     /// The API keys.
     pub keys: KeyService,
+    /// The webhook subscriptions, delivered by every instance.
+    pub webhooks: WebhookService,
     /// What storage says of its pool and its read replicas: reported in `/metrics` and
     /// `/readyz`, and the replicas checked in the background.
     pub storage: Arc<dyn StorageHealth>,
@@ -179,9 +187,11 @@ impl Application {
         let Services {
             books: service,
             keys,
+            webhooks,
             storage,
             change_signal,
         } = services;
+        let webhook_stats = Arc::new(WebhookStats::default());
         let port = listener
             .local_addr()
             .context("the listener has no address")?
@@ -233,6 +243,9 @@ impl Application {
                 keep_alive: settings.change_heartbeat,
             },
             hub: hub.clone(),
+            webhooks: webhooks.clone(),
+            webhook_settings: settings.webhooks.clone(),
+            webhook_stats: webhook_stats.clone(),
             storage: storage.clone(),
             documents: Documents {
                 v3_1: document_json(),
@@ -254,24 +267,33 @@ impl Application {
         };
         let exports_open = state.exports.slots.clone();
         let metrics = web::Data::new(
-            Metrics::new(storage.clone()).observing(Observed {
-                storage: storage.clone(),
-                limits_shared: limiter
-                    .clone()
-                    .filter(|limiter| limiter.shared().is_some())
-                    .map(|limiter| {
-                        Box::new(move || limiter.shared().is_some_and(SharedBudgets::is_reachable))
-                            as Box<dyn Fn() -> bool + Send + Sync>
-                    }),
-                exports_open: Box::new(move || exports_open.open_now()),
-                hub: hub.clone(),
-                reads: counts_of(&reads),
-                creates: counts_of(&creates),
-                listings: counts_of(&listings),
-                writes: counts_of(&patches),
-            }),
+            Metrics::new(storage.clone())
+                .reporting_webhooks(webhook_stats.clone())
+                .observing(Observed {
+                    storage: storage.clone(),
+                    limits_shared: limiter
+                        .clone()
+                        .filter(|limiter| limiter.shared().is_some())
+                        .map(|limiter| {
+                            Box::new(move || {
+                                limiter.shared().is_some_and(SharedBudgets::is_reachable)
+                            }) as Box<dyn Fn() -> bool + Send + Sync>
+                        }),
+                    exports_open: Box::new(move || exports_open.open_now()),
+                    hub: hub.clone(),
+                    reads: counts_of(&reads),
+                    creates: counts_of(&creates),
+                    listings: counts_of(&listings),
+                    writes: counts_of(&patches),
+                }),
         );
         let tasks = Background {
+            webhooks: crate::webhooks::deliver::Dispatcher {
+                repository: webhooks.repository().clone(),
+                books: service.clone(),
+                settings: settings.webhooks.clone(),
+                stats: webhook_stats,
+            },
             service,
             key_cache: key_cache.clone(),
             limiter: limiter.clone(),

@@ -1,6 +1,6 @@
 //! The work an instance does beside answering requests: numbering and purging the change feed,
 //! forgetting expired idempotency keys and idle rate-limit callers, refreshing the API keys,
-//! checking the replicas; and stopping on a signal.
+//! checking the replicas, delivering webhooks; and stopping on a signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use crate::blocking::{blocking, blocking_call};
 use crate::middleware::auth::KeyCache;
 use crate::middleware::rate_limit::local::RateLimiter;
 use crate::representation::problem::ApiError;
+use crate::webhooks::deliver::Dispatcher;
 
 /// What the background tasks work on.
 pub(super) struct Background {
@@ -25,6 +26,7 @@ pub(super) struct Background {
     pub(super) storage: Arc<dyn StorageHealth>,
     pub(super) hub: Arc<ChangeHub>,
     pub(super) changes_retention: TimeDelta,
+    pub(super) webhooks: Dispatcher,
 }
 
 /// The background tasks while they run; [`Running::stop`] ends them.
@@ -41,6 +43,7 @@ impl Background {
                 self.changes_retention,
             )),
             actix_web::rt::spawn(sequence_changes_continuously(self.service)),
+            actix_web::rt::spawn(self.webhooks.run()),
         ];
         if let Some(limiter) = self.limiter {
             tasks.push(actix_web::rt::spawn(forget_idle_callers_periodically(

@@ -9,8 +9,10 @@ use std::time::Instant;
 use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
-use books_adapters::{PgPool, PostgresApiKeyRepository, PostgresBookRepository, Replicas};
-use books_domain::{BookService, KeyName, KeyService, Scope, StorageHealth};
+use books_adapters::{
+    PgPool, PostgresApiKeyRepository, PostgresBookRepository, PostgresWebhookRepository, Replicas,
+};
+use books_domain::{BookService, KeyName, KeyService, Scope, StorageHealth, WebhookService};
 use books_http::RateLimit;
 use books_http::{Application, ServerSettings, Services};
 use books_local_postgres::testing::TestDatabase;
@@ -123,6 +125,7 @@ impl TestApp {
         // Storage reports on its pool and replicas through its own port.
         let storage: Arc<dyn StorageHealth> = Arc::new(books.clone());
         let service = BookService::new(books);
+        let webhook_pool = pool.clone();
         let keys = KeyService::new(PostgresApiKeyRepository::new(pool));
         let create = |name: &str, scope| {
             keys.create(&KeyName::new(name).unwrap(), scope)
@@ -154,6 +157,11 @@ impl TestApp {
             changes_retention: books_domain::CHANGES_RETENTION,
             // Short, so that a test can see one without waiting 15 s.
             change_heartbeat: Duration::from_millis(300),
+            // Receivers in the tests are on loopback.
+            webhooks: books_http::WebhookSettings {
+                allow_internal: true,
+                ..books_http::WebhookSettings::default()
+            },
             // Long-lived answers' bounds and the keys' trust as in production.
             ..ServerSettings::default()
         };
@@ -161,6 +169,9 @@ impl TestApp {
         let services = Services {
             books: service,
             keys: keys.clone(),
+            webhooks: WebhookService::new(
+                PostgresWebhookRepository::new(webhook_pool).sealing_with([7; 32]),
+            ),
             storage,
             change_signal: database.as_ref().map(|db| {
                 Box::new(books_adapters::ChangeListener::new(db.url()))

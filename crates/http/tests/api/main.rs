@@ -29,4 +29,5 @@ mod scaling;
 mod search;
 mod service;
 mod topology;
+mod webhooks;
 mod xml;

@@ -102,7 +102,7 @@ fn every_operation_has_a_unique_id_a_summary_and_described_responses() {
             }
         }
     }
-    assert_eq!(ids.len(), 17);
+    assert_eq!(ids.len(), 24);
     assert!(document["info"]["license"]["name"].is_string());
     assert!(!document["servers"].as_array().unwrap().is_empty());
 }

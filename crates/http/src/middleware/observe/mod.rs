@@ -45,6 +45,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     storage: Arc<dyn StorageHealth>,
     gauges: Vec<(Key, Gauge)>,
+    webhooks: Option<Arc<crate::webhooks::WebhookStats>>,
 }
 
 /// A gauge read when `/metrics` is asked for.
@@ -125,7 +126,29 @@ impl Metrics {
             handle,
             storage,
             gauges: Vec::new(),
+            webhooks: None,
         }
+    }
+
+    /// Reports webhook deliveries: attempts by outcome, and each subscription's lag.
+    #[must_use]
+    pub(crate) fn reporting_webhooks(mut self, stats: Arc<crate::webhooks::WebhookStats>) -> Self {
+        self.recorder.describe_counter(
+            "webhook_deliveries_total".into(),
+            None,
+            "Webhook delivery attempts by this instance, by outcome: delivered (acknowledged), \
+             retried (failed, to be tried again), failed (the subscription gave up or was disabled)."
+                .into(),
+        );
+        self.recorder.describe_gauge(
+            "webhook_lag_seconds".into(),
+            None,
+            "For each subscription this instance delivers to and that is behind the feed: seconds \
+             since its oldest undelivered change was made."
+                .into(),
+        );
+        self.webhooks = Some(stats);
+        self
     }
 
     /// Reports `read()` as the gauge `name` at each scrape.
@@ -206,6 +229,24 @@ impl Metrics {
         }
         for (key, read) in &self.gauges {
             self.recorder.register_gauge(key, &METADATA).set(read());
+        }
+        if let Some(stats) = &self.webhooks {
+            for (outcome, count) in stats.counts() {
+                let key = Key::from_parts(
+                    "webhook_deliveries_total",
+                    vec![Label::new("outcome", outcome)],
+                );
+                self.recorder
+                    .register_counter(&key, &METADATA)
+                    .absolute(count);
+            }
+            for (id, lag) in stats.lags() {
+                let key = Key::from_parts(
+                    "webhook_lag_seconds",
+                    vec![Label::new("subscription", id.to_string())],
+                );
+                self.recorder.register_gauge(&key, &METADATA).set(lag);
+            }
         }
         self.handle.render()
     }

@@ -1,0 +1,733 @@
+//! Webhooks against real receivers on loopback: every change in order, signed, retried,
+//! replayable; subscriptions that belong to their caller; and the refusals that keep the service
+//! from being turned against its own network.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::Method;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use books_domain::RetryPolicy;
+use books_local_postgres::testing::TestDatabase;
+use hmac::{KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+
+use crate::helpers::{Reply, TestApp};
+
+/// What a receiver answers to one delivery.
+#[derive(Debug, Clone)]
+enum Answer {
+    Status(u16),
+    /// Waits, then answers.
+    Slow(Duration, u16),
+    /// A redirect elsewhere.
+    Redirect(String),
+}
+
+/// One delivery as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn seq(&self) -> u64 {
+        self.id.parse().unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    seen: Vec<Received>,
+    next: VecDeque<Answer>,
+    otherwise: Option<Answer>,
+}
+
+/// A webhook receiver on a loopback port: it records every request, and answers as scripted
+/// (204 unless told otherwise).
+struct Receiver {
+    url: String,
+    script: Arc<Mutex<Script>>,
+    handle: ServerHandle,
+}
+
+async fn receive(
+    request: HttpRequest,
+    body: web::Bytes,
+    script: web::Data<Arc<Mutex<Script>>>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let answer = {
+        let mut script = script.lock().unwrap();
+        script.seen.push(Received {
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            content_type: header("content-type"),
+            body: body.to_vec(),
+        });
+        script
+            .next
+            .pop_front()
+            .or_else(|| script.otherwise.clone())
+            .unwrap_or(Answer::Status(204))
+    };
+    let status = |code: u16| actix_web::http::StatusCode::from_u16(code).unwrap();
+    match answer {
+        Answer::Status(code) => HttpResponse::build(status(code)).finish(),
+        Answer::Slow(wait, code) => {
+            actix_web::rt::time::sleep(wait).await;
+            HttpResponse::build(status(code)).finish()
+        }
+        Answer::Redirect(to) => HttpResponse::TemporaryRedirect()
+            .insert_header(("location", to))
+            .finish(),
+    }
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let data = web::Data::new(script.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}/hooks/books"),
+            script,
+            handle,
+        }
+    }
+
+    fn answer_next(&self, answers: &[Answer]) {
+        self.script
+            .lock()
+            .unwrap()
+            .next
+            .extend(answers.iter().cloned());
+    }
+
+    fn answer_always(&self, answer: Answer) {
+        self.script.lock().unwrap().otherwise = Some(answer);
+    }
+
+    fn seen(&self) -> Vec<Received> {
+        self.script.lock().unwrap().seen.clone()
+    }
+
+    /// Waits until `count` deliveries have arrived (at most `patience`), and returns them all.
+    async fn wait_for(&self, count: usize, patience: Duration) -> Vec<Received> {
+        let started = Instant::now();
+        while self.seen().len() < count && started.elapsed() < patience {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// A server whose retries are fast enough for a test: the first after 100 ms, at most 300 ms
+/// apart, for 1.5 s; 1 s per attempt.
+fn spawn(tune: impl FnOnce(&mut books_http::ServerSettings)) -> TestApp {
+    let database = TestDatabase::new();
+    TestApp::spawn_tuned(database.pool(), Some(database), None, |settings| {
+        settings.webhooks.retry = RetryPolicy {
+            first: Duration::from_millis(100),
+            cap: Duration::from_millis(300),
+            window: chrono::TimeDelta::milliseconds(1500),
+            timeout: Duration::from_secs(1),
+        };
+        settings.webhooks.poll = Duration::from_millis(50);
+        tune(settings);
+    })
+}
+
+impl TestApp {
+    async fn subscribe(&self, body: Value) -> Value {
+        let reply = self
+            .send_json(Method::POST, "/api/v1/webhooks", &body, &[])
+            .await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+
+    async fn subscription(&self, id: &Value) -> Value {
+        let reply = self.get(&format!("/api/v1/webhooks/{id}")).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+
+    /// Waits until the subscription's status is `status` (at most `patience`).
+    async fn wait_for_status(&self, id: &Value, status: &str, patience: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let subscription = self.subscription(id).await;
+            if subscription["status"] == status || started.elapsed() > patience {
+                return subscription;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn changes(&self) -> Vec<Value> {
+        let page = self
+            .get("/api/v1/books/changes?after=0&limit=1000")
+            .await
+            .json();
+        page["items"].as_array().unwrap().clone()
+    }
+}
+
+/// Verifies a delivery as Standard Webhooks says, with this test's own HMAC.
+fn verify(secret: &str, received: &Received) {
+    let key = BASE64
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", received.id, received.timestamp).as_bytes());
+    mac.update(&received.body);
+    let expected = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        received.signature, expected,
+        "the signature of {}",
+        received.id
+    );
+    let sent_at: i64 = received.timestamp.parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - sent_at).abs() < 60);
+}
+
+#[actix_web::test]
+async fn a_subscriber_receives_every_change_in_order_signed_and_exactly_as_the_feed_shows_it() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    let subscription = app
+        .subscribe(json!({"url": receiver.url, "description": "copy"}))
+        .await;
+    let secret = subscription["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_") && BASE64.decode(&secret[6..]).unwrap().len() == 32);
+    assert_eq!(subscription["status"], "active");
+    assert_eq!(
+        subscription["events"],
+        json!(["created", "updated", "deleted"])
+    );
+    let first = app
+        .create(json!({"title": "Dune", "author": "Frank Herbert"}))
+        .await;
+    let second = app
+        .create(json!({"title": "Emma", "author": "Jane Austen"}))
+        .await;
+    let patched = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/books/{}", first["id"]),
+            &json!({"genre": "Science fiction"}),
+            &[("content-type", "application/merge-patch+json")],
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/books/{}", second["id"]),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+
+    let received = receiver.wait_for(4, Duration::from_secs(10)).await;
+    let feed = app.changes().await;
+    assert_eq!(feed.len(), 4);
+    assert_eq!(received.len(), 4, "{received:?}");
+    for (delivery, change) in received.iter().zip(&feed) {
+        assert_eq!(delivery.content_type, "application/json");
+        assert_eq!(delivery.id, change["seq"].to_string());
+        assert_eq!(&delivery.json(), change, "the body is the feed's Change");
+        verify(&secret, delivery);
+    }
+    let kinds: Vec<String> = received
+        .iter()
+        .map(|r| r.json()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["created", "created", "updated", "deleted"]);
+
+    // Progress and the log are visible to the owner; the secret never again.
+    let shown = app.subscription(&subscription["id"]).await;
+    assert!(shown.get("secret").is_none());
+    assert_eq!(shown["delivered_through"], feed[3]["seq"]);
+    let log = app
+        .get(&format!(
+            "/api/v1/webhooks/{}/deliveries?limit=2",
+            subscription["id"]
+        ))
+        .await
+        .json();
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["seq"], feed[3]["seq"], "newest first");
+    assert_eq!(items[0]["status"], 204);
+    assert_eq!(items[0]["attempt"], 1);
+    assert!(items[0]["error"].is_null());
+}
+
+#[actix_web::test]
+async fn a_subscription_can_start_from_history_and_receive_only_the_kinds_it_asked_for() {
+    let app = spawn(|_| {});
+    for n in 0..3 {
+        let book = app
+            .create(json!({"title": format!("Book {n}"), "author": "A"}))
+            .await;
+        let reply = app
+            .request(
+                Method::DELETE,
+                &format!("/api/v1/books/{}", book["id"]),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 204);
+    }
+    // Changes are numbered in the background: wait until all six are in the feed.
+    let started = Instant::now();
+    while app.changes().await.len() < 6 && started.elapsed() < Duration::from_secs(5) {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receiver = Receiver::start();
+    let _ = app
+        .subscribe(json!({"url": receiver.url, "after": 0, "events": ["deleted"]}))
+        .await;
+    let received = receiver.wait_for(3, Duration::from_secs(10)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let received_after = receiver.seen();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received_after.len(), 3, "nothing but the deletions");
+    assert!(received.iter().all(|r| r.json()["kind"] == "deleted"));
+    assert!(received.windows(2).all(|w| w[0].seq() < w[1].seq()));
+
+    // A start past the newest change is a 409, as in the feed.
+    let ahead = app
+        .send_json(
+            Method::POST,
+            "/api/v1/webhooks",
+            &json!({"url": receiver.url, "after": 1_000_000}),
+            &[],
+        )
+        .await;
+    ahead.problem(409);
+}
+
+#[actix_web::test]
+async fn a_failed_delivery_is_retried_with_a_new_signature_and_holds_back_the_changes_after_it() {
+    // A window no loaded machine reaches: this test is about retries, not giving up.
+    let app = spawn(|settings| settings.webhooks.retry.window = chrono::TimeDelta::seconds(60));
+    let receiver = Receiver::start();
+    receiver.answer_next(&[Answer::Status(500), Answer::Status(503)]);
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    let secret = subscription["secret"].as_str().unwrap().to_owned();
+    app.create(json!({"title": "One", "author": "A"})).await;
+    app.create(json!({"title": "Two", "author": "A"})).await;
+
+    let received = receiver.wait_for(4, Duration::from_secs(10)).await;
+    let ids: Vec<u64> = received.iter().map(Received::seq).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(ids[0], ids[1], "the first change is retried…");
+    assert_eq!(ids[1], ids[2], "…until it is acknowledged");
+    assert!(ids[3] > ids[2], "only then comes the next: {ids:?}");
+    for delivery in &received {
+        verify(&secret, delivery);
+    }
+    // Each attempt is signed when it is made (verified above with its own timestamp).
+    assert!(
+        received
+            .windows(2)
+            .all(|w| w[0].timestamp <= w[1].timestamp)
+    );
+    let log = app
+        .get(&format!(
+            "/api/v1/webhooks/{}/deliveries",
+            subscription["id"]
+        ))
+        .await
+        .json();
+    let statuses: Vec<Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|item| json!([item["attempt"], item["status"]]))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            json!([1, 500]),
+            json!([2, 503]),
+            json!([3, 204]),
+            json!([1, 204])
+        ]
+    );
+    let shown = app.subscription(&subscription["id"]).await;
+    assert!(shown["last_error"].is_null(), "cleared by the success");
+}
+
+#[actix_web::test]
+async fn after_the_retry_window_a_subscription_is_failing_and_resumes_where_it_stopped() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    receiver.answer_always(Answer::Status(500));
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    let id = &subscription["id"];
+    app.create(json!({"title": "Stuck", "author": "A"})).await;
+    let failing = app
+        .wait_for_status(id, "failing", Duration::from_secs(15))
+        .await;
+    assert_eq!(failing["status"], "failing");
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("500"),
+        "{failing}"
+    );
+    assert!(failing["next_attempt_at"].is_null());
+    let attempts = receiver.seen().len();
+    assert!(attempts >= 3, "retried within the window: {attempts}");
+    app.create(json!({"title": "Later", "author": "A"})).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.seen().len(),
+        attempts,
+        "a failing subscription waits"
+    );
+
+    receiver.answer_always(Answer::Status(200));
+    let resumed = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"status": "active"}),
+            &[("content-type", "application/merge-patch+json")],
+        )
+        .await;
+    assert_eq!(resumed.status, 200);
+    let received = receiver
+        .wait_for(attempts + 2, Duration::from_secs(10))
+        .await;
+    let titles: Vec<Value> = received[attempts - 1..]
+        .iter()
+        .map(|r| r.json()["book"]["title"].clone())
+        .collect();
+    assert_eq!(titles, [json!("Stuck"), json!("Stuck"), json!("Later")]);
+}
+
+#[actix_web::test]
+async fn a_receiver_that_answers_410_disables_its_subscription() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    receiver.answer_next(&[Answer::Status(410)]);
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    app.create(json!({"title": "Gone", "author": "A"})).await;
+    let disabled = app
+        .wait_for_status(&subscription["id"], "disabled", Duration::from_secs(10))
+        .await;
+    assert_eq!(disabled["status"], "disabled");
+    assert!(disabled["last_error"].as_str().unwrap().contains("410"));
+    assert_eq!(receiver.seen().len(), 1);
+}
+
+#[actix_web::test]
+async fn replay_delivers_again_every_change_after_a_point_and_refuses_positions_the_feed_lacks() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    let id = &subscription["id"];
+    for n in 0..3 {
+        app.create(json!({"title": format!("Book {n}"), "author": "A"}))
+            .await;
+    }
+    let first = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 3);
+    let replay = |after: u64| {
+        let app = &app;
+        async move {
+            app.send_json(
+                Method::POST,
+                &format!("/api/v1/webhooks/{id}/replay"),
+                &json!({"after": after}),
+                &[],
+            )
+            .await
+        }
+    };
+    let rewound: Reply = replay(first[0].seq()).await;
+    assert_eq!(
+        rewound.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&rewound.body)
+    );
+    assert_eq!(rewound.json()["delivered_through"], first[0].seq());
+    let all = receiver.wait_for(5, Duration::from_secs(10)).await;
+    let ids: Vec<u64> = all.iter().map(Received::seq).collect();
+    assert_eq!(ids[3..], [first[1].seq(), first[2].seq()], "{ids:?}");
+    replay(1_000_000).await.problem(409);
+    let invalid = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/webhooks/{id}/replay"),
+            &json!({"after": -1}),
+            &[],
+        )
+        .await;
+    invalid.problem(422);
+}
+
+#[actix_web::test]
+async fn a_subscription_whose_next_change_was_purged_is_disabled_and_replay_behind_the_retention_is_410()
+ {
+    let app = spawn(|settings| {
+        settings.changes_retention = chrono::TimeDelta::seconds(1);
+    });
+    let receiver = Receiver::start();
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    let id = subscription["id"].clone();
+    // Paused, so that the changes wait for it while the retention purges them.
+    let paused = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"status": "paused"}),
+            &[("content-type", "application/merge-patch+json")],
+        )
+        .await;
+    assert_eq!(paused.json()["status"], "paused");
+    app.create(json!({"title": "Fleeting", "author": "A"}))
+        .await;
+    let started = Instant::now();
+    loop {
+        let reply = app.get("/api/v1/books/changes?after=0").await;
+        if reply.status == 410 || started.elapsed() > Duration::from_secs(15) {
+            assert_eq!(reply.status, 410, "the retention purged the change");
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.create(json!({"title": "Next", "author": "A"})).await;
+    let resumed = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"status": "active"}),
+            &[("content-type", "application/merge-patch+json")],
+        )
+        .await;
+    assert_eq!(resumed.status, 200);
+    let disabled = app
+        .wait_for_status(&id, "disabled", Duration::from_secs(10))
+        .await;
+    assert_eq!(disabled["status"], "disabled");
+    assert!(
+        disabled["last_error"].as_str().unwrap().contains("purged"),
+        "{disabled}"
+    );
+    assert!(receiver.seen().is_empty(), "nothing was sent out of order");
+    app.send_json(
+        Method::POST,
+        &format!("/api/v1/webhooks/{id}/replay"),
+        &json!({"after": 0}),
+        &[],
+    )
+    .await
+    .problem(410);
+}
+
+#[actix_web::test]
+async fn subscriptions_belong_to_their_caller_and_are_checked_before_they_are_stored() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    let read_key = format!("Bearer {}", app.read_key);
+    let mine = app
+        .send_json(
+            Method::POST,
+            "/api/v1/webhooks",
+            &json!({"url": receiver.url}),
+            &[("authorization", &read_key)],
+        )
+        .await;
+    assert_eq!(mine.status, 201, "a read key may subscribe");
+    let id = mine.json()["id"].clone();
+    // The write key's caller does not see it.
+    app.get(&format!("/api/v1/webhooks/{id}"))
+        .await
+        .problem(404);
+    assert_eq!(app.get("/api/v1/webhooks").await.json()["items"], json!([]));
+    let theirs = app
+        .request(
+            Method::GET,
+            "/api/v1/webhooks",
+            &[("authorization", &read_key)],
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 1);
+    app.request(Method::DELETE, &format!("/api/v1/webhooks/{id}"), &[], None)
+        .await
+        .problem(404);
+    // Anonymous callers have none.
+    let anonymous = app
+        .request(
+            Method::GET,
+            "/api/v1/webhooks",
+            &[("authorization", "")],
+            None,
+        )
+        .await;
+    anonymous.problem(401);
+
+    // Every invalid member is named at once.
+    let invalid = app
+        .send_json(
+            Method::POST,
+            "/api/v1/webhooks",
+            &json!({"url": "ftp://x/", "events": ["created", "created"], "colour": 1}),
+            &[],
+        )
+        .await
+        .problem(422);
+    let fields: Vec<&str> = invalid["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields.len(), 3, "{invalid}");
+    for url in [
+        "http://no-such-host.invalid/",
+        "http://user:pw@example.com/",
+    ] {
+        app.send_json(Method::POST, "/api/v1/webhooks", &json!({"url": url}), &[])
+            .await
+            .problem(422);
+    }
+
+    // At most 20 per caller.
+    for _ in 0..20 {
+        app.subscribe(json!({"url": receiver.url})).await;
+    }
+    let over = app
+        .send_json(
+            Method::POST,
+            "/api/v1/webhooks",
+            &json!({"url": receiver.url}),
+            &[],
+        )
+        .await
+        .problem(422);
+    assert!(over["detail"].as_str().unwrap().contains("20"), "{over}");
+}
+
+#[actix_web::test]
+async fn internal_addresses_are_refused_unless_the_service_allows_them() {
+    let app = spawn(|settings| settings.webhooks.allow_internal = false);
+    for url in [
+        "http://127.0.0.1:9/",
+        "http://localhost:9/",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://0.0.0.0/",
+    ] {
+        let refused = app
+            .send_json(Method::POST, "/api/v1/webhooks", &json!({"url": url}), &[])
+            .await
+            .problem(422);
+        assert_eq!(refused["errors"][0]["field"], "url", "{url}: {refused}");
+    }
+    assert_eq!(app.get("/api/v1/webhooks").await.json()["items"], json!([]));
+}
+
+#[actix_web::test]
+async fn redirects_are_not_followed_and_a_slow_receiver_holds_only_its_own_subscription() {
+    let app = spawn(|_| {});
+    let slow = Receiver::start();
+    slow.answer_always(Answer::Slow(Duration::from_secs(3), 200));
+    let elsewhere = Receiver::start();
+    let redirecting = Receiver::start();
+    redirecting.answer_always(Answer::Redirect(elsewhere.url.clone()));
+    let fast = Receiver::start();
+    let slow_subscription = app.subscribe(json!({"url": slow.url})).await;
+    let redirected = app.subscribe(json!({"url": redirecting.url})).await;
+    app.subscribe(json!({"url": fast.url})).await;
+    let started = Instant::now();
+    for n in 0..5 {
+        app.create(json!({"title": format!("Book {n}"), "author": "A"}))
+            .await;
+    }
+    let fast_received = fast.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(fast_received.len(), 5);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast receiver did not wait for the slow one: {:?}",
+        started.elapsed()
+    );
+    // The slow one timed out (1 s) and is being retried; the redirect counted as a failure.
+    let redirect_log = app
+        .wait_for_status(&redirected["id"], "failing", Duration::from_secs(10))
+        .await;
+    assert!(
+        redirect_log["last_error"].as_str().unwrap().contains("307"),
+        "{redirect_log}"
+    );
+    assert!(elsewhere.seen().is_empty(), "the redirect was not followed");
+    let slow_after = app
+        .wait_for_status(&slow_subscription["id"], "failing", Duration::from_secs(10))
+        .await;
+    assert!(
+        slow_after["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{slow_after}"
+    );
+}
