@@ -561,6 +561,20 @@ impl WebhookRepository for PostgresWebhookRepository {
         Ok(recorded)
     }
 
+    fn release_all(&self, holder: &str) -> Result<(), StorageError> {
+        let mut conn = checkout(&self.pool)?;
+        diesel::update(
+            webhook_subscription::table.filter(webhook_subscription::lease_holder.eq(holder)),
+        )
+        .set((
+            webhook_subscription::lease_holder.eq(None::<String>),
+            webhook_subscription::lease_until.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(&mut conn)
+        .map_err(|error| storage_error(&mut conn, error))?;
+        Ok(())
+    }
+
     fn release(&self, holder: &str, id: SubscriptionId) -> Result<(), StorageError> {
         let mut conn = checkout(&self.pool)?;
         diesel::update(

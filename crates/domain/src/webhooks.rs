@@ -664,6 +664,14 @@ pub trait WebhookRepository: Send + Sync + 'static {
     ///
     /// When storage fails.
     fn release(&self, holder: &str, id: SubscriptionId) -> Result<(), StorageError>;
+
+    /// Gives back every lease `holder` has (it is stopping), so that another instance takes
+    /// its subscriptions at once rather than when the leases expire.
+    ///
+    /// # Errors
+    ///
+    /// When storage fails.
+    fn release_all(&self, holder: &str) -> Result<(), StorageError>;
 }
 
 /// What a worker reports to [`WebhookRepository::record`].

@@ -288,12 +288,12 @@ impl Application {
                 }),
         );
         let tasks = Background {
-            webhooks: crate::webhooks::deliver::Dispatcher {
-                repository: webhooks.repository().clone(),
-                books: service.clone(),
-                settings: settings.webhooks.clone(),
-                stats: webhook_stats,
-            },
+            webhooks: crate::webhooks::deliver::Dispatcher::new(
+                webhooks.repository().clone(),
+                service.clone(),
+                settings.webhooks.clone(),
+                webhook_stats,
+            ),
             service,
             key_cache: key_cache.clone(),
             limiter: limiter.clone(),
@@ -380,6 +380,7 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let hub = self.tasks.hub.clone();
+        let leases = self.tasks.webhooks.leases();
         let running = self.tasks.start();
         let signals = self
             .handle_signals
@@ -387,6 +388,7 @@ impl Application {
         let outcome = self.server.await;
         hub.stop();
         running.stop();
+        leases.give_back().await;
         if let Some(signals) = signals {
             signals.abort();
         }

@@ -27,10 +27,32 @@ const ANSWER_LIMIT: usize = 4096;
 
 /// Finds subscriptions with changes waiting and runs a task for each (see [`super`]).
 pub(crate) struct Dispatcher {
-    pub(crate) repository: Arc<dyn WebhookRepository>,
-    pub(crate) books: BookService,
-    pub(crate) settings: WebhookSettings,
-    pub(crate) stats: Arc<WebhookStats>,
+    repository: Arc<dyn WebhookRepository>,
+    books: BookService,
+    settings: WebhookSettings,
+    stats: Arc<WebhookStats>,
+    holder: String,
+}
+
+/// Gives the instance's leases back when it stops.
+pub(crate) struct Leases {
+    repository: Arc<dyn WebhookRepository>,
+    holder: String,
+}
+
+impl Leases {
+    /// Gives every lease back, so that another instance resumes at once what this one was
+    /// delivering (the attempt in flight, if any, is made again: at least once).
+    pub(crate) async fn give_back(self) {
+        let Self { repository, holder } = self;
+        match web::block(move || repository.release_all(&holder)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "could not give the webhook leases back; they expire by themselves");
+            }
+            Err(error) => tracing::warn!(error = %error, "the blocking pool is gone"),
+        }
+    }
 }
 
 /// What each task shares: the client (of this thread), and what the blocking calls take.
@@ -77,12 +99,36 @@ fn client(settings: &WebhookSettings) -> awc::Client {
 }
 
 impl Dispatcher {
+    /// A dispatcher with a holder name of its own.
+    pub(crate) fn new(
+        repository: Arc<dyn WebhookRepository>,
+        books: BookService,
+        settings: WebhookSettings,
+        stats: Arc<WebhookStats>,
+    ) -> Self {
+        Self {
+            repository,
+            books,
+            settings,
+            stats,
+            holder: holder(),
+        }
+    }
+
+    /// What gives its leases back at stop.
+    pub(crate) fn leases(&self) -> Leases {
+        Leases {
+            repository: self.repository.clone(),
+            holder: self.holder.clone(),
+        }
+    }
+
     /// Runs until dropped (its tasks end with it).
     pub(crate) async fn run(self) {
         let shared = Rc::new(Shared {
             client: client(&self.settings),
             store: Arc::new(Store {
-                holder: holder(),
+                holder: self.holder,
                 repository: self.repository,
                 books: self.books,
                 settings: self.settings,
