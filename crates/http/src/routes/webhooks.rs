@@ -316,7 +316,21 @@ impl Read {
                     }
                 }
                 ("after", Value::Number(number)) => {
-                    match number.as_i64().and_then(|n| u64::try_from(n).ok()) {
+                    // JSON Schema counts 1207.0 as an integer: so does this reader.
+                    let whole = number.as_i64().or_else(|| {
+                        number
+                            .as_f64()
+                            .filter(|n| n.fract() == 0.0 && (0.0..9.2e18).contains(n))
+                            .map(|n| {
+                                #[expect(
+                                    clippy::cast_possible_truncation,
+                                    reason = "whole, in range"
+                                )]
+                                let n = n as i64;
+                                n
+                            })
+                    });
+                    match whole.and_then(|n| u64::try_from(n).ok()) {
                         Some(after) => read.after = Some(after),
                         None => read.errors.push(violation(
                             "",

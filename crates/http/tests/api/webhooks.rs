@@ -539,6 +539,16 @@ async fn replay_delivers_again_every_change_after_a_point_and_refuses_positions_
     let ids: Vec<u64> = all.iter().map(Received::seq).collect();
     assert_eq!(ids[3..], [first[1].seq(), first[2].seq()], "{ids:?}");
     replay(1_000_000).await.problem(409);
+    // A whole number written with a fraction of zero is an integer, as JSON Schema says.
+    let float = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/webhooks/{id}/replay"),
+            &json!({"after": 1_000_000.0}),
+            &[],
+        )
+        .await;
+    float.problem(409);
     let invalid = app
         .send_json(
             Method::POST,
