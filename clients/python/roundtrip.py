@@ -13,6 +13,7 @@ import json
 import queue
 import sys
 import threading
+import time
 
 from standardwebhooks.webhooks import Webhook
 
@@ -144,7 +145,12 @@ def webhook(base_url, writer):
               f"the delivery held {payload!r}")
         check(headers.get("webhook-id") == str(payload["seq"]) or headers.get("Webhook-Id") == str(payload["seq"]),
               "webhook-id is not the change's seq")
-        log = list_webhook_deliveries.sync(client=writer, id=subscription.id, limit=5)
+        # The attempt is logged once the service has its answer: a moment after the delivery.
+        for _ in range(100):
+            log = list_webhook_deliveries.sync(client=writer, id=subscription.id, limit=5)
+            if log is not None and log.items:
+                break
+            time.sleep(0.1)
         check(log is not None and log.items and log.items[0].status == 204, f"the deliveries log held {log!r}")
         check(delete_webhook.sync_detailed(client=writer, id=subscription.id).status_code == 204,
               "the subscription could not be deleted")

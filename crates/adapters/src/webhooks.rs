@@ -198,6 +198,70 @@ struct ClaimRow {
     secret_nonce: Option<Vec<u8>>,
 }
 
+/// Records one report: the subscription's new state and lease, if `holder` still holds it and it
+/// stands at `from`. Its status afterwards, or `None` when nothing was written.
+fn record_one(
+    conn: &mut PgConnection,
+    holder: &str,
+    progress: &Progress<'_>,
+) -> QueryResult<Option<String>> {
+    let (status, through, attempts, failing_since, next_attempt_at, last_error) =
+        match &progress.next {
+            NextStep::Acknowledged => (None, progress.seq, 0, None, None, None),
+            NextStep::Retry { at, failing_since } => (
+                None,
+                progress.from,
+                progress.attempt.map_or(0, |attempt| attempt.attempt),
+                Some(*failing_since),
+                Some(*at),
+                progress.attempt.and_then(|attempt| attempt.error.clone()),
+            ),
+            NextStep::GiveUp => (
+                Some("failing"),
+                progress.from,
+                0,
+                None,
+                None,
+                progress.reason.map(str::to_owned),
+            ),
+            NextStep::Disable => (
+                Some("disabled"),
+                progress.from,
+                0,
+                None,
+                None,
+                progress.reason.map(str::to_owned),
+            ),
+        };
+    let acknowledged = matches!(progress.next, NextStep::Acknowledged);
+    // A delivery acknowledged clears the last error; a skip or a lease renewal keeps it.
+    let clears_error = acknowledged && progress.attempt.is_some();
+    let rows: Vec<StatusRow> = diesel::sql_query(
+        "UPDATE webhook_subscription SET \
+            delivered_through = $4, attempts = $5, failing_since = $6, next_attempt_at = $7, \
+            last_error = CASE WHEN $9 THEN NULL ELSE coalesce($8, last_error) END, \
+            status = coalesce($10, status), \
+            lease_until = CASE WHEN $12 THEN now() + $11 * interval '1 millisecond' END, \
+            lease_holder = CASE WHEN $12 THEN lease_holder END \
+        WHERE id = $1 AND lease_holder = $2 AND delivered_through = $3 \
+        RETURNING status",
+    )
+    .bind::<BigInt, _>(progress.id.get())
+    .bind::<Text, _>(holder)
+    .bind::<BigInt, _>(raw_seq(progress.from))
+    .bind::<BigInt, _>(raw_seq(through))
+    .bind::<Integer, _>(i32::try_from(attempts).unwrap_or(i32::MAX))
+    .bind::<Nullable<Timestamptz>, _>(failing_since)
+    .bind::<Nullable<Timestamptz>, _>(next_attempt_at)
+    .bind::<Nullable<Text>, _>(last_error)
+    .bind::<diesel::sql_types::Bool, _>(clears_error)
+    .bind::<Nullable<Text>, _>(status)
+    .bind::<BigInt, _>(millis(progress.lease))
+    .bind::<diesel::sql_types::Bool, _>(acknowledged)
+    .load(conn)?;
+    Ok(rows.into_iter().next().map(|row| row.status))
+}
+
 #[derive(QueryableByName)]
 struct StatusRow {
     #[diesel(sql_type = Text)]
@@ -471,94 +535,61 @@ impl WebhookRepository for PostgresWebhookRepository {
             .collect()
     }
 
-    fn record(&self, holder: &str, progress: &Progress<'_>) -> Result<bool, StorageError> {
+    fn record_many(
+        &self,
+        holder: &str,
+        reports: &[Progress<'_>],
+    ) -> Result<Vec<bool>, StorageError> {
         let mut conn = checkout(&self.pool)?;
-        let (status, through, attempts, failing_since, next_attempt_at, last_error) =
-            match &progress.next {
-                NextStep::Acknowledged => (None, progress.seq, 0, None, None, None),
-                NextStep::Retry { at, failing_since } => (
-                    None,
-                    progress.from,
-                    progress.attempt.map_or(0, |attempt| attempt.attempt),
-                    Some(*failing_since),
-                    Some(*at),
-                    progress.attempt.and_then(|attempt| attempt.error.clone()),
-                ),
-                NextStep::GiveUp => (
-                    Some("failing"),
-                    progress.from,
-                    0,
-                    None,
-                    None,
-                    progress.reason.map(str::to_owned),
-                ),
-                NextStep::Disable => (
-                    Some("disabled"),
-                    progress.from,
-                    0,
-                    None,
-                    None,
-                    progress.reason.map(str::to_owned),
-                ),
-            };
-        let acknowledged_or_skipped = matches!(progress.next, NextStep::Acknowledged);
-        let sql = "UPDATE webhook_subscription SET \
-                delivered_through = $4, attempts = $5, failing_since = $6, next_attempt_at = $7, \
-                last_error = CASE WHEN $9 THEN NULL ELSE coalesce($8, last_error) END, \
-                status = coalesce($10, status), \
-                lease_until = CASE WHEN $12 THEN now() + $11 * interval '1 millisecond' END, \
-                lease_holder = CASE WHEN $12 THEN lease_holder END \
-            WHERE id = $1 AND lease_holder = $2 AND delivered_through = $3 \
-            RETURNING status";
-        let ackd_clears_error = acknowledged_or_skipped && progress.attempt.is_some();
-        let recorded = conn
-            .transaction(|conn| {
-                let rows: Vec<StatusRow> = diesel::sql_query(sql)
-                    .bind::<BigInt, _>(progress.id.get())
-                    .bind::<Text, _>(holder)
-                    .bind::<BigInt, _>(raw_seq(progress.from))
-                    .bind::<BigInt, _>(raw_seq(through))
-                    .bind::<Integer, _>(i32::try_from(attempts).unwrap_or(i32::MAX))
-                    .bind::<Nullable<Timestamptz>, _>(failing_since)
-                    .bind::<Nullable<Timestamptz>, _>(next_attempt_at)
-                    .bind::<Nullable<Text>, _>(last_error)
-                    .bind::<diesel::sql_types::Bool, _>(ackd_clears_error)
-                    .bind::<Nullable<Text>, _>(status)
-                    .bind::<BigInt, _>(millis(progress.lease))
-                    .bind::<diesel::sql_types::Bool, _>(acknowledged_or_skipped)
-                    .load(conn)?;
-                let Some(row) = rows.first() else {
-                    return Ok(false);
+        // Rows are updated in id order, so that two batches could never wait for each other.
+        let mut order: Vec<usize> = (0..reports.len()).collect();
+        order.sort_by_key(|index| reports[*index].id);
+        conn.transaction(|conn| {
+            let mut outcomes = vec![false; reports.len()];
+            let mut log = Vec::new();
+            let mut logged = Vec::new();
+            for index in order {
+                let report = &reports[index];
+                let Some(status) = record_one(conn, holder, report)? else {
+                    continue;
                 };
-                if let Some(attempt) = progress.attempt {
-                    diesel::insert_into(webhook_delivery::table)
-                        .values((
-                            webhook_delivery::subscription_id.eq(progress.id.get()),
-                            webhook_delivery::seq.eq(raw_seq(attempt.seq)),
-                            webhook_delivery::attempt
-                                .eq(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
-                            webhook_delivery::at.eq(attempt.at),
-                            webhook_delivery::status.eq(attempt.status.map(i32::from)),
-                            webhook_delivery::error.eq(attempt.error.as_deref()),
-                            webhook_delivery::duration_ms
-                                .eq(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
-                        ))
-                        .execute(conn)?;
-                    // The log keeps the newest attempts only.
-                    diesel::sql_query(
-                        "DELETE FROM webhook_delivery WHERE subscription_id = $1 AND id < ( \
-                            SELECT id FROM webhook_delivery WHERE subscription_id = $1 \
-                            ORDER BY id DESC OFFSET $2 LIMIT 1)",
-                    )
-                    .bind::<BigInt, _>(progress.id.get())
-                    .bind::<BigInt, _>(i64::try_from(DELIVERY_LOG - 1).unwrap_or(99))
-                    .execute(conn)?;
+                if let Some(attempt) = report.attempt {
+                    logged.push(report.id.get());
+                    log.push((
+                        webhook_delivery::subscription_id.eq(report.id.get()),
+                        webhook_delivery::seq.eq(raw_seq(attempt.seq)),
+                        webhook_delivery::attempt
+                            .eq(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
+                        webhook_delivery::at.eq(attempt.at),
+                        webhook_delivery::status.eq(attempt.status.map(i32::from)),
+                        webhook_delivery::error.eq(attempt.error.clone()),
+                        webhook_delivery::duration_ms
+                            .eq(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
+                    ));
                 }
                 // A retry waits for its time without a lease; anything but active stops.
-                Ok(acknowledged_or_skipped && row.status == "active")
-            })
-            .map_err(|error: diesel::result::Error| storage_error(&mut conn, error))?;
-        Ok(recorded)
+                outcomes[index] =
+                    matches!(report.next, NextStep::Acknowledged) && status == "active";
+            }
+            if !log.is_empty() {
+                diesel::insert_into(webhook_delivery::table)
+                    .values(log)
+                    .execute(conn)?;
+                // The log keeps each subscription's newest attempts only.
+                diesel::sql_query(
+                    "DELETE FROM webhook_delivery AS d USING ( \
+                        SELECT subscription_id, id, \
+                               row_number() OVER (PARTITION BY subscription_id ORDER BY id DESC) AS n \
+                        FROM webhook_delivery WHERE subscription_id = ANY($1)) AS old \
+                     WHERE d.subscription_id = old.subscription_id AND d.id = old.id AND old.n > $2",
+                )
+                .bind::<Array<BigInt>, _>(logged)
+                .bind::<BigInt, _>(i64::try_from(DELIVERY_LOG).unwrap_or(100))
+                .execute(conn)?;
+            }
+            Ok(outcomes)
+        })
+        .map_err(|error: diesel::result::Error| storage_error(&mut conn, error))
     }
 
     fn release_all(&self, holder: &str) -> Result<(), StorageError> {

@@ -656,7 +656,25 @@ pub trait WebhookRepository: Send + Sync + 'static {
     /// # Errors
     ///
     /// When storage fails.
-    fn record(&self, holder: &str, progress: &Progress<'_>) -> Result<bool, StorageError>;
+    fn record(&self, holder: &str, progress: &Progress<'_>) -> Result<bool, StorageError> {
+        Ok(self
+            .record_many(holder, std::slice::from_ref(progress))?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// Records several workers' reports at once (one transaction); an answer for each, in order,
+    /// as [`WebhookRepository::record`] gives.
+    ///
+    /// # Errors
+    ///
+    /// When storage fails: nothing is recorded.
+    fn record_many(
+        &self,
+        holder: &str,
+        reports: &[Progress<'_>],
+    ) -> Result<Vec<bool>, StorageError>;
 
     /// Gives the lease back.
     ///

@@ -517,7 +517,10 @@ pub(crate) async fn get_webhook(
     operation_id = "updateWebhook",
     tag = "webhooks",
     params(("id" = i64, Path, minimum = 1, description = "The subscription's id")),
-    request_body(content = SubscriptionPatchInput, content_type = "application/merge-patch+json"),
+    request_body(content(
+        (SubscriptionPatchInput = "application/merge-patch+json"),
+        (SubscriptionPatchInput = "application/json"),
+    )),
     responses((status = 200, description = "The changed subscription", body = SubscriptionResponse))
 )]
 pub(crate) async fn update_webhook(

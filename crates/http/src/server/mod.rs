@@ -291,6 +291,7 @@ impl Application {
             webhooks: crate::webhooks::deliver::Dispatcher::new(
                 webhooks.repository().clone(),
                 service.clone(),
+                hub.clone(),
                 settings.webhooks.clone(),
                 webhook_stats,
             ),

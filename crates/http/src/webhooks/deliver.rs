@@ -7,20 +7,20 @@ use std::time::{Duration, Instant};
 
 use actix_tls::connect::Resolver;
 use actix_web::web;
+use books_application::{ChangeHub, FollowError};
 use books_domain::{
-    Assignment, BookService, Change, ChangeLimit, ChangesError, Delivery, NextStep, Progress,
+    Assignment, BookService, Change, ChangesError, Delivery, NextStep, Progress, SubscriptionId,
     WebhookRepository, WebhookSecret,
 };
 use chrono::Utc;
 use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::destination::{CheckingResolver, is_internal};
 use super::{Outcome, WebhookSettings, WebhookStats};
 use crate::representation::schemas::ChangeResponse;
 
-/// How many changes a task reads from the feed at once.
-const PAGE: usize = 100;
 /// How much of a receiver's answer is read (to let the connection be reused); the rest is
 /// dropped with the connection.
 const ANSWER_LIMIT: usize = 4096;
@@ -29,6 +29,7 @@ const ANSWER_LIMIT: usize = 4096;
 pub(crate) struct Dispatcher {
     repository: Arc<dyn WebhookRepository>,
     books: BookService,
+    hub: Arc<ChangeHub>,
     settings: WebhookSettings,
     stats: Arc<WebhookStats>,
     holder: String,
@@ -55,11 +56,14 @@ impl Leases {
     }
 }
 
-/// What each task shares: the client (of this thread), and what the blocking calls take.
+/// What each task shares: the client (of this thread), the hub it follows, the lane that
+/// records, and what the blocking calls take.
 struct Shared {
     store: Arc<Store>,
     stats: Arc<WebhookStats>,
     client: awc::Client,
+    hub: Arc<ChangeHub>,
+    recorder: Recorder,
 }
 
 /// What the blocking calls take.
@@ -103,12 +107,14 @@ impl Dispatcher {
     pub(crate) fn new(
         repository: Arc<dyn WebhookRepository>,
         books: BookService,
+        hub: Arc<ChangeHub>,
         settings: WebhookSettings,
         stats: Arc<WebhookStats>,
     ) -> Self {
         Self {
             repository,
             books,
+            hub,
             settings,
             stats,
             holder: holder(),
@@ -125,14 +131,17 @@ impl Dispatcher {
 
     /// Runs until dropped (its tasks end with it).
     pub(crate) async fn run(self) {
+        let store = Arc::new(Store {
+            holder: self.holder,
+            repository: self.repository,
+            books: self.books,
+            settings: self.settings,
+        });
         let shared = Rc::new(Shared {
-            client: client(&self.settings),
-            store: Arc::new(Store {
-                holder: self.holder,
-                repository: self.repository,
-                books: self.books,
-                settings: self.settings,
-            }),
+            client: client(&store.settings),
+            recorder: Recorder::start(store.clone()),
+            hub: self.hub,
+            store,
             stats: self.stats,
         });
         let mut tasks = JoinSet::new();
@@ -176,7 +185,7 @@ impl Dispatcher {
     }
 }
 
-/// Runs a blocking call of the repository or the catalogue off the async thread.
+/// Runs a blocking call of the repository off the async thread.
 async fn off_thread<T: Send + 'static>(
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
@@ -185,8 +194,15 @@ async fn off_thread<T: Send + 'static>(
         .map_err(|error| format!("the blocking pool is gone: {error}"))
 }
 
-/// Delivers a subscription's waiting changes, in order, until it is caught up, an attempt fails,
-/// or it loses its lease.
+/// How long one following of the hub lasts before the task follows again (it resumes from its
+/// position; the hub's streams end after their lifetime).
+const FOLLOW_FOR: Duration = Duration::from_secs(600);
+
+/// Delivers a subscription's changes, in order, as the hub broadcasts them (or as it reads them
+/// from storage while the subscription is behind), for as long as it holds the lease: until an
+/// attempt fails (a retry waits without a lease), the subscription gives up or is disabled,
+/// paused or changed, or the instance stops. While nothing comes it renews its lease, and
+/// records how far it has skipped changes it did not ask for.
 async fn work(shared: Rc<Shared>, assignment: Assignment) {
     let Assignment {
         id,
@@ -206,12 +222,15 @@ async fn work(shared: Rc<Shared>, assignment: Assignment) {
             return;
         }
     };
+    let renew_every = shared.store.settings.lease() / 3;
     loop {
-        let books = shared.store.books.clone();
-        let limit = ChangeLimit::new(PAGE as u64).unwrap_or_default();
-        let page = match off_thread(move || books.changes(from, limit)).await {
-            Ok(Ok(page)) => page,
-            Ok(Err(ChangesError::Expired { purged_through })) => {
+        let followed = shared
+            .hub
+            .follow(shared.store.books.clone(), from, FOLLOW_FOR, ())
+            .await;
+        let changes = match followed {
+            Ok(changes) => changes,
+            Err(FollowError::Changes(ChangesError::Expired { purged_through })) => {
                 let reason = format!(
                     "changes after {from} were purged (retention) before they were delivered: \
                      the feed now starts after {purged_through}; replay from an export's position"
@@ -221,37 +240,67 @@ async fn work(shared: Rc<Shared>, assignment: Assignment) {
                 settle(&shared, id, from, NextStep::Disable, reason).await;
                 return;
             }
-            Ok(Err(error)) => {
-                tracing::warn!(subscription = %id, error = %error, "could not read changes for a webhook");
+            Err(FollowError::Stopped) => return,
+            Err(FollowError::Changes(error)) => {
+                tracing::warn!(subscription = %id, error = %error, "could not read changes for a webhook; it is claimed again later");
                 release(&shared, id).await;
                 return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "could not read changes for a webhook");
-                return;
-            }
         };
-        let Some(last) = page.items.last().map(|change| change.seq) else {
-            shared.stats.waiting(id, None);
-            release(&shared, id).await;
-            return;
-        };
-        for change in &page.items {
+        tokio::pin!(changes);
+        // How far the subscription may move without a delivery: past changes it did not ask for.
+        let mut skipped_to = from;
+        let mut delivered_since_renewal = false;
+        let mut renew = actix_web::rt::time::interval_at(
+            tokio::time::Instant::now() + renew_every,
+            renew_every,
+        );
+        loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                _ = renew.tick() => {
+                    let go_on = shared
+                        .recorder
+                        .record(Record {
+                            id,
+                            from,
+                            seq: skipped_to,
+                            attempt: None,
+                            next: NextStep::Acknowledged,
+                            reason: None,
+                        })
+                        .await;
+                    if !go_on {
+                        return;
+                    }
+                    from = skipped_to;
+                    if !delivered_since_renewal {
+                        shared.stats.waiting(id, None);
+                    }
+                    delivered_since_renewal = false;
+                    continue;
+                }
+            };
+            let Some(change) = change else {
+                // The following ended (its lifetime, or a read that failed): follow again.
+                break;
+            };
             if !events.includes(change.kind) {
+                skipped_to = change.seq;
                 continue;
             }
+            delivered_since_renewal = true;
             shared.stats.waiting(id, Some(change.at));
             let attempt_number = attempts + 1;
             let (delivery, acknowledged, gone) =
-                attempt(&shared, &url, change, &secret, attempt_number).await;
-            let now = Utc::now();
+                attempt(&shared, &url, &change, &secret, attempt_number).await;
             let next = if acknowledged {
                 NextStep::Acknowledged
             } else {
                 shared.store.settings.retry.after_failure(
                     attempt_number,
                     failing_since,
-                    now,
+                    Utc::now(),
                     gone,
                     jitter(),
                 )
@@ -269,102 +318,128 @@ async fn work(shared: Rc<Shared>, assignment: Assignment) {
                 NextStep::Retry { .. } => Outcome::Retried,
                 NextStep::GiveUp | NextStep::Disable => Outcome::Failed,
             });
-            let recorded = {
-                let store = shared.store.clone();
-                let next = next.clone();
-                let seq = change.seq;
-                off_thread(move || {
-                    store.repository.record(
-                        &store.holder,
-                        &Progress {
-                            id,
-                            from,
-                            seq,
-                            attempt: Some(&delivery),
-                            next,
-                            reason: reason.as_deref(),
-                            lease: store.settings.lease(),
-                        },
-                    )
+            let go_on = shared
+                .recorder
+                .record(Record {
+                    id,
+                    from,
+                    seq: change.seq,
+                    attempt: Some(delivery),
+                    next: next.clone(),
+                    reason,
                 })
-                .await
-            };
-            let go_on = match recorded {
-                Ok(Ok(go_on)) => go_on,
-                Ok(Err(error)) => {
-                    tracing::warn!(subscription = %id, error = %error, "could not record a webhook delivery; it will be made again");
-                    false
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not record a webhook delivery");
-                    false
-                }
-            };
+                .await;
             if !matches!(next, NextStep::Acknowledged) || !go_on {
                 return;
             }
             from = change.seq;
+            skipped_to = from;
             attempts = 0;
             failing_since = None;
         }
-        if last > from {
-            // The rest of the page was changes the subscription did not ask for.
-            let store = shared.store.clone();
-            let recorded = off_thread(move || {
-                store.repository.record(
-                    &store.holder,
-                    &Progress {
-                        id,
-                        from,
-                        seq: last,
-                        attempt: None,
-                        next: NextStep::Acknowledged,
-                        reason: None,
-                        lease: store.settings.lease(),
-                    },
-                )
-            })
-            .await;
-            if !matches!(recorded, Ok(Ok(true))) {
-                return;
+    }
+}
+
+/// What a task reports, to be written with the other tasks' reports in one transaction.
+struct Record {
+    id: SubscriptionId,
+    from: u64,
+    seq: u64,
+    attempt: Option<Delivery>,
+    next: NextStep,
+    reason: Option<String>,
+}
+
+/// The one lane that writes the tasks' reports: those that arrive while a batch is being
+/// written wait and go together, in one transaction (one commit), so that a hundred
+/// subscriptions acknowledging the same change cost one commit, not a hundred, and webhooks
+/// never hold more than one of the pool's connections.
+struct Recorder {
+    sender: mpsc::UnboundedSender<(Record, oneshot::Sender<bool>)>,
+}
+
+/// The most reports written in one transaction.
+const RECORD_BATCH: usize = 256;
+
+impl Recorder {
+    /// The lane, writing through `store` (runs until its last sender is gone).
+    fn start(store: Arc<Store>) -> Self {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(Record, oneshot::Sender<bool>)>();
+        actix_web::rt::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match receiver.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (records, replies): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
+                    batch.into_iter().unzip();
+                let store = store.clone();
+                let written = off_thread(move || {
+                    let lease = store.settings.lease();
+                    let progress: Vec<Progress<'_>> = records
+                        .iter()
+                        .map(|record| Progress {
+                            id: record.id,
+                            from: record.from,
+                            seq: record.seq,
+                            attempt: record.attempt.as_ref(),
+                            next: record.next.clone(),
+                            reason: record.reason.as_deref(),
+                            lease,
+                        })
+                        .collect();
+                    store.repository.record_many(&store.holder, &progress)
+                })
+                .await;
+                let outcomes = match written {
+                    Ok(Ok(outcomes)) => outcomes,
+                    Ok(Err(error)) => {
+                        tracing::warn!(error = %error, "could not record webhook deliveries; they will be made again");
+                        Vec::new()
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not record webhook deliveries");
+                        Vec::new()
+                    }
+                };
+                for (index, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(outcomes.get(index).copied().unwrap_or(false));
+                }
             }
-            from = last;
+        });
+        Self { sender }
+    }
+
+    /// Writes `record`; true when the task may go on (it still holds the lease, and the
+    /// subscription is active and where the task had it).
+    async fn record(&self, record: Record) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.sender.send((record, reply)).is_err() {
+            return false;
         }
+        answer.await.unwrap_or(false)
     }
 }
 
 /// Ends a subscription's deliveries for `reason`: it is failing or disabled (`next`).
-async fn settle(
-    shared: &Shared,
-    id: books_domain::SubscriptionId,
-    from: u64,
-    next: NextStep,
-    reason: String,
-) {
-    let store = shared.store.clone();
-    let recorded = off_thread(move || {
-        store.repository.record(
-            &store.holder,
-            &Progress {
-                id,
-                from,
-                seq: from,
-                attempt: None,
-                next,
-                reason: Some(&reason),
-                lease: store.settings.lease(),
-            },
-        )
-    })
-    .await;
-    match recorded {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(error = %error, "could not record a webhook's state"),
-        Err(error) => tracing::warn!(%error, "could not record a webhook's state"),
-    }
+async fn settle(shared: &Shared, id: SubscriptionId, from: u64, next: NextStep, reason: String) {
+    shared
+        .recorder
+        .record(Record {
+            id,
+            from,
+            seq: from,
+            attempt: None,
+            next,
+            reason: Some(reason),
+        })
+        .await;
 }
 
-async fn release(shared: &Shared, id: books_domain::SubscriptionId) {
+async fn release(shared: &Shared, id: SubscriptionId) {
     let store = shared.store.clone();
     let released = off_thread(move || store.repository.release(&store.holder, id)).await;
     if let Ok(Err(error)) = released {

@@ -3,15 +3,21 @@
 //!
 //! - **Claims** ([`deliver::Dispatcher`]): every [`WebhookSettings::poll`] the instance leases
 //!   the subscriptions that are due (active, behind the feed, no retry waiting for later, lease
-//!   free or expired), up to its room for more. The lease is a row update that expires
-//!   ([`WebhookSettings::lease`]), so a dead instance's subscriptions pass to another by
-//!   themselves, and PgBouncer in transaction mode is fine.
-//! - **A subscription's task** reads the feed after `delivered_through`, skips the changes the
-//!   subscription did not ask for, and delivers the next one; its outcome is recorded (and the
-//!   lease extended) before the next change is sent, so an acknowledged change is never sent
-//!   again except when the instance dies between the receiver's 2xx and that record. A failed
-//!   attempt records when to retry, gives the lease back, and ends the task; a later claim
-//!   resumes.
+//!   free or expired). The lease is a row update that expires ([`WebhookSettings::lease`]), so a
+//!   dead instance's subscriptions pass to another by themselves, and PgBouncer in transaction
+//!   mode is fine; a stopping instance gives its leases back.
+//! - **A subscription's task** follows the instance's change hub (`books_application::live_feed`)
+//!   from the subscription's position, as a live stream does: the hub reads each new change once
+//!   for every task and stream, and a task that is behind reads pages from storage on its own. It
+//!   skips the changes the subscription did not ask for and delivers the next one; the outcome is
+//!   recorded before the next change is sent, so an acknowledged change is never sent again except
+//!   when the instance dies between the receiver's 2xx and that record. While nothing comes, the
+//!   task renews its lease (every third of it). A failed attempt records when to retry, gives the
+//!   lease back and ends the task; a later claim resumes.
+//! - **Records** go through one lane per instance (`deliver::Recorder`): the reports that arrive
+//!   while a batch is being written go together, in one transaction, so a hundred subscriptions
+//!   acknowledging one change cost one commit, and webhooks hold at most one pooled connection for
+//!   writing.
 //! - **Safety** ([`destination`]): internal addresses are refused at subscription and at every
 //!   connection, redirects are not followed, a receiver's answer is read up to 4 KiB, and each
 //!   attempt is bounded by the timeout: a slow receiver holds only its own subscription's task.
@@ -37,7 +43,8 @@ pub struct WebhookSettings {
     pub retry: RetryPolicy,
     /// How often an instance looks for subscriptions with changes waiting (200 ms).
     pub poll: Duration,
-    /// The most subscriptions an instance delivers to at once (each a task, not a thread).
+    /// The most subscriptions an instance works at once (each a task following the change hub,
+    /// not a thread).
     pub in_flight: usize,
 }
 
@@ -47,7 +54,7 @@ impl Default for WebhookSettings {
             allow_internal: false,
             retry: RetryPolicy::default(),
             poll: Duration::from_millis(200),
-            in_flight: 256,
+            in_flight: 1000,
         }
     }
 }
