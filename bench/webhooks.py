@@ -77,6 +77,24 @@ class Receivers:
             writer.close()
 
 
+def cpu_seconds(match):
+    """CPU seconds (user + system) used so far by the processes whose command name `match` says."""
+    total = 0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if match(int(entry.name), name):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def call(base, key, method, path, body=None):
     request = urllib.request.Request(f"{base}{path}", method=method, headers={
         "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
@@ -141,7 +159,19 @@ def main():
 
         # 2. The cost on writes: POST throughput without, then with, active subscriptions.
         script = lua(key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})
+        parts = {
+            "service": lambda pid, name: pid == service.pid,
+            "PostgreSQL": lambda pid, name: name.startswith("postgres"),
+            "receivers": lambda pid, name: pid == os.getpid(),
+        }
+        def cpu():
+            return {label: cpu_seconds(match) for label, match in parts.items()}
+        def spent(before):
+            after = cpu()
+            return ", ".join(f"{label} {after[label] - before[label]:.1f} s" for label in parts)
+        before = cpu()
         without = wrk(base, args.connections, args.seconds, work, script)
+        cpu_without = spent(before)
         # The bench's own key may hold 20 subscriptions: more keys for the rest.
         keys = [key]
         for n in range(1, (args.subscriptions + 19) // 20):
@@ -152,7 +182,9 @@ def main():
             call(base, keys[n // 20], "POST", "/api/v1/webhooks", {"url": f"{hook}/s{n}"})
         time.sleep(1)
         delivered_before = receivers.count
+        before = cpu()
         with_hooks = wrk(base, args.connections, args.seconds, work, script)
+        cpu_with = spent(before)
         delivered = receivers.count - delivered_before
         behind = []
         for k in keys:
@@ -166,6 +198,7 @@ def main():
         print(f"  with {args.subscriptions} active subscriptions: {with_hooks['rps']:,.0f}/s (p50 {with_hooks['p50']:.2f} ms, "
               f"p99 {with_hooks['p99']:.2f} ms, non-2xx {with_hooks['non2xx']}); "
               f"{delivered:,} deliveries meanwhile ({delivered / args.seconds:,.0f}/s)")
+        print(f"  CPU without: {cpu_without}; with: {cpu_with}")
         print(f"  ratio {ratio:.2f} (target ≥ 0.80: {'met' if ratio >= 0.8 else 'NOT met'}); "
               f"subscriptions at seq {min(behind)}–{max(behind)} when the load ended")
         del newest

@@ -28,6 +28,8 @@ CREATE TABLE webhook_subscription (
     next_attempt_at   timestamptz,
     lease_holder      text,
     lease_until       timestamptz,
+    -- How many attempts were ever logged: the next one goes to slot `logged % 100`.
+    logged            bigint      NOT NULL DEFAULT 0,
     created_at        timestamptz NOT NULL DEFAULT now()
 );
 
@@ -35,15 +37,17 @@ CREATE INDEX webhook_subscription_owner_idx ON webhook_subscription (owner, id);
 -- What the workers look for: active subscriptions (few rows, however many changes).
 CREATE INDEX webhook_subscription_active_idx ON webhook_subscription (id) WHERE status = 'active';
 
--- The latest attempts of each subscription (the worker keeps the newest 100).
+-- The latest attempts of each subscription: a ring of 100 slots, each attempt written over the
+-- oldest (slot = its ordinal `n` modulo 100), so the log never needs trimming and never grows.
 CREATE TABLE webhook_delivery (
     subscription_id bigint      NOT NULL REFERENCES webhook_subscription ON DELETE CASCADE,
-    id              bigint GENERATED ALWAYS AS IDENTITY,
+    slot            smallint    NOT NULL CHECK (slot >= 0 AND slot < 100),
+    n               bigint      NOT NULL,
     seq             bigint      NOT NULL,
     attempt         integer     NOT NULL,
     at              timestamptz NOT NULL,
     status          integer,
     error           text,
     duration_ms     bigint      NOT NULL,
-    PRIMARY KEY (subscription_id, id)
+    PRIMARY KEY (subscription_id, slot)
 );

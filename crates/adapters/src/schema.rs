@@ -82,14 +82,17 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamptz>,
         lease_holder -> Nullable<Text>,
         lease_until -> Nullable<Timestamptz>,
+        // `logged` (the attempts logged so far) is only written by SQL of its own: diesel's
+        // table may have 16 columns without a feature that doubles its compile time.
         created_at -> Timestamptz,
     }
 }
 
 diesel::table! {
-    webhook_delivery (subscription_id, id) {
+    webhook_delivery (subscription_id, slot) {
         subscription_id -> Int8,
-        id -> Int8,
+        slot -> Int2,
+        n -> Int8,
         seq -> Int8,
         attempt -> Int4,
         at -> Timestamptz,

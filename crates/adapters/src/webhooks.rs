@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use books_domain::{
-    Assignment, ChangesError, DELIVERY_LOG, Delivery, EventFilter, NewSubscription, NextStep,
-    Owner, Progress, Resume, StorageError, Subscription, SubscriptionId, SubscriptionPatch,
-    SubscriptionStatus, WebhookError, WebhookRepository, WebhookSecret, WebhookUrl,
+    Assignment, ChangesError, Delivery, EventFilter, NewSubscription, NextStep, Owner, Progress,
+    Resume, StorageError, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
+    WebhookError, WebhookRepository, WebhookSecret, WebhookUrl,
 };
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -198,74 +198,125 @@ struct ClaimRow {
     secret_nonce: Option<Vec<u8>>,
 }
 
-/// Records one report: the subscription's new state and lease, if `holder` still holds it and it
-/// stands at `from`. Its status afterwards, or `None` when nothing was written.
-fn record_one(
-    conn: &mut PgConnection,
-    holder: &str,
-    progress: &Progress<'_>,
-) -> QueryResult<Option<String>> {
-    let (status, through, attempts, failing_since, next_attempt_at, last_error) =
-        match &progress.next {
-            NextStep::Acknowledged => (None, progress.seq, 0, None, None, None),
-            NextStep::Retry { at, failing_since } => (
-                None,
-                progress.from,
-                progress.attempt.map_or(0, |attempt| attempt.attempt),
-                Some(*failing_since),
-                Some(*at),
-                progress.attempt.and_then(|attempt| attempt.error.clone()),
-            ),
-            NextStep::GiveUp => (
-                Some("failing"),
-                progress.from,
-                0,
-                None,
-                None,
-                progress.reason.map(str::to_owned),
-            ),
-            NextStep::Disable => (
-                Some("disabled"),
-                progress.from,
-                0,
-                None,
-                None,
-                progress.reason.map(str::to_owned),
-            ),
-        };
-    let acknowledged = matches!(progress.next, NextStep::Acknowledged);
-    // A delivery acknowledged clears the last error; a skip or a lease renewal keeps it.
-    let clears_error = acknowledged && progress.attempt.is_some();
-    let rows: Vec<StatusRow> = diesel::sql_query(
-        "UPDATE webhook_subscription SET \
-            delivered_through = $4, attempts = $5, failing_since = $6, next_attempt_at = $7, \
-            last_error = CASE WHEN $9 THEN NULL ELSE coalesce($8, last_error) END, \
-            status = coalesce($10, status), \
-            lease_until = CASE WHEN $12 THEN now() + $11 * interval '1 millisecond' END, \
-            lease_holder = CASE WHEN $12 THEN lease_holder END \
-        WHERE id = $1 AND lease_holder = $2 AND delivered_through = $3 \
-        RETURNING status",
-    )
-    .bind::<BigInt, _>(progress.id.get())
-    .bind::<Text, _>(holder)
-    .bind::<BigInt, _>(raw_seq(progress.from))
-    .bind::<BigInt, _>(raw_seq(through))
-    .bind::<Integer, _>(i32::try_from(attempts).unwrap_or(i32::MAX))
-    .bind::<Nullable<Timestamptz>, _>(failing_since)
-    .bind::<Nullable<Timestamptz>, _>(next_attempt_at)
-    .bind::<Nullable<Text>, _>(last_error)
-    .bind::<diesel::sql_types::Bool, _>(clears_error)
-    .bind::<Nullable<Text>, _>(status)
-    .bind::<BigInt, _>(millis(progress.lease))
-    .bind::<diesel::sql_types::Bool, _>(acknowledged)
-    .load(conn)?;
-    Ok(rows.into_iter().next().map(|row| row.status))
-}
-
 #[derive(QueryableByName)]
-struct StatusRow {
+struct RecordedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
     #[diesel(sql_type = Text)]
     status: String,
+    #[diesel(sql_type = BigInt)]
+    logged: i64,
+}
+
+/// One report as the batched update takes it: a column each.
+#[derive(Default)]
+struct Columns {
+    id: Vec<i64>,
+    from: Vec<i64>,
+    through: Vec<i64>,
+    attempts: Vec<i32>,
+    failing_since: Vec<Option<DateTime<Utc>>>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    last_error: Vec<Option<String>>,
+    clears_error: Vec<bool>,
+    status: Vec<Option<&'static str>>,
+    keeps_lease: Vec<bool>,
+    logs: Vec<bool>,
+}
+
+impl Columns {
+    fn push(&mut self, report: &Progress<'_>) {
+        let (status, through, attempts, failing_since, next_attempt_at, last_error) =
+            match &report.next {
+                NextStep::Acknowledged => (None, report.seq, 0, None, None, None),
+                NextStep::Retry { at, failing_since } => (
+                    None,
+                    report.from,
+                    report.attempt.map_or(0, |attempt| attempt.attempt),
+                    Some(*failing_since),
+                    Some(*at),
+                    report.attempt.and_then(|attempt| attempt.error.clone()),
+                ),
+                NextStep::GiveUp => (
+                    Some("failing"),
+                    report.from,
+                    0,
+                    None,
+                    None,
+                    report.reason.map(str::to_owned),
+                ),
+                NextStep::Disable => (
+                    Some("disabled"),
+                    report.from,
+                    0,
+                    None,
+                    None,
+                    report.reason.map(str::to_owned),
+                ),
+            };
+        let acknowledged = matches!(report.next, NextStep::Acknowledged);
+        self.id.push(report.id.get());
+        self.from.push(raw_seq(report.from));
+        self.through.push(raw_seq(through));
+        self.attempts
+            .push(i32::try_from(attempts).unwrap_or(i32::MAX));
+        self.failing_since.push(failing_since);
+        self.next_attempt_at.push(next_attempt_at);
+        self.last_error.push(last_error);
+        // A delivery acknowledged clears the last error; a skip or a lease renewal keeps it.
+        self.clears_error
+            .push(acknowledged && report.attempt.is_some());
+        self.status.push(status);
+        // A retry waits for its time without a lease; giving up or disabling ends the lease.
+        self.keeps_lease.push(acknowledged);
+        self.logs.push(report.attempt.is_some());
+    }
+}
+
+/// Writes one round of reports (each subscription at most once) with one statement: each
+/// subscription's new state, if `holder` still holds it and it stands where the report says.
+/// The rows written: id, status afterwards, and how many attempts it has logged.
+fn record_round(
+    conn: &mut PgConnection,
+    holder: &str,
+    reports: &[&Progress<'_>],
+    lease: Duration,
+) -> QueryResult<Vec<RecordedRow>> {
+    let mut columns = Columns::default();
+    for report in reports {
+        columns.push(report);
+    }
+    diesel::sql_query(
+        "UPDATE webhook_subscription AS s SET \
+            delivered_through = r.through, attempts = r.attempts, \
+            failing_since = r.failing_since, next_attempt_at = r.next_attempt_at, \
+            last_error = CASE WHEN r.clears_error THEN NULL ELSE coalesce(r.last_error, s.last_error) END, \
+            status = coalesce(r.status, s.status), \
+            lease_until = CASE WHEN r.keeps_lease THEN now() + $13 * interval '1 millisecond' END, \
+            lease_holder = CASE WHEN r.keeps_lease THEN s.lease_holder END, \
+            logged = s.logged + CASE WHEN r.logs THEN 1 ELSE 0 END \
+        FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::integer[], $6::timestamptz[], \
+                    $7::timestamptz[], $8::text[], $9::boolean[], $10::text[], $11::boolean[], \
+                    $12::boolean[]) \
+            AS r(id, from_seq, through, attempts, failing_since, next_attempt_at, last_error, \
+                 clears_error, status, keeps_lease, logs) \
+        WHERE s.id = r.id AND s.lease_holder = $1 AND s.delivered_through = r.from_seq \
+        RETURNING s.id, s.status, s.logged",
+    )
+    .bind::<Text, _>(holder)
+    .bind::<Array<BigInt>, _>(columns.id)
+    .bind::<Array<BigInt>, _>(columns.from)
+    .bind::<Array<BigInt>, _>(columns.through)
+    .bind::<Array<Integer>, _>(columns.attempts)
+    .bind::<Array<Nullable<Timestamptz>>, _>(columns.failing_since)
+    .bind::<Array<Nullable<Timestamptz>>, _>(columns.next_attempt_at)
+    .bind::<Array<Nullable<Text>>, _>(columns.last_error)
+    .bind::<Array<diesel::sql_types::Bool>, _>(columns.clears_error)
+    .bind::<Array<Nullable<Text>>, _>(columns.status)
+    .bind::<Array<diesel::sql_types::Bool>, _>(columns.keeps_lease)
+    .bind::<Array<diesel::sql_types::Bool>, _>(columns.logs)
+    .bind::<BigInt, _>(millis(lease))
+    .load(conn)
 }
 
 /// Checks that `after` is a position the feed holds: not past its newest change (409), not
@@ -438,7 +489,7 @@ impl WebhookRepository for PostgresWebhookRepository {
         let mut conn = checkout(&self.pool)?;
         let rows: Vec<DeliveryRow> = webhook_delivery::table
             .filter(webhook_delivery::subscription_id.eq(id.get()))
-            .order(webhook_delivery::id.desc())
+            .order(webhook_delivery::n.desc())
             .limit(i64::try_from(limit).unwrap_or(100))
             .select(DeliveryRow::as_select())
             .load(&mut conn)
@@ -540,52 +591,78 @@ impl WebhookRepository for PostgresWebhookRepository {
         holder: &str,
         reports: &[Progress<'_>],
     ) -> Result<Vec<bool>, StorageError> {
+        // Rounds in which each subscription appears once (a statement updates a row once); there
+        // is one round unless a subscription sent two reports at once.
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (index, report) in reports.iter().enumerate() {
+            match rounds
+                .iter_mut()
+                .find(|round| round.iter().all(|other| reports[*other].id != report.id))
+            {
+                Some(round) => round.push(index),
+                None => rounds.push(vec![index]),
+            }
+        }
+        let lease = reports
+            .first()
+            .map_or(Duration::ZERO, |report| report.lease);
         let mut conn = checkout(&self.pool)?;
-        // Rows are updated in id order, so that two batches could never wait for each other.
-        let mut order: Vec<usize> = (0..reports.len()).collect();
-        order.sort_by_key(|index| reports[*index].id);
         conn.transaction(|conn| {
             let mut outcomes = vec![false; reports.len()];
-            let mut log = Vec::new();
-            let mut logged = Vec::new();
-            for index in order {
-                let report = &reports[index];
-                let Some(status) = record_one(conn, holder, report)? else {
-                    continue;
-                };
-                if let Some(attempt) = report.attempt {
-                    logged.push(report.id.get());
-                    log.push((
-                        webhook_delivery::subscription_id.eq(report.id.get()),
-                        webhook_delivery::seq.eq(raw_seq(attempt.seq)),
-                        webhook_delivery::attempt
-                            .eq(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
-                        webhook_delivery::at.eq(attempt.at),
-                        webhook_delivery::status.eq(attempt.status.map(i32::from)),
-                        webhook_delivery::error.eq(attempt.error.clone()),
-                        webhook_delivery::duration_ms
-                            .eq(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
-                    ));
+            for round in rounds {
+                let mut in_round: Vec<&Progress<'_>> =
+                    round.iter().map(|index| &reports[*index]).collect();
+                // Rows are locked in id order, so that two writers never wait for each other.
+                in_round.sort_by_key(|report| report.id);
+                let written = record_round(conn, holder, &in_round, lease)?;
+                let mut log = Vec::new();
+                for row in written {
+                    let Some(index) = round
+                        .iter()
+                        .copied()
+                        .find(|index| reports[*index].id.get() == row.id)
+                    else {
+                        continue;
+                    };
+                    let report = &reports[index];
+                    outcomes[index] =
+                        matches!(report.next, NextStep::Acknowledged) && row.status == "active";
+                    if let Some(attempt) = report.attempt {
+                        let slot = i16::try_from((row.logged - 1).rem_euclid(100)).unwrap_or(0);
+                        log.push((
+                            webhook_delivery::subscription_id.eq(row.id),
+                            webhook_delivery::slot.eq(slot),
+                            webhook_delivery::n.eq(row.logged),
+                            webhook_delivery::seq.eq(raw_seq(attempt.seq)),
+                            webhook_delivery::attempt
+                                .eq(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
+                            webhook_delivery::at.eq(attempt.at),
+                            webhook_delivery::status.eq(attempt.status.map(i32::from)),
+                            webhook_delivery::error.eq(attempt.error.clone()),
+                            webhook_delivery::duration_ms
+                                .eq(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)),
+                        ));
+                    }
                 }
-                // A retry waits for its time without a lease; anything but active stops.
-                outcomes[index] =
-                    matches!(report.next, NextStep::Acknowledged) && status == "active";
-            }
-            if !log.is_empty() {
-                diesel::insert_into(webhook_delivery::table)
-                    .values(log)
-                    .execute(conn)?;
-                // The log keeps each subscription's newest attempts only.
-                diesel::sql_query(
-                    "DELETE FROM webhook_delivery AS d USING ( \
-                        SELECT subscription_id, id, \
-                               row_number() OVER (PARTITION BY subscription_id ORDER BY id DESC) AS n \
-                        FROM webhook_delivery WHERE subscription_id = ANY($1)) AS old \
-                     WHERE d.subscription_id = old.subscription_id AND d.id = old.id AND old.n > $2",
-                )
-                .bind::<Array<BigInt>, _>(logged)
-                .bind::<BigInt, _>(i64::try_from(DELIVERY_LOG).unwrap_or(100))
-                .execute(conn)?;
+                if !log.is_empty() {
+                    use diesel::upsert::excluded;
+                    // Each attempt takes the slot of the oldest: the log is a ring of 100.
+                    diesel::insert_into(webhook_delivery::table)
+                        .values(log)
+                        .on_conflict((webhook_delivery::subscription_id, webhook_delivery::slot))
+                        .do_update()
+                        .set((
+                            webhook_delivery::n.eq(excluded(webhook_delivery::n)),
+                            webhook_delivery::seq.eq(excluded(webhook_delivery::seq)),
+                            webhook_delivery::attempt.eq(excluded(webhook_delivery::attempt)),
+                            webhook_delivery::at.eq(excluded(webhook_delivery::at)),
+                            webhook_delivery::status.eq(excluded(webhook_delivery::status)),
+                            webhook_delivery::error.eq(excluded(webhook_delivery::error)),
+                            webhook_delivery::duration_ms
+                                .eq(excluded(webhook_delivery::duration_ms)),
+                        ))
+                        .execute(conn)?;
+                }
             }
             Ok(outcomes)
         })

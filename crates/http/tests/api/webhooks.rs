@@ -912,3 +912,53 @@ async fn with_two_instances_a_kill_mid_delivery_loses_no_change_and_sends_none_o
     );
     drop(instances);
 }
+
+#[actix_web::test]
+async fn the_deliveries_log_keeps_the_newest_hundred_attempts() {
+    let app = spawn(|_| {});
+    let receiver = Receiver::start();
+    let subscription = app.subscribe(json!({"url": receiver.url})).await;
+    let books: Vec<Value> = (0..105)
+        .map(|n| json!({"title": format!("Book {n}"), "author": "A"}))
+        .collect();
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/books/batch",
+            &json!({"books": books}),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let received = receiver.wait_for(105, Duration::from_secs(30)).await;
+    assert_eq!(received.len(), 105);
+    let newest = received[104].seq();
+    let started = Instant::now();
+    let log = loop {
+        let log = app
+            .get(&format!(
+                "/api/v1/webhooks/{}/deliveries?limit=100",
+                subscription["id"]
+            ))
+            .await
+            .json();
+        if log["items"][0]["seq"] == newest || started.elapsed() > Duration::from_secs(5) {
+            break log;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seqs: Vec<u64> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["seq"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = received[5..].iter().rev().map(Received::seq).collect();
+    assert_eq!(seqs, expected, "the newest 100, newest first");
+    app.get(&format!(
+        "/api/v1/webhooks/{}/deliveries?limit=101",
+        subscription["id"]
+    ))
+    .await
+    .problem(400);
+}
