@@ -11,9 +11,11 @@ Two measurements, loopback only, each load bounded in time:
   ratio of the two throughputs (the issue's bound: at least 0.8), with how many deliveries were
   made meanwhile and how far the subscriptions were behind when the load ended.
 
-The receivers are one asyncio server in this process (keep-alive, 204 at once); it shares the two
-cores with the service and the database, as a receiver on the same machine would. Prerequisites:
-cargo, the PostgreSQL server programs, wrk.
+For the latency the receiver is an asyncio server in this process; for the cost it is the Rust
+example receiver (`crates/http/examples/webhook_receiver.rs`, one thread, 204 at once), so that
+what is measured is the service's and the database's work rather than a Python receiver's: it
+still shares the two cores, and the CPU each part used is printed. Prerequisites: cargo, the
+PostgreSQL server programs, wrk.
 """
 
 import argparse
@@ -119,6 +121,8 @@ def main():
     need("cargo", "wrk")
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "books-http", "--example", "webhook_receiver"],
+                       cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="books-webhooks-bench-"))
     os.chmod(work, 0o755)
     port = free_port()
@@ -159,10 +163,22 @@ def main():
 
         # 2. The cost on writes: POST throughput without, then with, active subscriptions.
         script = lua(key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})
+        receiver_port = free_port()
+        receiver = subprocess.Popen([str(BINARY.parent / "examples" / "webhook_receiver"), str(receiver_port)],
+                                    stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{receiver_port}/count", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        def received():
+            with urllib.request.urlopen(f"http://127.0.0.1:{receiver_port}/count", timeout=5) as response:
+                return int(response.read())
         parts = {
             "service": lambda pid, name: pid == service.pid,
             "PostgreSQL": lambda pid, name: name.startswith("postgres"),
-            "receivers": lambda pid, name: pid == os.getpid(),
+            "receiver": lambda pid, name: pid == receiver.pid,
         }
         def cpu():
             return {label: cpu_seconds(match) for label, match in parts.items()}
@@ -179,13 +195,14 @@ def main():
                                      capture_output=True, text=True, check=True)
             keys.append(created.stdout.strip().splitlines()[-1])
         for n in range(args.subscriptions):
-            call(base, keys[n // 20], "POST", "/api/v1/webhooks", {"url": f"{hook}/s{n}"})
+            call(base, keys[n // 20], "POST", "/api/v1/webhooks", {"url": f"http://127.0.0.1:{receiver_port}/s{n}"})
         time.sleep(1)
-        delivered_before = receivers.count
+        delivered_before = received()
         before = cpu()
         with_hooks = wrk(base, args.connections, args.seconds, work, script)
         cpu_with = spent(before)
-        delivered = receivers.count - delivered_before
+        delivered = received() - delivered_before
+        receiver.terminate()
         behind = []
         for k in keys:
             for s in call(base, k, "GET", "/api/v1/webhooks")["items"]:

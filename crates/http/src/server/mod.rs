@@ -294,7 +294,8 @@ impl Application {
                 hub.clone(),
                 settings.webhooks.clone(),
                 webhook_stats,
-            ),
+            )
+            .yielding_to(metrics.in_flight(), settings.workers * 2),
             service,
             key_cache: key_cache.clone(),
             limiter: limiter.clone(),

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_tls::connect::Resolver;
@@ -33,7 +34,28 @@ pub(crate) struct Dispatcher {
     settings: WebhookSettings,
     stats: Arc<WebhookStats>,
     holder: String,
+    load: Load,
 }
+
+/// How busy the instance is: deliveries slow down while it answers many requests.
+#[derive(Clone)]
+pub(crate) struct Load {
+    /// Requests in flight now.
+    in_flight: Arc<AtomicUsize>,
+    /// From this many on, the instance is busy.
+    busy_at: usize,
+}
+
+impl Load {
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= self.busy_at
+    }
+}
+
+/// While the instance is busy, the record lane writes at most one batch per this long: every
+/// delivery waits for its record, so this paces them all (with 100 subscriptions, at most 2 000
+/// deliveries a second), and leaves the cores to the requests. Idle, it writes as fast as it can.
+const PACED_CYCLE: Duration = Duration::from_millis(50);
 
 /// Gives the instance's leases back when it stops.
 pub(crate) struct Leases {
@@ -118,7 +140,18 @@ impl Dispatcher {
             settings,
             stats,
             holder: holder(),
+            load: Load {
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                busy_at: usize::MAX,
+            },
         }
+    }
+
+    /// Slows deliveries down while `in_flight` requests are `busy_at` or more.
+    #[must_use]
+    pub(crate) fn yielding_to(mut self, in_flight: Arc<AtomicUsize>, busy_at: usize) -> Self {
+        self.load = Load { in_flight, busy_at };
+        self
     }
 
     /// What gives its leases back at stop.
@@ -139,7 +172,7 @@ impl Dispatcher {
         });
         let shared = Rc::new(Shared {
             client: client(&store.settings),
-            recorder: Recorder::start(store.clone()),
+            recorder: Recorder::start(store.clone(), self.load),
             hub: self.hub,
             store,
             stats: self.stats,
@@ -363,7 +396,7 @@ const RECORD_BATCH: usize = 256;
 
 impl Recorder {
     /// The lane, writing through `store` (runs until its last sender is gone).
-    fn start(store: Arc<Store>) -> Self {
+    fn start(store: Arc<Store>, load: Load) -> Self {
         let (sender, mut receiver) = mpsc::unbounded_channel::<(Record, oneshot::Sender<bool>)>();
         actix_web::rt::spawn(async move {
             while let Some(first) = receiver.recv().await {
@@ -374,6 +407,7 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
+                let started = tokio::time::Instant::now();
                 let (records, replies): (Vec<Record>, Vec<oneshot::Sender<bool>>) =
                     batch.into_iter().unzip();
                 let store = store.clone();
@@ -407,6 +441,9 @@ impl Recorder {
                 };
                 for (index, reply) in replies.into_iter().enumerate() {
                     let _ = reply.send(outcomes.get(index).copied().unwrap_or(false));
+                }
+                if load.busy() {
+                    actix_web::rt::time::sleep_until(started + PACED_CYCLE).await;
                 }
             }
         });

@@ -10,6 +10,7 @@
 pub(crate) mod gauges;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -46,6 +47,25 @@ pub struct Metrics {
     storage: Arc<dyn StorageHealth>,
     gauges: Vec<(Key, Gauge)>,
     webhooks: Option<Arc<crate::webhooks::WebhookStats>>,
+    /// Requests being answered now (until their head is ready): how busy the instance is, which
+    /// background work (webhooks) reads to yield.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one request in flight for as long as it lives, however its handling ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A gauge read when `/metrics` is asked for.
@@ -127,7 +147,13 @@ impl Metrics {
             storage,
             gauges: Vec::new(),
             webhooks: None,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The count of requests in flight, shared.
+    pub(crate) fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 
     /// Reports webhook deliveries: attempts by outcome, and each subscription's lag.
@@ -335,7 +361,11 @@ pub(crate) async fn observe(
     };
     let path = request.path().to_owned();
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let counted = metrics
+        .as_ref()
+        .map(|metrics| InFlight::new(&metrics.in_flight));
     let mut response = next.call(request).await?;
+    drop(counted);
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
     if let Some(metrics) = metrics {
