@@ -139,6 +139,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
         ipv6_prefix: args.ipv6_prefix,
         webhooks: WebhookSettings {
             allow_internal: args.webhooks_allow_private,
+            trusted_roots: trusted_roots(args.webhooks_ca_file.as_deref())?,
             retry: RetryPolicy {
                 window: args.webhooks_retry_window,
                 cap: args
@@ -177,6 +178,22 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     })?;
     tracing::info!("the server has stopped");
     Ok(())
+}
+
+/// The certificates of `WEBHOOKS_CA_FILE` (PEM), as DER; a file that holds none is an error.
+fn trusted_roots(path: Option<&std::path::Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let roots: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("could not read {}", path.display()))?
+        .map(|certificate| certificate.map(|der| der.to_vec()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    Ok(roots)
 }
 
 /// Warns when PostgreSQL answers the service in another language than English: a few errors are

@@ -11,6 +11,7 @@ mod idempotency;
 mod keys;
 mod listing;
 mod relevance;
+mod webhooks;
 mod writes;
 
 /// The contract every repository keeps, on PostgreSQL (the in-memory one runs it too).

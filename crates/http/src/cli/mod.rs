@@ -196,6 +196,10 @@ pub struct ServeArgs {
     /// How long a receiver has to acknowledge a delivery (2xx): `s`, `m`, `h` or `d`.
     #[arg(long, env = "WEBHOOKS_TIMEOUT", default_value = "10s", value_parser = retention)]
     pub webhooks_timeout: chrono::TimeDelta,
+    /// PEM certificates trusted for `https` webhook receivers beside the public roots (a
+    /// private certificate authority).
+    #[arg(long, env = "WEBHOOKS_CA_FILE")]
+    pub webhooks_ca_file: Option<PathBuf>,
     /// The key that seals webhook signing secrets at rest: base64 of 32 random bytes
     /// (`head -c32 /dev/urandom | base64`). Without it secrets are stored as they are, and a
     /// copy of the database can sign deliveries.

@@ -43,6 +43,9 @@ pub struct WebhookSettings {
     pub retry: RetryPolicy,
     /// How often an instance looks for subscriptions with changes waiting (200 ms).
     pub poll: Duration,
+    /// Certificates (DER) trusted for `https` receivers beside the public roots: a private
+    /// certificate authority, say.
+    pub trusted_roots: Vec<Vec<u8>>,
     /// The most subscriptions an instance works at once (each a task following the change hub,
     /// not a thread).
     pub in_flight: usize,
@@ -54,6 +57,7 @@ impl Default for WebhookSettings {
             allow_internal: false,
             retry: RetryPolicy::default(),
             poll: Duration::from_millis(200),
+            trusted_roots: Vec::new(),
             in_flight: 1000,
         }
     }

@@ -962,3 +962,116 @@ async fn the_deliveries_log_keeps_the_newest_hundred_attempts() {
     .await
     .problem(400);
 }
+
+/// An `https` receiver whose certificate (for `localhost`) a certificate authority of its own
+/// issued: it answers 204 to every request and keeps each `webhook-id`.
+struct TlsReceiver {
+    url: String,
+    authority: Vec<u8>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl TlsReceiver {
+    fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+        let authority_key = rcgen::KeyPair::generate().unwrap();
+        let mut authority = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        authority.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let authority = rcgen::CertifiedIssuer::self_signed(authority, authority_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &authority)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        actix_web::rt::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let seen = kept.clone();
+                actix_web::rt::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    loop {
+                        let (mut length, mut id) = (0, String::new());
+                        loop {
+                            let mut line = String::new();
+                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let line = line.trim_end();
+                            if line.is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                match name.to_ascii_lowercase().as_str() {
+                                    "content-length" => length = value.trim().parse().unwrap(),
+                                    "webhook-id" => id = value.trim().to_owned(),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        stream.read_exact(&mut body).await.unwrap();
+                        seen.lock().unwrap().push(id);
+                        let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+                        if stream.get_mut().write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("https://localhost:{port}/hooks/books"),
+            authority: authority.der().to_vec(),
+            seen,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn deliveries_to_https_receivers_verify_their_certificate() {
+    let trusted = TlsReceiver::start();
+    let unknown = TlsReceiver::start();
+    let authority = trusted.authority.clone();
+    let app = spawn(move |settings| settings.webhooks.trusted_roots = vec![authority]);
+    app.subscribe(json!({"url": trusted.url})).await;
+    let refused = app.subscribe(json!({"url": unknown.url})).await;
+    app.create(json!({"title": "Sealed", "author": "A"})).await;
+    let started = Instant::now();
+    while trusted.seen.lock().unwrap().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(trusted.seen.lock().unwrap().len(), 1, "delivered over TLS");
+    let failing = app
+        .wait_for_status(&refused["id"], "failing", Duration::from_secs(10))
+        .await;
+    assert!(
+        unknown.seen.lock().unwrap().is_empty(),
+        "an unknown issuer gets nothing"
+    );
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("connect"),
+        "{failing}"
+    );
+}
