@@ -1075,3 +1075,75 @@ async fn deliveries_to_https_receivers_verify_their_certificate() {
         "{failing}"
     );
 }
+
+#[actix_web::test]
+async fn an_owner_changes_where_and_what_is_delivered_and_deletes_a_subscription() {
+    let app = spawn(|_| {});
+    // History the feed holds is not delivered unless asked for (`after` defaults to the newest).
+    app.create(json!({"title": "Before", "author": "A"})).await;
+    let started = Instant::now();
+    while app.changes().await.is_empty() && started.elapsed() < Duration::from_secs(5) {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = Receiver::start();
+    let new = Receiver::start();
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/webhooks",
+            &json!({"url": old.url, "description": "  copy  "}),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let subscription = created.json();
+    let id = subscription["id"].clone();
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/api/v1/webhooks/{id}").as_str())
+    );
+    assert_eq!(subscription["description"], "copy");
+    let changed = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"url": new.url, "events": ["deleted"], "description": null}),
+            &[("content-type", "application/merge-patch+json")],
+        )
+        .await;
+    assert_eq!(changed.status, 200);
+    let changed = changed.json();
+    assert_eq!(changed["url"], json!(new.url));
+    assert_eq!(changed["events"], json!(["deleted"]));
+    assert!(changed["description"].is_null());
+    let book = app.create(json!({"title": "After", "author": "A"})).await;
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/books/{}", book["id"]),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    let received = new.wait_for(1, Duration::from_secs(10)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(new.seen().len(), 1, "only the deletion: {received:?}");
+    assert_eq!(received[0].json()["kind"], "deleted");
+    assert!(
+        old.seen().is_empty(),
+        "nothing to the old URL, and no history"
+    );
+
+    let gone = app
+        .request(Method::DELETE, &format!("/api/v1/webhooks/{id}"), &[], None)
+        .await;
+    assert_eq!(gone.status, 204);
+    app.get(&format!("/api/v1/webhooks/{id}"))
+        .await
+        .problem(404);
+    app.get(&format!("/api/v1/webhooks/{id}/deliveries"))
+        .await
+        .problem(404);
+    app.get("/api/v1/webhooks/0").await.problem(400);
+}
