@@ -94,6 +94,11 @@ pub(crate) fn classify(error: &DieselError) -> Failure {
             return Failure::ConnectionLost;
         }
         DatabaseErrorKind::UniqueViolation => return Failure::UniqueViolation,
+        // 25006: a write on a connection to a server that no longer takes writes (a primary
+        // demoted by a switchover, still up as a standby). The connection must go, so that the
+        // next one finds the new primary (`target_session_attrs=read-write`), and the request
+        // is answered 503: retry shortly.
+        DatabaseErrorKind::ReadOnlyTransaction => return Failure::ConnectionLost,
         DatabaseErrorKind::SerializationFailure => return Failure::Transient,
         _ => {}
     }
@@ -148,6 +153,16 @@ mod tests {
             .unwrap();
         let ended = error_of(&mut conn, "SELECT 1");
         assert_eq!(classify(&ended), Failure::ConnectionLost, "{ended}");
+
+        // A primary demoted to a standby refuses writes on the connections still open to it.
+        other
+            .batch_execute("SET default_transaction_read_only = on")
+            .unwrap();
+        let demoted = error_of(&mut other, "INSERT INTO t VALUES (2)");
+        assert_eq!(classify(&demoted), Failure::ConnectionLost, "{demoted}");
+        other
+            .batch_execute("RESET default_transaction_read_only")
+            .unwrap();
 
         let bug = error_of(&mut other, "SELECT * FROM no_such_table");
         assert_eq!(classify(&bug), Failure::Other);

@@ -416,3 +416,77 @@ async fn concurrent_writes_share_statements_and_each_keeps_its_own_outcome() {
     assert_eq!(writes, 9 + 1, "nine writes and the held patch");
     assert!(batches <= 4, "ten writes took {batches} batches");
 }
+
+#[actix_web::test]
+async fn writes_on_connections_to_a_demoted_primary_are_503_and_those_connections_leave_the_pool() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    let database = books_local_postgres::testing::TestDatabase::new();
+    let name = database.name().to_owned();
+    let url = database.url().to_owned();
+    let app = TestApp::spawn_on(database.pool(), None, None);
+    app.create(json!({"title": "Before", "author": "A"})).await;
+    // The server stops taking writes, as a primary does when a switchover demotes it: every
+    // connection opened from now on is read-only, and the open ones are ended, so that the pool
+    // holds only connections of the demoted server.
+    let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");
+    let mut conn = PgConnection::establish(&admin).unwrap();
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_read_only = on; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .unwrap();
+    let body = json!({"title": "During", "author": "A"});
+    let mut unavailable = 0;
+    for _ in 0..10 {
+        let reply = app
+            .send_json(Method::POST, "/api/v1/books", &body, &[])
+            .await;
+        assert_ne!(
+            reply.status,
+            500,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        if reply.status == 503 {
+            assert!(reply.header("retry-after").is_some());
+            reply.problem(503);
+            unavailable += 1;
+        }
+    }
+    assert_eq!(unavailable, 10, "a read-only server takes no write");
+    assert_eq!(
+        app.get("/api/v1/books?limit=5").await.status,
+        200,
+        "reads go on"
+    );
+    // The new primary takes writes; connections still open to the old one are read-only for
+    // their whole life, so each must leave the pool at its first refused write.
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" RESET default_transaction_read_only"
+    ))
+    .unwrap();
+    let mut refused_after = 0;
+    let mut written = false;
+    for _ in 0..40 {
+        let reply = app
+            .send_json(Method::POST, "/api/v1/books", &body, &[])
+            .await;
+        assert_ne!(
+            reply.status,
+            500,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        if reply.status == 201 {
+            written = true;
+            break;
+        }
+        refused_after += 1;
+    }
+    assert!(
+        written,
+        "writes resume once the read-only connections are gone ({refused_after} refused)"
+    );
+    drop(database);
+}
