@@ -460,6 +460,13 @@ async fn after_the_retry_window_a_subscription_is_failing_and_resumes_where_it_s
     assert!(failing["next_attempt_at"].is_null());
     let attempts = receiver.seen().len();
     assert!(attempts >= 3, "retried within the window: {attempts}");
+    let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains(&format!("webhook_lag_seconds{{subscription=\"{id}\"}}")),
+        "the stuck subscription's lag is reported: {metrics}"
+    );
+    assert!(metrics.contains("webhook_deliveries_total{outcome=\"failed\"} 1"));
+    assert!(metrics.contains("webhook_deliveries_total{outcome=\"retried\"}"));
     app.create(json!({"title": "Later", "author": "A"})).await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
