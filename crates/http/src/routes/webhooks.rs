@@ -29,7 +29,7 @@ const JSON: &[&str] = &["application/json"];
 /// A subscription: where the catalogue's changes are pushed.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "id": 3, "url": "https://ratings.example/hooks/books", "events": ["created", "updated", "deleted"],
+    "id": 3, "url": "https://203.0.113.10/hooks/books", "events": ["created", "updated", "deleted"],
     "description": "ratings copy", "status": "active", "delivered_through": 1207,
     "last_error": null, "next_attempt_at": null, "created_at": "2026-12-03T08:00:00Z"
 }))]
@@ -173,7 +173,7 @@ pub(crate) struct DeliveryList {
 
 /// The body of a new subscription.
 #[derive(Debug, ToSchema)]
-#[schema(example = json!({"url": "https://ratings.example/hooks/books", "events": ["created", "deleted"]}))]
+#[schema(example = json!({"url": "https://203.0.113.10/hooks/books", "events": ["created", "deleted"]}))]
 #[expect(
     dead_code,
     reason = "the document's schema: the body is read member by member"

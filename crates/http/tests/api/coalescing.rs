@@ -138,11 +138,7 @@ async fn when_the_database_fails_each_read_of_a_batch_gets_its_own_503() {
     // No new connection accepted, the open ones ended: the pool cannot read at all.
     let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");
     let mut conn = PgConnection::establish(&admin).unwrap();
-    conn.batch_execute(&format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .unwrap();
+    cut_off(&mut conn, &name);
     let replies = futures_util::future::join_all((0..12).map(|_| app.get(&path))).await;
     for reply in &replies {
         reply.problem(503);
@@ -259,11 +255,7 @@ async fn when_the_database_fails_each_create_of_a_batch_gets_its_own_503_and_non
     let app = TestApp::spawn_on(database.pool(), None, None);
     let admin = url.replace(&format!("dbname={name}"), "dbname=postgres");
     let mut conn = PgConnection::establish(&admin).unwrap();
-    conn.batch_execute(&format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .unwrap();
+    cut_off(&mut conn, &name);
     let body = json!({"title": "Never", "author": "A"});
     let replies = futures_util::future::join_all(
         (0..12).map(|_| app.send_json(Method::POST, "/api/v1/books", &body, &[])),
@@ -489,4 +481,34 @@ async fn writes_on_connections_to_a_demoted_primary_are_503_and_those_connection
         "writes resume once the read-only connections are gone ({refused_after} refused)"
     );
     drop(database);
+}
+
+/// Lets no new connection into database `name` and ends every open one, again until none is
+/// left: a connection the pool was opening at that moment may appear after the first round.
+fn cut_off(conn: &mut diesel::PgConnection, name: &str) {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    conn.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    ))
+    .unwrap();
+    for _ in 0..50 {
+        let ended: Vec<Ended> = diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .load(conn)
+        .unwrap();
+        if ended.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("connections to {name} kept coming");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Ended {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    #[expect(dead_code, reason = "read to count the rows")]
+    ended: bool,
 }
