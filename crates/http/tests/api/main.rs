@@ -14,6 +14,7 @@ mod coalescing;
 mod compression;
 mod endurance;
 mod errors;
+mod failover;
 mod hardening;
 mod helpers;
 mod hostile;

@@ -49,7 +49,7 @@ fn running_as_root() -> bool {
 }
 
 /// The path of a packaged program, or a failure that says what to install.
-fn program(path: &str, package: &str) -> PathBuf {
+pub(crate) fn program(path: &str, package: &str) -> PathBuf {
     let found = [
         path,
         &format!(
@@ -69,7 +69,7 @@ fn program(path: &str, package: &str) -> PathBuf {
 
 /// A folder for a program, writable by the user it runs as (`postgres` when we are root:
 /// pgbouncer refuses to run as root, and the others need not).
-fn folder(name: &str) -> PathBuf {
+pub(crate) fn folder(name: &str) -> PathBuf {
     let folder = std::env::temp_dir().join(format!(
         "books-api-{name}-{}-{}",
         std::process::id(),
@@ -91,7 +91,7 @@ fn postgres_ids() -> (u32, u32) {
     (fields[2].parse().unwrap(), fields[3].parse().unwrap())
 }
 
-fn start(name: &'static str, folder: PathBuf, binary: &Path, args: &[&str]) -> Program {
+pub(crate) fn start(name: &'static str, folder: PathBuf, binary: &Path, args: &[&str]) -> Program {
     use std::os::unix::process::CommandExt as _;
     let mut command = Command::new(binary);
     if running_as_root() {
@@ -118,7 +118,7 @@ fn start(name: &'static str, folder: PathBuf, binary: &Path, args: &[&str]) -> P
 }
 
 /// Waits until `port` on loopback accepts connections.
-fn wait_for_port(program: &mut Program, port: u16) {
+pub(crate) fn wait_for_port(program: &mut Program, port: u16) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         if let Ok(Some(status)) = program.child.try_wait() {

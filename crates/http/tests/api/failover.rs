@@ -1,0 +1,577 @@
+//! Failover on Patroni: one etcd, three PostgreSQL nodes under Patroni with strict synchronous
+//! replication, and the service on a libpq multi-host URL (`target_session_attrs=read-write`),
+//! under a load of idempotent creates. The leader is killed (its Patroni and its postmaster,
+//! SIGKILL); later a switchover demotes a live primary. Every acknowledged create must survive,
+//! once, in the feed, with no 500 and no restart of the service. Timings are reported, not
+//! asserted: a timed assertion is flaky on a shared machine.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Process, serve, wait_ready};
+use crate::topology::{Program, folder, program, start, wait_for_port};
+
+/// A loopback port below 32768, free now: the kernel hands out 32768–60999 to outgoing
+/// connections, and a server port in that range can be taken by one of them between our check
+/// and the server's bind.
+fn low_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = 20_000 + u64::from(std::process::id() % 100) * 100;
+    loop {
+        let candidate =
+            u16::try_from(base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000).unwrap_or(20_000);
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status, the head (lower-cased) and the body;
+/// an error when the server cannot be reached or does not answer within 15 s.
+fn exchange(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))?;
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// One Patroni node: its program, its ports, its folder.
+struct Node {
+    name: String,
+    rest: u16,
+    postgres: u16,
+    config: PathBuf,
+    data: PathBuf,
+    program: Option<Program>,
+}
+
+/// etcd and three Patroni nodes, stopped (folders removed) when dropped.
+struct Patroni {
+    _etcd: Program,
+    nodes: Vec<Node>,
+}
+
+impl Patroni {
+    fn start() -> Self {
+        let etcd_binary = program("/usr/bin/etcd", "etcd-server");
+        let patroni = program("/usr/bin/patroni", "patroni");
+        let (client, peer) = (low_port(), low_port());
+        let etcd_folder = folder("etcd");
+        let data = etcd_folder.join("data");
+        let args = [
+            "--name".to_owned(),
+            "e0".to_owned(),
+            "--data-dir".to_owned(),
+            data.display().to_string(),
+            "--listen-client-urls".to_owned(),
+            format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls".to_owned(),
+            format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls".to_owned(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls".to_owned(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster".to_owned(),
+            format!("e0=http://127.0.0.1:{peer}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut etcd = start("etcd", etcd_folder, &etcd_binary, &args);
+        wait_for_port(&mut etcd, client);
+        let bin_dir = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("the PostgreSQL server programs (apt-get install postgresql)")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("bin"))
+            .find(|bin| bin.join("pg_ctl").exists())
+            .expect("pg_ctl under /usr/lib/postgresql/*/bin");
+        let mut cluster = Self {
+            _etcd: etcd,
+            nodes: Vec::new(),
+        };
+        for index in 0..3 {
+            let name = format!("node{index}");
+            let (rest, postgres) = (low_port(), low_port());
+            let node_folder = folder(&format!("patroni-{index}"));
+            let data = node_folder.join("data");
+            let config = node_folder.join("patroni.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "scope: books\nname: {name}\n\
+                     restapi:\n  listen: 127.0.0.1:{rest}\n  connect_address: 127.0.0.1:{rest}\n\
+                     etcd3:\n  hosts: 127.0.0.1:{client}\n\
+                     bootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 1\n    retry_timeout: 4\n\
+                     \x20   maximum_lag_on_failover: 1048576\n    synchronous_mode: true\n\
+                     \x20   synchronous_mode_strict: true\n\
+                     \x20   postgresql:\n      use_pg_rewind: false\n      use_slots: true\n\
+                     \x20     parameters:\n        wal_level: replica\n        hot_standby: 'on'\n\
+                     \x20       max_wal_senders: 10\n        max_replication_slots: 10\n\
+                     \x20       max_connections: 100\n\
+                     \x20 initdb:\n  - encoding: UTF8\n  - locale: C\n\
+                     \x20 pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 trust\n\
+                     \x20 - host replication all 127.0.0.1/32 trust\n\
+                     postgresql:\n  listen: 127.0.0.1:{postgres}\n\
+                     \x20 connect_address: 127.0.0.1:{postgres}\n  data_dir: {data}\n\
+                     \x20 bin_dir: {bin}\n  pgpass: {folder}/pgpass\n\
+                     \x20 authentication:\n    superuser:\n      username: postgres\n\
+                     \x20     password: postgres\n    replication:\n      username: replicator\n\
+                     \x20     password: replicator\n\
+                     \x20 parameters:\n    unix_socket_directories: '{folder}'\n",
+                    data = data.display(),
+                    bin = bin_dir.display(),
+                    folder = node_folder.display(),
+                ),
+            )
+            .unwrap();
+            let args = [config.to_str().unwrap().to_owned()];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let node = start("patroni", node_folder, &patroni, &args);
+            cluster.nodes.push(Node {
+                name,
+                rest,
+                postgres,
+                config,
+                data,
+                program: Some(node),
+            });
+            // The first node bootstraps the cluster; the others clone it once it leads.
+            if index == 0 {
+                cluster.wait_for_leader(Duration::from_secs(60));
+            }
+        }
+        // Both standbys streaming, one of them synchronous.
+        let started = Instant::now();
+        while cluster.replicas_streaming() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the standbys did not start streaming: {}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        cluster
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                node.program
+                    .as_ref()
+                    .map(|p| format!("{}: {}", node.name, p.log()))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Patroni's REST answer for `path` on `node`: its status code.
+    fn rest(node: &Node, path: &str) -> Option<u16> {
+        exchange("GET", node.rest, path, &[], None)
+            .ok()
+            .map(|(status, _, _)| status)
+    }
+
+    /// The node that leads now (answers 200 on `/primary`), if any.
+    fn leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|node| node.program.is_some() && Self::rest(node, "/primary") == Some(200))
+    }
+
+    fn replicas_streaming(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|node| node.program.is_some() && Self::rest(node, "/replica") == Some(200))
+            .count()
+    }
+
+    fn wait_for_leader(&mut self, patience: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            assert!(
+                started.elapsed() < patience,
+                "no leader within {patience:?}: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The libpq multi-host URL of database `name`, for writes: whichever node is primary.
+    fn url(&self, name: &str) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.postgres))
+            .collect();
+        format!(
+            "postgresql://postgres:postgres@{}/{name}?target_session_attrs=read-write&connect_timeout=2",
+            hosts.join(",")
+        )
+    }
+
+    /// Kills node `index` as a crash would: its Patroni, then its postmaster, both SIGKILL.
+    fn crash(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let postmaster = std::fs::read_to_string(node.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|pid| pid.lines().next().map(str::to_owned));
+        if let Some(mut program) = node.program.take() {
+            program.kill();
+            // The folder stays until the test ends: dropping the program removes it.
+            std::mem::forget(program);
+        }
+        if let Some(pid) = postmaster {
+            let _ = Command::new("kill")
+                .args(["-9", &pid])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
+    /// A switchover from the leader to `candidate`, with patronictl.
+    fn switchover(&self, leader: usize, candidate: usize) {
+        let patronictl = program("/usr/bin/patronictl", "patroni");
+        let out = Command::new(patronictl)
+            .args([
+                "-c",
+                self.nodes[leader].config.to_str().unwrap(),
+                "switchover",
+                "--leader",
+                &self.nodes[leader].name,
+                "--candidate",
+                &self.nodes[candidate].name,
+                "--force",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "patronictl switchover failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Patroni {
+    fn drop(&mut self) {
+        // Stop the nodes' PostgreSQL too: Patroni killed by SIGKILL leaves its postmaster.
+        for node in &mut self.nodes {
+            drop(node.program.take());
+            if let Ok(pid) = std::fs::read_to_string(node.data.join("postmaster.pid"))
+                && let Some(pid) = pid.lines().next()
+            {
+                let _ = Command::new("kill")
+                    .args(["-9", pid])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            if let Some(parent) = node.data.parent() {
+                let _ = std::fs::remove_dir_all(parent);
+            }
+        }
+    }
+}
+
+/// What the writers saw.
+#[derive(Default)]
+struct Outcomes {
+    /// Idempotency key → (book id, when acknowledged, whether it was a replay).
+    acknowledged: HashMap<String, (i64, Instant, bool)>,
+    /// Answers by status, over every attempt.
+    statuses: BTreeMap<u16, u64>,
+}
+
+/// Eight writers creating books with idempotency keys, each retrying a key on 5xx or a
+/// connection error until it is acknowledged, until `stop` is set.
+fn write_load(
+    base: &str,
+    key: &str,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<std::thread::JoinHandle<()>>, Arc<Mutex<Outcomes>>) {
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let writers = (0..8)
+        .map(|writer| {
+            let (base, key, stop, outcomes) = (
+                base.to_owned(),
+                key.to_owned(),
+                stop.clone(),
+                outcomes.clone(),
+            );
+            std::thread::spawn(move || {
+                let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let idempotency = format!("failover-{writer}-{n}");
+                    let body = json!({"title": idempotency, "author": "Failover"}).to_string();
+                    let headers = [
+                        ("authorization", format!("Bearer {key}")),
+                        ("idempotency-key", idempotency.clone()),
+                        ("content-type", "application/json".to_owned()),
+                    ];
+                    let answer = exchange("POST", port, "/api/v1/books", &headers, Some(&body));
+                    match answer {
+                        Ok((status, headers, body)) => {
+                            *outcomes.lock().unwrap().statuses.entry(status).or_default() += 1;
+                            if status == 201 {
+                                let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+                                    .as_i64()
+                                    .unwrap();
+                                let replayed = headers.contains("idempotent-replayed: true");
+                                outcomes
+                                    .lock()
+                                    .unwrap()
+                                    .acknowledged
+                                    .insert(idempotency, (id, Instant::now(), replayed));
+                                n += 1;
+                            } else {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+        })
+        .collect();
+    (writers, outcomes)
+}
+
+/// The longest stretch with no new book acknowledged (replays of creates made before are not
+/// new), between `from` and the last acknowledgement.
+fn longest_gap(outcomes: &Outcomes, from: Instant) -> Duration {
+    let mut times: Vec<Instant> = outcomes
+        .acknowledged
+        .values()
+        .filter(|(_, at, replayed)| !replayed && *at >= from)
+        .map(|(_, at, _)| *at)
+        .collect();
+    times.sort();
+    let mut previous = from;
+    let mut longest = Duration::ZERO;
+    for at in times {
+        longest = longest.max(at - previous);
+        previous = at;
+    }
+    longest
+}
+
+/// Every acknowledged create is in the database once, and in the feed once, in seq order.
+fn check_everything_acknowledged_survived(base: &str, url: &str, outcomes: &Outcomes) {
+    use diesel::prelude::*;
+    let acknowledged: HashMap<&str, i64> = outcomes
+        .acknowledged
+        .iter()
+        .map(|(key, (id, _, _))| (key.as_str(), *id))
+        .collect();
+    let mut conn = PgConnection::establish(url).unwrap();
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        title: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT id, title FROM book WHERE author = 'Failover'")
+        .load(&mut conn)
+        .unwrap();
+    let mut by_title: HashMap<&str, Vec<i64>> = HashMap::new();
+    for row in &rows {
+        by_title.entry(&row.title).or_default().push(row.id);
+    }
+    for (key, id) in &acknowledged {
+        assert_eq!(
+            by_title.get(key).map(Vec::as_slice),
+            Some(&[*id][..]),
+            "the acknowledged create {key} is there, once, with the id it was answered"
+        );
+    }
+    assert!(
+        by_title.values().all(|ids| ids.len() == 1),
+        "no idempotency key made two books"
+    );
+    // The feed, from 0 through the service: every acknowledged create once, seqs increasing.
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let ids: HashSet<i64> = acknowledged.values().copied().collect();
+    let mut created: HashMap<i64, u32> = HashMap::new();
+    let (mut after, mut last_seq) = (0_u64, 0_u64);
+    loop {
+        let (status, _, body) = exchange(
+            "GET",
+            port,
+            &format!("/api/v1/books/changes?after={after}&limit=1000"),
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            break;
+        }
+        for change in items {
+            let seq = change["seq"].as_u64().unwrap();
+            assert!(seq > last_seq, "seqs increase: {last_seq} then {seq}");
+            last_seq = seq;
+            if change["kind"] == "created" {
+                *created
+                    .entry(change["book_id"].as_i64().unwrap())
+                    .or_default() += 1;
+            }
+        }
+        after = page["next_after"].as_u64().unwrap();
+    }
+    for id in &ids {
+        assert_eq!(
+            created.get(id),
+            Some(&1),
+            "book {id} is created once in the feed"
+        );
+    }
+}
+
+#[test]
+fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_answer_no_500() {
+    let mut cluster = Patroni::start();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    {
+        use diesel::prelude::*;
+        let mut conn = PgConnection::establish(&cluster.url("postgres")).unwrap();
+        diesel::sql_query("CREATE DATABASE books")
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let url = cluster.url("books");
+    let port = low_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut service: Process = serve(&[
+        ("DATABASE_URL", url.as_str()),
+        ("BIND", &bind),
+        ("STARTUP_WAIT", "60"),
+    ]);
+    assert!(
+        wait_ready(port, &mut service, Duration::from_secs(60)),
+        "the service is ready"
+    );
+    let service_pid = service.0.id();
+    let key = {
+        let out = Command::new(env!("CARGO_BIN_EXE_books-api"))
+            .args(["keys", "create", "--name", "failover"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let base = format!("http://{bind}");
+
+    // 1. The leader crashes 10 s into the load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writers, outcomes) = write_load(&base, &key, &stop);
+    std::thread::sleep(Duration::from_secs(10));
+    let killed_at = Instant::now();
+    cluster.crash(leader);
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(60));
+    let promoted_after = killed_at.elapsed();
+    std::thread::sleep(Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let outcomes = Arc::try_unwrap(outcomes)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1));
+    println!(
+        "killed leader: {} creates acknowledged, answers {:?}; a new leader after {:.1} s; \
+         the longest stretch with no new book: {:.1} s",
+        outcomes.acknowledged.len(),
+        outcomes.statuses,
+        promoted_after.as_secs_f64(),
+        outage.as_secs_f64()
+    );
+    assert!(
+        !outcomes.statuses.contains_key(&500),
+        "{:?}",
+        outcomes.statuses
+    );
+    check_everything_acknowledged_survived(&base, &url, &outcomes);
+    assert!(service.0.try_wait().unwrap().is_none() && service.0.id() == service_pid);
+
+    // 2. A switchover under load: the old primary stays up as a standby.
+    let candidate = (0..3)
+        .find(|index| *index != new_leader && cluster.nodes[*index].program.is_some())
+        .unwrap();
+    let started = Instant::now();
+    while cluster.replicas_streaming() < 1 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writers, outcomes) = write_load(&base, &key, &stop);
+    std::thread::sleep(Duration::from_secs(5));
+    let switched_at = Instant::now();
+    cluster.switchover(new_leader, candidate);
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let outcomes = Arc::try_unwrap(outcomes)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    println!(
+        "switchover: {} creates acknowledged, answers {:?}; the longest stretch with no new \
+         book: {:.1} s",
+        outcomes.acknowledged.len(),
+        outcomes.statuses,
+        longest_gap(&outcomes, switched_at).as_secs_f64()
+    );
+    assert!(
+        !outcomes.statuses.contains_key(&500),
+        "{:?}",
+        outcomes.statuses
+    );
+    check_everything_acknowledged_survived(&base, &url, &outcomes);
+    assert!(service.0.try_wait().unwrap().is_none() && service.0.id() == service_pid);
+}
