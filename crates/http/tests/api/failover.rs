@@ -134,6 +134,7 @@ impl Patroni {
                      \x20     parameters:\n        wal_level: replica\n        hot_standby: 'on'\n\
                      \x20       max_wal_senders: 10\n        max_replication_slots: 10\n\
                      \x20       max_connections: 100\n\
+                     \x20       wal_retrieve_retry_interval: 500ms\n\
                      \x20 initdb:\n  - encoding: UTF8\n  - locale: C\n\
                      \x20 pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 trust\n\
                      \x20 - host replication all 127.0.0.1/32 trust\n\
@@ -462,6 +463,31 @@ fn check_everything_acknowledged_survived(base: &str, url: &str, outcomes: &Outc
     }
 }
 
+/// When a write of a client of its own first commits after `since` (strict synchronous mode: a
+/// commit returns once a synchronous standby holds it).
+fn first_write_after(url: &str, since: Instant) -> Instant {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    loop {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "no write within 60 s"
+        );
+        let written = PgConnection::establish(url).map(|mut conn| {
+            conn.batch_execute(
+                "SET statement_timeout = 500; \
+                 CREATE TABLE IF NOT EXISTS failover_probe (at timestamptz); \
+                 INSERT INTO failover_probe VALUES (now())",
+            )
+            .is_ok()
+        });
+        if written == Ok(true) {
+            return Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_answer_no_500() {
     let mut cluster = Patroni::start();
@@ -508,6 +534,11 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     std::thread::sleep(Duration::from_secs(10));
     let killed_at = Instant::now();
     cluster.crash(leader);
+    // When the database itself takes a write again, seen from a client of its own.
+    let database_writes_at = {
+        let url = url.clone();
+        std::thread::spawn(move || first_write_after(&url, killed_at))
+    };
     let new_leader = cluster.wait_for_leader(Duration::from_secs(60));
     let promoted_after = killed_at.elapsed();
     std::thread::sleep(Duration::from_secs(15));
@@ -521,12 +552,26 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
         .into_inner()
         .unwrap();
     let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1));
+    let database_writes_at = database_writes_at.join().unwrap();
+    let first_new = outcomes
+        .acknowledged
+        .values()
+        .filter(|(_, at, replayed)| !replayed && *at > killed_at)
+        .map(|(_, at, _)| *at)
+        .min()
+        .unwrap();
     println!(
-        "killed leader: {} creates acknowledged, answers {:?}; a new leader after {:.1} s; \
-         the longest stretch with no new book: {:.1} s",
+        "killed leader: {} creates acknowledged, answers {:?}; a new leader after {:.1} s, \
+         taking writes after {:.1} s; the service's first new book {:.0} ms after that; the \
+         longest stretch with no new book: {:.1} s",
         outcomes.acknowledged.len(),
         outcomes.statuses,
         promoted_after.as_secs_f64(),
+        (database_writes_at - killed_at).as_secs_f64(),
+        first_new
+            .saturating_duration_since(database_writes_at)
+            .as_secs_f64()
+            * 1000.0,
         outage.as_secs_f64()
     );
     assert!(
