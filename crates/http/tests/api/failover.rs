@@ -305,6 +305,69 @@ impl Drop for Patroni {
     }
 }
 
+/// HAProxy in front of the nodes, as Patroni's documentation shows: one port for writes, whose
+/// servers are checked with `GET /primary` on Patroni's REST API, and one for reads, checked with
+/// `GET /replica`; connections to a server that fails its check are cut.
+fn haproxy(cluster: &Patroni) -> (Program, u16, u16) {
+    let binary = program("/usr/sbin/haproxy", "haproxy");
+    let (write, read) = (low_port(), low_port());
+    let servers: String = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            format!(
+                "    server {} 127.0.0.1:{} check port {} inter 500ms fall 1 rise 1 \
+                 on-marked-down shutdown-sessions\n",
+                node.name, node.postgres, node.rest
+            )
+        })
+        .collect();
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+         timeout server 60s\n\n\
+         listen primary\n    bind 127.0.0.1:{write}\n    option httpchk GET /primary\n    \
+         http-check expect status 200\n{servers}\n\
+         listen replicas\n    bind 127.0.0.1:{read}\n    balance roundrobin\n    \
+         option httpchk GET /replica\n    http-check expect status 200\n{servers}"
+    );
+    let haproxy_folder = folder("haproxy-patroni");
+    std::fs::write(haproxy_folder.join("haproxy.cfg"), config).unwrap();
+    let cfg = haproxy_folder.join("haproxy.cfg");
+    let mut program = start(
+        "haproxy",
+        haproxy_folder,
+        &binary,
+        &["-db", "-f", cfg.to_str().unwrap()],
+    );
+    wait_for_port(&mut program, write);
+    (program, write, read)
+}
+
+/// One reader asking for a listing page every 20 ms until `stop`: the statuses it got, and the
+/// longest stretch without a 200.
+fn read_load(
+    port: u16,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(BTreeMap<u16, u64>, Duration)> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let mut statuses = BTreeMap::new();
+        let mut last_ok = Instant::now();
+        let mut longest = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let status = exchange("GET", port, "/api/v1/books?limit=5", &[], None)
+                .map_or(0, |(status, _, _)| status);
+            *statuses.entry(status).or_default() += 1;
+            if status == 200 {
+                longest = longest.max(last_ok.elapsed());
+                last_ok = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (statuses, longest.max(last_ok.elapsed()))
+    })
+}
+
 /// What the writers saw.
 #[derive(Default)]
 struct Outcomes {
@@ -314,8 +377,8 @@ struct Outcomes {
     statuses: BTreeMap<u16, u64>,
 }
 
-/// Eight writers creating books with idempotency keys, each retrying a key on 5xx or a
-/// connection error until it is acknowledged, until `stop` is set.
+/// Eight writers creating books with idempotency keys (each at most 40 a second), each retrying
+/// a key on 5xx or a connection error until it is acknowledged, until `stop` is set.
 fn write_load(
     base: &str,
     key: &str,
@@ -356,6 +419,9 @@ fn write_load(
                                     .acknowledged
                                     .insert(idempotency, (id, Instant::now(), replayed));
                                 n += 1;
+                                // A steady load, not a flood: the tests that run beside this one
+                                // (CI runs them in parallel on two cores) keep their cores.
+                                std::thread::sleep(Duration::from_millis(25));
                             } else {
                                 std::thread::sleep(Duration::from_millis(50));
                             }
@@ -370,8 +436,8 @@ fn write_load(
 }
 
 /// The longest stretch with no new book acknowledged (replays of creates made before are not
-/// new), between `from` and the last acknowledgement.
-fn longest_gap(outcomes: &Outcomes, from: Instant) -> Duration {
+/// new) between `from` and `until`, the end of the load.
+fn longest_gap(outcomes: &Outcomes, from: Instant, until: Instant) -> Duration {
     let mut times: Vec<Instant> = outcomes
         .acknowledged
         .values()
@@ -385,7 +451,19 @@ fn longest_gap(outcomes: &Outcomes, from: Instant) -> Duration {
         longest = longest.max(at - previous);
         previous = at;
     }
-    longest
+    longest.max(until.saturating_duration_since(previous))
+}
+
+/// Asserts that writes went on to the end of the load: a new book acknowledged in its last 3 s.
+fn assert_writes_resumed(outcomes: &Outcomes, stopped_at: Instant, phase: &str) {
+    assert!(
+        outcomes
+            .acknowledged
+            .values()
+            .any(|(_, at, replayed)| !replayed && *at + Duration::from_secs(3) > stopped_at),
+        "{phase}: writes did not resume ({:?})",
+        outcomes.statuses
+    );
 }
 
 /// Every acknowledged create is in the database once, and in the feed once, in seq order.
@@ -491,7 +569,7 @@ fn first_write_after(url: &str, since: Instant) -> Instant {
 #[test]
 fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_answer_no_500() {
     let mut cluster = Patroni::start();
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    cluster.wait_for_leader(Duration::from_secs(30));
     {
         use diesel::prelude::*;
         let mut conn = PgConnection::establish(&cluster.url("postgres")).unwrap();
@@ -528,11 +606,95 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     };
     let base = format!("http://{bind}");
 
-    // 1. The leader crashes 10 s into the load.
+    // 1. HAProxy with Patroni's checks, writes to /primary and reads from /replica, through a
+    //    switchover while all three nodes are up: reads go on from a standby, writes resume
+    //    on the new primary.
+    let (_haproxy, write_port, read_port) = haproxy(&cluster);
+    let proxied_leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let candidate = (0..3)
+        .find(|index| *index != proxied_leader && cluster.nodes[*index].program.is_some())
+        .unwrap();
+    let proxied_port = low_port();
+    let proxied_bind = format!("127.0.0.1:{proxied_port}");
+    let write_url = format!(
+        "host=127.0.0.1 port={write_port} user=postgres password=postgres dbname=books connect_timeout=2"
+    );
+    let read_url = format!(
+        "host=127.0.0.1 port={read_port} user=postgres password=postgres dbname=books connect_timeout=2"
+    );
+    // HAProxy marks servers up after their first check: wait until it routes to the primary.
+    {
+        use diesel::prelude::*;
+        let started = Instant::now();
+        while PgConnection::establish(&write_url).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "HAProxy routes to no primary"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let log = std::env::temp_dir()
+        .join(format!("books-api-proxied-{}.log", std::process::id()))
+        .display()
+        .to_string();
+    let mut proxied: Process = serve(&[
+        ("DATABASE_URL", write_url.as_str()),
+        ("REPLICA_URLS", read_url.as_str()),
+        ("REPLICA_MAX_LAG", "2"),
+        ("STARTUP_WAIT", "60"),
+        ("BIND", &proxied_bind),
+        ("STDERR", &log),
+    ]);
+    assert!(wait_ready(
+        proxied_port,
+        &mut proxied,
+        Duration::from_secs(60)
+    ));
+    let proxied_base = format!("http://{proxied_bind}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writers, outcomes) = write_load(&proxied_base, &key, &stop);
+    let reader = read_load(proxied_port, &stop);
+    std::thread::sleep(Duration::from_secs(5));
+    let switched_at = Instant::now();
+    cluster.switchover(proxied_leader, candidate);
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    let stopped_at = Instant::now();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let (reads, longest_read_gap) = reader.join().unwrap();
+    let outcomes = Arc::try_unwrap(outcomes)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    println!(
+        "HAProxy, switchover: {} creates acknowledged, answers {:?}; the longest stretch with no \
+         new book: {:.1} s; reads {:?}, the longest stretch without a 200: {:.2} s",
+        outcomes.acknowledged.len(),
+        outcomes.statuses,
+        longest_gap(&outcomes, switched_at, stopped_at).as_secs_f64(),
+        reads,
+        longest_read_gap.as_secs_f64()
+    );
+    assert!(
+        !outcomes.statuses.contains_key(&500),
+        "{:?}",
+        outcomes.statuses
+    );
+    assert!(!reads.contains_key(&500), "{reads:?}");
+    assert_writes_resumed(&outcomes, stopped_at, "HAProxy switchover");
+    check_everything_acknowledged_survived(&proxied_base, &url, &outcomes);
+    assert!(proxied.0.try_wait().unwrap().is_none());
+
+    // 2. The leader crashes 10 s into the load.
     let stop = Arc::new(AtomicBool::new(false));
     let (writers, outcomes) = write_load(&base, &key, &stop);
     std::thread::sleep(Duration::from_secs(10));
     let killed_at = Instant::now();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
     cluster.crash(leader);
     // When the database itself takes a write again, seen from a client of its own.
     let database_writes_at = {
@@ -543,6 +705,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     let promoted_after = killed_at.elapsed();
     std::thread::sleep(Duration::from_secs(15));
     stop.store(true, Ordering::Relaxed);
+    let stopped_at = Instant::now();
     for writer in writers {
         writer.join().unwrap();
     }
@@ -551,7 +714,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
         .unwrap()
         .into_inner()
         .unwrap();
-    let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1));
+    let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1), stopped_at);
     let database_writes_at = database_writes_at.join().unwrap();
     let first_new = outcomes
         .acknowledged
@@ -579,10 +742,11 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
         "{:?}",
         outcomes.statuses
     );
+    assert_writes_resumed(&outcomes, stopped_at, "killed leader");
     check_everything_acknowledged_survived(&base, &url, &outcomes);
     assert!(service.0.try_wait().unwrap().is_none() && service.0.id() == service_pid);
 
-    // 2. A switchover under load: the old primary stays up as a standby.
+    // 3. A switchover under load on the multi-host URL: the old primary stays up as a standby.
     let candidate = (0..3)
         .find(|index| *index != new_leader && cluster.nodes[*index].program.is_some())
         .unwrap();
@@ -595,8 +759,11 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     std::thread::sleep(Duration::from_secs(5));
     let switched_at = Instant::now();
     cluster.switchover(new_leader, candidate);
-    std::thread::sleep(Duration::from_secs(10));
+    // With one node gone for good, the demoted primary must rejoin as the synchronous standby
+    // before strict synchronous mode lets a commit return: that has taken up to 13 s here.
+    std::thread::sleep(Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
+    let stopped_at = Instant::now();
     for writer in writers {
         writer.join().unwrap();
     }
@@ -610,13 +777,14 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
          book: {:.1} s",
         outcomes.acknowledged.len(),
         outcomes.statuses,
-        longest_gap(&outcomes, switched_at).as_secs_f64()
+        longest_gap(&outcomes, switched_at, stopped_at).as_secs_f64()
     );
     assert!(
         !outcomes.statuses.contains_key(&500),
         "{:?}",
         outcomes.statuses
     );
+    assert_writes_resumed(&outcomes, stopped_at, "switchover");
     check_everything_acknowledged_survived(&base, &url, &outcomes);
     assert!(service.0.try_wait().unwrap().is_none() && service.0.id() == service_pid);
 }
