@@ -442,9 +442,16 @@ async fn a_client_that_leaves_mid_export_releases_the_database_connection_at_onc
             .unwrap();
         let mut start = [0u8; 4096];
         stream.read_exact(&mut start).unwrap();
-        // Not reading on: the export fills the socket and waits, inside its snapshot.
-        std::thread::sleep(Duration::from_millis(500));
-        let during = sessions_in_a_transaction(&url_for_thread);
+        // Not reading on: the export fills the socket and waits, inside its snapshot (on a busy
+        // machine it may still be reading a slice when first looked at: look again).
+        let waiting = Instant::now();
+        let during = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = sessions_in_a_transaction(&url_for_thread);
+            if now == 1 || waiting.elapsed() > Duration::from_secs(3) {
+                break now;
+            }
+        };
         drop(stream);
         let left = Instant::now();
         let after = loop {
