@@ -203,7 +203,12 @@ impl Replicas {
                 Ok(replay) => {
                     replica.reachable.store(true, Ordering::Relaxed);
                     if !replay.standby {
-                        tracing::warn!(replica = %replica.name, "a configured replica is not a standby");
+                        // Promoted (a failover made it the primary), or a primary of its own
+                        // that was never demoted: its position says nothing of what it lacks,
+                        // and the primary takes the reads meanwhile. It comes back into use once
+                        // it is a standby again (demoted, rejoined) and has caught up.
+                        replica.set_in_use(false, "it is not a standby (promoted by a failover?)");
+                        continue;
                     }
                     let replayed = u64::try_from(replay.lsn).unwrap_or(0);
                     replica.replayed.fetch_max(replayed, Ordering::Relaxed);

@@ -536,3 +536,24 @@ fn server_dir(url: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[actix_web::test]
+async fn a_replica_promoted_by_a_failover_is_no_longer_read_from() {
+    let topology = actix_web::web::block(Streaming::start).await.unwrap();
+    let replica_url = topology.replica_url();
+    let app = service_on(&topology, Duration::from_secs(2));
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "1").await,
+        "the replica never came into use"
+    );
+    // Promoted, it is a primary of its own: what it holds is no longer what the service's
+    // primary holds, however current its position looks.
+    execute(&replica_url, "SELECT pg_promote()").await;
+    assert!(
+        wait_for_metric(&app, "replica_in_use", "0").await,
+        "a promoted replica stayed in use"
+    );
+    let book = app.create(json!({"title": "After", "author": "A"})).await;
+    let path = format!("/api/v1/books/{}", id_of(&book));
+    assert_eq!(app.get(&path).await.status, 200, "the primary answers");
+}
