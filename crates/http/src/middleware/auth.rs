@@ -290,6 +290,22 @@ pub(crate) async fn admit(
 #[derive(Debug, Clone)]
 struct KeysUntrusted(String);
 
+/// The caller `admit` verified, if any: a 503 while the keys cannot be trusted, and a 401
+/// saying `why` (what the operation needs) for an anonymous caller.
+fn verified_caller(request: &HttpRequest, why: &str) -> Result<Principal, ApiError> {
+    let extensions = request.extensions();
+    if let Some(KeysUntrusted(cause)) = extensions.get::<KeysUntrusted>() {
+        return Err(ApiError::Unavailable(anyhow::anyhow!("{cause}")));
+    }
+    extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthorized {
+            detail: format!("{why}: send Authorization: Bearer <key>"),
+            invalid_token: false,
+        })
+}
+
 /// Proof that the caller holds a key with the `write` scope. A handler that takes one refuses
 /// anonymous callers (401) and read keys (403) before it reads the body.
 #[derive(Debug)]
@@ -300,22 +316,23 @@ impl FromRequest for WriteAccess {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let extensions = request.extensions();
-        if let Some(KeysUntrusted(cause)) = extensions.get::<KeysUntrusted>() {
-            return ready(Err(ApiError::Unavailable(anyhow::anyhow!("{cause}"))));
-        }
-        ready(match extensions.get::<Principal>() {
-            None => Err(ApiError::Unauthorized {
-                detail: "this operation needs an API key with the write scope: send Authorization: Bearer <key>".to_owned(),
-                invalid_token: false,
+        ready(
+            verified_caller(
+                request,
+                "this operation needs an API key with the write scope",
+            )
+            .and_then(|principal| {
+                if principal.scope.allows(Scope::Write) {
+                    Ok(Self(principal))
+                } else {
+                    Err(ApiError::Forbidden(format!(
+                        "the key {} has the {} scope; this operation needs write",
+                        principal.name,
+                        principal.scope.name()
+                    )))
+                }
             }),
-            Some(principal) if !principal.scope.allows(Scope::Write) => Err(ApiError::Forbidden(format!(
-                "the key {} has the {} scope; this operation needs write",
-                principal.name,
-                principal.scope.name()
-            ))),
-            Some(principal) => Ok(Self(principal.clone())),
-        })
+        )
     }
 }
 
@@ -329,18 +346,6 @@ impl FromRequest for CallerAccess {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let extensions = request.extensions();
-        if let Some(KeysUntrusted(cause)) = extensions.get::<KeysUntrusted>() {
-            return ready(Err(ApiError::Unavailable(anyhow::anyhow!("{cause}"))));
-        }
-        ready(match extensions.get::<Principal>() {
-            None => Err(ApiError::Unauthorized {
-                detail:
-                    "webhook subscriptions belong to their caller: send Authorization: Bearer <key>"
-                        .to_owned(),
-                invalid_token: false,
-            }),
-            Some(principal) => Ok(Self(principal.clone())),
-        })
+        ready(verified_caller(request, "webhook subscriptions belong to their caller").map(Self))
     }
 }

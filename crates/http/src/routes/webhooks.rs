@@ -1,7 +1,8 @@
 //! Webhook subscriptions: `/api/v1/webhooks`, each the caller's own.
 //!
 //! The delivering is [`crate::webhooks`]'; these handlers read and check what the owner asks for,
-//! run the domain's use case on the blocking pool, and answer.
+//! run the domain's use case on the blocking pool, and answer. (Every answer is the caller's own:
+//! `admit` marks answers to a request with credentials `Cache-Control: no-store`.)
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -451,7 +452,6 @@ pub(crate) async fn create_webhook(
     let (subscription, secret) = blocking_call(move || service.create(&owner, &new)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location(subscription.id)))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(SubscriptionResponse::of(
             &subscription,
             Some(secret.expose()),
@@ -473,14 +473,12 @@ pub(crate) async fn list_webhooks(
     let owner = Owner::of(&caller.0);
     let service = state.webhooks.clone();
     let subscriptions = blocking_call(move || service.list(&owner)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SubscriptionList {
-            items: subscriptions
-                .iter()
-                .map(|s| SubscriptionResponse::of(s, None))
-                .collect(),
-        }))
+    Ok(HttpResponse::Ok().json(SubscriptionList {
+        items: subscriptions
+            .iter()
+            .map(|s| SubscriptionResponse::of(s, None))
+            .collect(),
+    }))
 }
 
 /// Get a subscription
@@ -501,9 +499,7 @@ pub(crate) async fn get_webhook(
     let owner = Owner::of(&caller.0);
     let service = state.webhooks.clone();
     let subscription = blocking_call(move || service.get(&owner, id)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SubscriptionResponse::of(&subscription, None)))
+    Ok(HttpResponse::Ok().json(SubscriptionResponse::of(&subscription, None)))
 }
 
 /// Change or resume a subscription
@@ -543,9 +539,7 @@ pub(crate) async fn update_webhook(
     let owner = Owner::of(&caller.0);
     let service = state.webhooks.clone();
     let subscription = blocking_call(move || service.update(&owner, id, &patch)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SubscriptionResponse::of(&subscription, None)))
+    Ok(HttpResponse::Ok().json(SubscriptionResponse::of(&subscription, None)))
 }
 
 /// Delete a subscription
@@ -599,11 +593,9 @@ pub(crate) async fn list_deliveries(
     let owner = Owner::of(&caller.0);
     let service = state.webhooks.clone();
     let deliveries = blocking_call(move || service.deliveries(&owner, id, limit)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(DeliveryList {
-            items: deliveries.iter().map(DeliveryResponse::from).collect(),
-        }))
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        items: deliveries.iter().map(DeliveryResponse::from).collect(),
+    }))
 }
 
 /// Deliver again from a point of the feed
@@ -643,7 +635,5 @@ pub(crate) async fn replay_webhook(
     let owner = Owner::of(&caller.0);
     let service = state.webhooks.clone();
     let subscription = blocking_call(move || service.replay(&owner, id, after)).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SubscriptionResponse::of(&subscription, None)))
+    Ok(HttpResponse::Accepted().json(SubscriptionResponse::of(&subscription, None)))
 }

@@ -1110,6 +1110,11 @@ async fn an_owner_changes_where_and_what_is_delivered_and_deletes_a_subscription
         Some(format!("/api/v1/webhooks/{id}").as_str())
     );
     assert_eq!(subscription["description"], "copy");
+    assert_eq!(
+        created.header("cache-control"),
+        Some("no-store"),
+        "the secret is never kept by a cache"
+    );
     let changed = app
         .send_json(
             Method::PATCH,
