@@ -332,6 +332,8 @@ async fn work(shared: Rc<Shared>, assignment: Assignment) {
                         })
                         .await;
                     if !go_on {
+                        // Paused, changed or taken over: this instance no longer reports it.
+                        shared.stats.forget(id);
                         return;
                     }
                     from = skipped_to;
@@ -390,7 +392,13 @@ async fn work(shared: Rc<Shared>, assignment: Assignment) {
                     reason,
                 })
                 .await;
-            if !matches!(next, NextStep::Acknowledged) || !go_on {
+            if !matches!(next, NextStep::Acknowledged) {
+                // Waiting for a retry, failing or disabled: still behind, its lag stays reported.
+                return;
+            }
+            if !go_on {
+                // Paused, changed or taken over: this instance no longer reports it.
+                shared.stats.forget(id);
                 return;
             }
             from = change.seq;

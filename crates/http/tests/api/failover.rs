@@ -435,6 +435,25 @@ fn write_load(
     (writers, outcomes)
 }
 
+/// Stops the writers, waits for them, and returns what they saw, with when they were told to stop.
+fn finish(
+    stop: &AtomicBool,
+    writers: Vec<std::thread::JoinHandle<()>>,
+    outcomes: Arc<Mutex<Outcomes>>,
+) -> (Outcomes, Instant) {
+    stop.store(true, Ordering::Relaxed);
+    let stopped_at = Instant::now();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let outcomes = Arc::try_unwrap(outcomes)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    (outcomes, stopped_at)
+}
+
 /// The longest stretch with no new book acknowledged (replays of creates made before are not
 /// new) between `from` and `until`, the end of the load.
 fn longest_gap(outcomes: &Outcomes, from: Instant, until: Instant) -> Duration {
@@ -659,17 +678,8 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     let switched_at = Instant::now();
     cluster.switchover(proxied_leader, candidate);
     std::thread::sleep(Duration::from_secs(10));
-    stop.store(true, Ordering::Relaxed);
-    let stopped_at = Instant::now();
-    for writer in writers {
-        writer.join().unwrap();
-    }
+    let (outcomes, stopped_at) = finish(&stop, writers, outcomes);
     let (reads, longest_read_gap) = reader.join().unwrap();
-    let outcomes = Arc::try_unwrap(outcomes)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap();
     println!(
         "HAProxy, switchover: {} creates acknowledged, answers {:?}; the longest stretch with no \
          new book: {:.1} s; reads {:?}, the longest stretch without a 200: {:.2} s",
@@ -704,16 +714,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     let new_leader = cluster.wait_for_leader(Duration::from_secs(60));
     let promoted_after = killed_at.elapsed();
     std::thread::sleep(Duration::from_secs(15));
-    stop.store(true, Ordering::Relaxed);
-    let stopped_at = Instant::now();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    let outcomes = Arc::try_unwrap(outcomes)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap();
+    let (outcomes, stopped_at) = finish(&stop, writers, outcomes);
     let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1), stopped_at);
     let database_writes_at = database_writes_at.join().unwrap();
     let first_new = outcomes
@@ -762,16 +763,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     // With one node gone for good, the demoted primary must rejoin as the synchronous standby
     // before strict synchronous mode lets a commit return: that has taken up to 13 s here.
     std::thread::sleep(Duration::from_secs(20));
-    stop.store(true, Ordering::Relaxed);
-    let stopped_at = Instant::now();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    let outcomes = Arc::try_unwrap(outcomes)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap();
+    let (outcomes, stopped_at) = finish(&stop, writers, outcomes);
     println!(
         "switchover: {} creates acknowledged, answers {:?}; the longest stretch with no new \
          book: {:.1} s",
