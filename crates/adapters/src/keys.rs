@@ -3,8 +3,8 @@
 use crate::errors::{Failure, classify};
 use anyhow::anyhow;
 use books_domain::{
-    ApiKey, ApiKeyRepository, CreateKeyError, KeyDigest, KeyName, Principal, RevokeKeyError, Scope,
-    StorageError,
+    ApiKey, ApiKeyRepository, CallerName, CreateKeyError, KeyDigest, KeyName, Principal,
+    RevokeKeyError, Scope, StorageError,
 };
 use chrono::{DateTime, Utc};
 use diesel::dsl::now;
@@ -111,7 +111,7 @@ impl ApiKeyRepository for PostgresApiKeyRepository {
                         digest,
                         Principal {
                             key: digest,
-                            name: key.name,
+                            name: CallerName::Key(key.name),
                             scope: key.scope,
                         },
                     )

@@ -97,6 +97,19 @@ impl KeyDigest {
     pub fn of(key: &str) -> Self {
         Self(Sha256::digest(key.as_bytes()).into())
     }
+
+    /// The digest that stands for the subject `subject` of `issuer`'s tokens. It never equals a
+    /// key's: a key is `bk_` and hexadecimal digits, and what is digested here starts with a
+    /// byte no key holds; and the issuer's length comes first, so no two (issuer, subject) pairs
+    /// digest the same text.
+    pub fn of_subject(issuer: &str, subject: &str) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"\0oidc\0");
+        digest.update((issuer.len() as u64).to_be_bytes());
+        digest.update(issuer.as_bytes());
+        digest.update(subject.as_bytes());
+        Self(digest.finalize().into())
+    }
 }
 
 /// A new key's secret, to be shown once and never stored.
@@ -137,17 +150,57 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
 }
 
-/// Who made a request: the key's name and scope, and which key it is.
+/// Who made a request: an API key's holder, or the subject of an OpenID Connect access token;
+/// what it may do, and which caller it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The key itself, by its digest: unlike the name, which a new key may take once the old
-    /// one is revoked, it is never reused, so what belongs to a key (its idempotency keys)
-    /// never passes to another.
+    /// The caller, by a digest that is never reused: the key's own digest, or for a token
+    /// [`KeyDigest::of_subject`]. Unlike a key's name, which a new key may take once the old one
+    /// is revoked, it never passes to another caller, so neither does what belongs to it (its
+    /// idempotency keys, its webhook subscriptions).
     pub key: KeyDigest,
-    /// The key's name.
-    pub name: KeyName,
+    /// How the caller is named, in messages and in rate limits.
+    pub name: CallerName,
     /// What it allows.
     pub scope: Scope,
+}
+
+impl Principal {
+    /// The subject `subject` of tokens issued by `issuer`, with `scope`.
+    pub fn subject(issuer: &str, subject: &str, scope: Scope) -> Self {
+        Self {
+            key: KeyDigest::of_subject(issuer, subject),
+            name: CallerName::Subject {
+                issuer: issuer.to_owned(),
+                subject: subject.to_owned(),
+            },
+            scope,
+        }
+    }
+}
+
+/// How a caller is named.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallerName {
+    /// The holder of an API key, by the key's name.
+    Key(KeyName),
+    /// The subject (`sub`) of an identity provider's access tokens, and the provider (`iss`): a
+    /// subject is only unique within its issuer.
+    Subject {
+        /// The issuer.
+        issuer: String,
+        /// The subject.
+        subject: String,
+    },
+}
+
+impl fmt::Display for CallerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(name) => write!(f, "the key {name}"),
+            Self::Subject { issuer, subject } => write!(f, "the subject {subject} of {issuer}"),
+        }
+    }
 }
 
 /// Why a key could not be created.
@@ -365,7 +418,7 @@ impl ApiKeyRepository for InMemoryApiKeyRepository {
                     *digest,
                     Principal {
                         key: *digest,
-                        name: key.name.clone(),
+                        name: CallerName::Key(key.name.clone()),
                         scope: key.scope,
                     },
                 )
@@ -387,6 +440,25 @@ impl ApiKeyRepository for InMemoryApiKeyRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_is_one_caller_per_issuer_and_never_an_api_key() {
+        let a = KeyDigest::of_subject("https://id.example", "alice");
+        assert_eq!(a, KeyDigest::of_subject("https://id.example", "alice"));
+        assert_ne!(a, KeyDigest::of_subject("https://other.example", "alice"));
+        // The issuer's length is digested first: moving the boundary makes another caller.
+        assert_ne!(
+            KeyDigest::of_subject("https://id.example/a", "lice"),
+            KeyDigest::of_subject("https://id.example/", "alice")
+        );
+        assert_ne!(a, KeyDigest::of("https://id.examplealice"));
+        let principal = Principal::subject("https://id.example", "alice", Scope::Read);
+        assert_eq!(principal.key, a);
+        assert_eq!(
+            principal.name.to_string(),
+            "the subject alice of https://id.example"
+        );
+    }
 
     fn service() -> KeyService {
         KeyService::new(InMemoryApiKeyRepository::default())

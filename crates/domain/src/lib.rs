@@ -62,8 +62,8 @@ pub use health::{PoolStatus, ReplicaStatus, StorageHealth};
 pub use idempotency::{Created, IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, InvalidIdempotencyKey};
 pub use identity::{EARLIEST_YEAR, Isbn, IsbnError, LATEST_YEAR, PublishedYear, YearOutOfRange};
 pub use keys::{
-    ApiKey, ApiKeyRepository, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName, KeyDigest,
-    KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
+    ApiKey, ApiKeyRepository, CallerName, CreateKeyError, InMemoryApiKeyRepository, InvalidKeyName,
+    KeyDigest, KeyName, KeyRing, KeySecret, KeyService, Principal, RevokeKeyError, Scope,
 };
 pub use listing::{
     BookFilter, CursorConflict, ListQuery, Page, PageSize, Position, SearchTerm, Sort, SortKey,

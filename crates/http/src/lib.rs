@@ -44,6 +44,7 @@ pub mod representation;
 mod routes;
 pub mod server;
 mod state;
+mod tls;
 pub mod webhooks;
 
 pub use middleware::rate_limit::RateLimit;

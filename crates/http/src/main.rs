@@ -18,6 +18,7 @@ use books_domain::{
 use books_http::cli::{
     Cli, Command, Database, ServeArgs, SpecVersion, init_logging, keys, migrate, print,
 };
+use books_http::middleware::oidc::OidcSettings;
 use books_http::{
     Application, RateLimit, ServerSettings, Services, WebhookSettings, document_3_0_json,
     document_json,
@@ -154,6 +155,15 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
             },
             ..WebhookSettings::default()
         },
+        oidc: match (&args.oidc_issuer, &args.oidc_audience) {
+            (Some(issuer), Some(audience)) => Some(OidcSettings {
+                leeway: Duration::from_secs(args.oidc_leeway),
+                refetch_after: Duration::from_secs(args.oidc_refetch_after),
+                trusted_roots: trusted_roots(args.oidc_ca_file.as_deref())?,
+                ..OidcSettings::new(issuer, audience)
+            }),
+            _ => None,
+        },
         ..ServerSettings::default()
     };
     let mut webhook_store = PostgresWebhookRepository::new(pool_for_webhooks);
@@ -180,7 +190,7 @@ fn serve_on(args: &ServeArgs, database: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The certificates of `WEBHOOKS_CA_FILE` (PEM), as DER; a file that holds none is an error.
+/// The certificates of a CA file (PEM), as DER; a file that holds none is an error.
 fn trusted_roots(path: Option<&std::path::Path>) -> anyhow::Result<Vec<Vec<u8>>> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;

@@ -103,6 +103,68 @@ pub fn document_3_0_json() -> String {
     json
 }
 
+/// The name of the OpenID Connect scheme in the live document.
+const OPENID_CONNECT: &str = "openIdConnect";
+
+/// `document` (either version) with the OpenID Connect scheme of the issuer described at
+/// `discovery_url` beside the bearer one: every operation that takes an API key takes a token
+/// too (`write` becomes `books:write`), so that Swagger UI's Authorize offers both. Only the
+/// live document has it: the committed ones do not depend on where the service runs.
+pub fn with_openid_connect(document: &str, discovery_url: &str) -> String {
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(document) else {
+        return document.to_owned();
+    };
+    if let Some(schemes) = document
+        .pointer_mut("/components/securitySchemes")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        schemes.insert(
+            OPENID_CONNECT.to_owned(),
+            serde_json::json!({
+                "type": "openIdConnect",
+                "openIdConnectUrl": discovery_url,
+                "description": "An access token of the OpenID Connect issuer (a JWT with this service's audience). Writes need the `books:write` scope; reads are open.",
+            }),
+        );
+    }
+    let operations = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let Some(security) = operation
+            .get_mut("security")
+            .and_then(serde_json::Value::as_array_mut)
+        else {
+            continue;
+        };
+        let tokens: Vec<serde_json::Value> = security
+            .iter()
+            .filter_map(|requirement| requirement.get(BEARER))
+            .map(|scopes| {
+                let scopes: Vec<&str> = scopes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(|scope| match scope {
+                        "write" => crate::middleware::oidc::WRITE_SCOPE,
+                        other => other,
+                    })
+                    .collect();
+                serde_json::json!({ OPENID_CONNECT: scopes })
+            })
+            .collect();
+        security.extend(tokens);
+    }
+    let mut json = serde_json::to_string_pretty(&document).unwrap_or_default();
+    json.push('\n');
+    json
+}
+
 struct SharedErrorResponses;
 
 fn problem(description: &str) -> Response {

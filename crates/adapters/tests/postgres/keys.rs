@@ -24,8 +24,11 @@ fn a_created_key_authenticates_with_its_scope_and_only_its_digest_is_stored() {
         .cloned()
         .unwrap();
     assert_eq!(
-        (principal.name.as_str(), principal.scope),
-        ("ci", Scope::Write)
+        (principal.name, principal.scope),
+        (
+            books_domain::CallerName::Key(KeyName::new("ci").unwrap()),
+            Scope::Write
+        )
     );
     use diesel::prelude::*;
     let mut conn = PgConnection::establish(database.url()).unwrap();

@@ -53,7 +53,7 @@ fn a_sealed_secret_is_not_in_the_database_and_only_its_key_opens_it() {
     let sealing = PostgresWebhookRepository::new(database.pool()).sealing_with([1; 32]);
     let owner = Owner::of(&books_domain::Principal {
         key: KeyDigest([9; 32]),
-        name: books_domain::KeyName::new("owner").unwrap(),
+        name: books_domain::CallerName::Key(books_domain::KeyName::new("owner").unwrap()),
         scope: books_domain::Scope::Read,
     });
     let secret = subscribe(&WebhookService::new(sealing.clone()), &owner);

@@ -205,6 +205,24 @@ pub struct ServeArgs {
     /// copy of the database can sign deliveries.
     #[arg(long, env = "WEBHOOKS_SECRET_KEY", hide_env_values = true, value_parser = sealing_key)]
     pub webhooks_secret_key: Option<SealingKey>,
+    /// The OpenID Connect issuer whose access tokens are accepted beside API keys, exactly as
+    /// its tokens' `iss` says (`https://id.example.com/realms/books`). Its keys are found
+    /// through `{issuer}/.well-known/openid-configuration`.
+    #[arg(long, env = "OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The audience the tokens must be issued for (their `aud`), such as `books-api`.
+    #[arg(long, env = "OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The clock skew allowed on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "OIDC_LEEWAY", default_value_t = 60)]
+    pub oidc_leeway: u64,
+    /// The least time, in seconds, between two fetches of the issuer's keys made for a key id
+    /// they do not hold (a rotation needs no restart; made-up key ids cannot flood the issuer).
+    #[arg(long, env = "OIDC_REFETCH_AFTER", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub oidc_refetch_after: u64,
+    /// PEM certificates trusted for an `https` issuer beside the public roots.
+    #[arg(long, env = "OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
     /// Seconds to wait at start for the database to accept connections.
     #[arg(long, env = "STARTUP_WAIT", default_value_t = 30)]
     pub startup_wait: u64,

@@ -1,4 +1,5 @@
-//! Who may write: bearer API keys, checked in memory.
+//! Who may write: bearer API keys, checked in memory, and OpenID Connect access tokens
+//! (`crate::middleware::oidc`) when an issuer is configured.
 //!
 //! Every request under the API is looked at by [`admit`]: no `Authorization` header means
 //! an anonymous caller (reads are open); a valid key puts its [`Principal`] in the request; any
@@ -25,9 +26,10 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
-use books_domain::{KeyRing, KeyService, Principal, Scope};
+use books_domain::{CallerName, KeyRing, KeyService, Principal, Scope};
 
 use crate::blocking::blocking_call;
+use crate::middleware::oidc::{Issuer, WRITE_SCOPE, looks_like_jwt};
 use crate::middleware::rate_limit::local::RateLimiter;
 use crate::middleware::rate_limit::{AddressKeying, Caller};
 use crate::representation::problem::ApiError;
@@ -163,6 +165,9 @@ enum Credentials {
     Known(Principal),
     /// A bearer key they do not know (yet?): looked up once the request is within its budget.
     Unknown(String),
+    /// An access token signed by a key the issuer's cached keys do not hold: checked once the
+    /// request is within its budget, with the keys fetched again.
+    Token(String),
 }
 
 /// The caller's credentials, or a refusal (401 for a credential that is not a bearer key, 400 for
@@ -187,6 +192,16 @@ fn read_credentials(request: &ServiceRequest) -> Result<Credentials, ApiError> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
+    // An access token does not depend on the API keys, nor they on its issuer.
+    if let (Some(token), Some(issuer)) = (
+        token.filter(|token| looks_like_jwt(token)),
+        request.app_data::<web::Data<Issuer>>(),
+    ) {
+        return match issuer.verify_cached(token) {
+            Some(verified) => verified.map(Credentials::Known),
+            None => Ok(Credentials::Token(token.to_owned())),
+        };
+    }
     let ring = cache.current()?;
     match token {
         None => Err(not_a_valid_key()),
@@ -263,6 +278,10 @@ pub(crate) async fn admit(
                 .ok_or_else(not_a_valid_key),
             None => Err(not_a_valid_key()),
         },
+        (_, Ok(Credentials::Token(token))) => match request.app_data::<web::Data<Issuer>>() {
+            Some(issuer) => issuer.verify(&token).await.map(Some),
+            None => Err(not_a_valid_key()),
+        },
     };
     let mut response = match admitted {
         Err(refusal) => request.error_response(refusal).map_into_right_body(),
@@ -301,7 +320,7 @@ fn verified_caller(request: &HttpRequest, why: &str) -> Result<Principal, ApiErr
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| ApiError::Unauthorized {
-            detail: format!("{why}: send Authorization: Bearer <key>"),
+            detail: format!("{why}: send Authorization: Bearer <API key or access token>"),
             invalid_token: false,
         })
 }
@@ -319,17 +338,21 @@ impl FromRequest for WriteAccess {
         ready(
             verified_caller(
                 request,
-                "this operation needs an API key with the write scope",
+                "this operation needs an API key with the write scope, or an access token with books:write",
             )
             .and_then(|principal| {
                 if principal.scope.allows(Scope::Write) {
                     Ok(Self(principal))
                 } else {
-                    Err(ApiError::Forbidden(format!(
-                        "the key {} has the {} scope; this operation needs write",
-                        principal.name,
-                        principal.scope.name()
-                    )))
+                    Err(ApiError::Forbidden(match &principal.name {
+                        CallerName::Key(name) => format!(
+                            "the key {name} has the {} scope; this operation needs write",
+                            principal.scope.name()
+                        ),
+                        CallerName::Subject { .. } => format!(
+                            "the access token does not grant {WRITE_SCOPE}, which this operation needs"
+                        ),
+                    }))
                 }
             }),
         )

@@ -176,16 +176,26 @@ impl ResponseError for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if let Self::Unauthorized { invalid_token, .. } = self {
-            let challenge = if *invalid_token {
-                "Bearer realm=\"books-api\", error=\"invalid_token\""
-            } else {
-                "Bearer realm=\"books-api\""
-            };
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+        // RFC 6750, 3: the challenge says what was wrong with the credential. Its description is
+        // the problem's detail, words of ours that name the check, never an internal error.
+        let challenge = match self {
+            Self::Unauthorized {
+                invalid_token: true,
+                detail,
+            } => Some(format!(
+                "Bearer realm=\"books-api\", error=\"invalid_token\", error_description=\"{}\"",
+                detail.replace(['"', '\\'], "'")
+            )),
+            Self::Unauthorized { .. } => Some("Bearer realm=\"books-api\"".to_owned()),
+            Self::Forbidden(_) => {
+                Some("Bearer realm=\"books-api\", error=\"insufficient_scope\"".to_owned())
+            }
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::blocking::blocking;
 use crate::middleware::observe::Metrics;
+use crate::middleware::oidc::Issuer;
 use crate::representation::problem::ApiError;
 use crate::state::State;
 
@@ -30,7 +31,9 @@ pub(crate) async fn healthz() -> HttpResponse {
 ///
 /// 200 when the database (the primary) answers, 503 when it does not. With read replicas, the
 /// body also says which are in use, which answer, and how far each lags (a replica that is down
-/// never makes the service unready: the primary answers its reads).
+/// never makes the service unready: the primary answers its reads). With an OpenID Connect
+/// issuer, it says whether the issuer could be reached and how many of its keys are cached
+/// (never a reason to be unready either: API keys work without it).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -38,9 +41,16 @@ pub(crate) async fn healthz() -> HttpResponse {
     tag = "service",
     responses((status = 200, description = "The database answers", body = serde_json::Value, example = json!({"status": "ready"}))),
 )]
-pub(crate) async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(
+    state: web::Data<State>,
+    issuer: Option<web::Data<Issuer>>,
+) -> Result<HttpResponse, ApiError> {
     blocking(&state.service, BookService::check_storage).await?;
     let mut body = json!({"status": "ready"});
+    // Reported, never a reason to be unready: API keys work without the issuer.
+    if let Some(issuer) = issuer {
+        body["oidc"] = json!(issuer.status());
+    }
     let replicas = state.storage.replicas();
     if !replicas.is_empty() {
         body["replicas"] = replicas

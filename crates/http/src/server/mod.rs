@@ -29,11 +29,12 @@ use crate::middleware::cors::cors;
 use crate::middleware::head::head_as_get;
 use crate::middleware::observe::gauges::{Observed, counts_of};
 use crate::middleware::observe::{Metrics, RequestSpan};
+use crate::middleware::oidc::{Issuer, OidcSettings};
 use crate::middleware::rate_limit::AddressKeying;
 use crate::middleware::rate_limit::RateLimit;
 use crate::middleware::rate_limit::local::RateLimiter;
 use crate::middleware::rate_limit::shared::SharedBudgets;
-use crate::openapi::{document_3_0_json, document_json};
+use crate::openapi::{document_3_0_json, document_json, with_openid_connect};
 use crate::routes::batch_and_export::STALLED_READER;
 use crate::routes::configure;
 use crate::state::{Documents, State};
@@ -105,6 +106,8 @@ pub struct ServerSettings {
     pub key_cache_max_age: Duration,
     /// How webhooks are delivered.
     pub webhooks: WebhookSettings,
+    /// The OpenID Connect issuer whose access tokens are accepted beside API keys, if any.
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Default for ServerSettings {
@@ -132,6 +135,7 @@ impl Default for ServerSettings {
             change_heartbeat: Duration::from_secs(15),
             key_cache_max_age: Duration::from_secs(10),
             webhooks: WebhookSettings::default(),
+            oidc: None,
         }
     }
 }
@@ -247,14 +251,24 @@ impl Application {
             webhook_settings: settings.webhooks.clone(),
             webhook_stats: webhook_stats.clone(),
             storage: storage.clone(),
-            documents: Documents {
-                v3_1: document_json(),
-                v3_0: document_3_0_json(),
+            documents: match &settings.oidc {
+                None => Documents {
+                    v3_1: document_json(),
+                    v3_0: document_3_0_json(),
+                },
+                Some(oidc) => Documents {
+                    v3_1: with_openid_connect(&document_json(), &oidc.discovery_url()),
+                    v3_0: with_openid_connect(&document_3_0_json(), &oidc.discovery_url()),
+                },
             },
         });
         // The middleware's own data.
         let keying = web::Data::new(AddressKeying::new(settings.ipv6_prefix));
         let key_cache = web::Data::new(KeyCache::load(keys, settings.key_cache_max_age));
+        let issuer = settings
+            .oidc
+            .clone()
+            .map(|oidc| web::Data::new(Issuer::new(oidc)));
         let limiter = match settings.rate_limit {
             None => None,
             Some(limit) => {
@@ -298,6 +312,7 @@ impl Application {
             .yielding_to(metrics.in_flight(), settings.workers * 2),
             service,
             key_cache: key_cache.clone(),
+            issuer: issuer.clone(),
             limiter: limiter.clone(),
             storage,
             hub,
@@ -313,6 +328,10 @@ impl Application {
                 .app_data(metrics.clone());
             let app = match &limiter {
                 Some(limiter) => app.app_data(limiter.clone()),
+                None => app,
+            };
+            let app = match &issuer {
+                Some(issuer) => app.app_data(issuer.clone()),
                 None => app,
             };
             app.wrap(from_fn(head_as_get))

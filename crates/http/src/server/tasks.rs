@@ -1,5 +1,6 @@
 //! The work an instance does beside answering requests: numbering and purging the change feed,
-//! forgetting expired idempotency keys and idle rate-limit callers, refreshing the API keys,
+//! forgetting expired idempotency keys and idle rate-limit callers, refreshing the API keys and
+//! the OpenID Connect issuer's keys,
 //! checking the replicas, delivering webhooks; and stopping on a signal.
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use chrono::TimeDelta;
 
 use crate::blocking::{blocking, blocking_call};
 use crate::middleware::auth::KeyCache;
+use crate::middleware::oidc::Issuer;
 use crate::middleware::rate_limit::local::RateLimiter;
 use crate::representation::problem::ApiError;
 use crate::webhooks::deliver::Dispatcher;
@@ -22,6 +24,7 @@ use crate::webhooks::deliver::Dispatcher;
 pub(super) struct Background {
     pub(super) service: BookService,
     pub(super) key_cache: web::Data<KeyCache>,
+    pub(super) issuer: Option<web::Data<Issuer>>,
     pub(super) limiter: Option<web::Data<RateLimiter>>,
     pub(super) storage: Arc<dyn StorageHealth>,
     pub(super) hub: Arc<ChangeHub>,
@@ -45,6 +48,9 @@ impl Background {
             actix_web::rt::spawn(sequence_changes_continuously(self.service)),
             actix_web::rt::spawn(self.webhooks.run()),
         ];
+        if let Some(issuer) = self.issuer {
+            tasks.push(actix_web::rt::spawn(Issuer::refresh_periodically(issuer)));
+        }
         if let Some(limiter) = self.limiter {
             tasks.push(actix_web::rt::spawn(forget_idle_callers_periodically(
                 limiter,

@@ -105,33 +105,6 @@ fn holder() -> String {
     format!("pid{}-{random}", std::process::id())
 }
 
-/// The TLS settings of `https` deliveries: rustls with ring, the public roots of webpki-roots
-/// and the operator's own (`WEBHOOKS_CA_FILE`), HTTP/1.1.
-fn tls(settings: &WebhookSettings) -> Arc<rustls::ClientConfig> {
-    let mut roots =
-        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in &settings.trusted_roots {
-        if let Err(error) = roots.add(rustls::pki_types::CertificateDer::from(der.clone())) {
-            tracing::warn!(error = %error, "a certificate of WEBHOOKS_CA_FILE is not a usable root; it is left out");
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = match rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
-        Err(error) => {
-            // Only a provider without the default versions fails here; ring has them.
-            tracing::error!(error = %error, "webhooks cannot use TLS");
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// The client deliveries are made with: no redirects followed, every connection's addresses
 /// checked, each attempt bounded, TLS for `https`.
 fn client(settings: &WebhookSettings) -> awc::Client {
@@ -140,7 +113,10 @@ fn client(settings: &WebhookSettings) -> awc::Client {
     });
     let connector = awc::Connector::new()
         .connector(actix_tls::connect::Connector::new(resolver).service())
-        .rustls_0_23(tls(settings))
+        .rustls_0_23(crate::tls::client_config(
+            &settings.trusted_roots,
+            "WEBHOOKS_CA_FILE",
+        ))
         .timeout(settings.retry.timeout.min(Duration::from_secs(5)))
         // A receiver's connection is kept a while for its next delivery.
         .conn_keep_alive(Duration::from_secs(15));

@@ -23,6 +23,7 @@ mod instances;
 mod legacy;
 mod listing;
 mod long_lived;
+mod oidc;
 mod openapi;
 mod operations;
 mod replicas;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::HttpMessage as _;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use books_domain::Principal;
+use books_domain::{CallerName, Principal};
 
 use crate::representation::problem::ApiError;
 
@@ -48,6 +48,9 @@ impl RateLimit {
 pub(crate) enum Caller {
     /// The holder of a valid API key, by the key's name.
     Key(String),
+    /// The subject of a valid access token, by its digest of issuer and subject
+    /// (`KeyDigest::of_subject`, in hexadecimal).
+    Subject(String),
     /// Anyone else, by client address.
     Address(Option<IpAddr>),
 }
@@ -61,7 +64,12 @@ impl Caller {
         keying: AddressKeying,
     ) -> Self {
         match principal {
-            Some(principal) => Self::Key(principal.name.as_str().to_owned()),
+            Some(principal) => match &principal.name {
+                CallerName::Key(name) => Self::Key(name.as_str().to_owned()),
+                CallerName::Subject { .. } => {
+                    Self::Subject(principal.key.0.iter().map(|b| format!("{b:02x}")).collect())
+                }
+            },
             None => Self::Address(peer.map(|address| keying.group(address))),
         }
     }

@@ -163,6 +163,7 @@ impl SharedBudgets {
 fn key_of(caller: &Caller) -> String {
     match caller {
         Caller::Key(name) => format!("books-api:rate:key:{name}"),
+        Caller::Subject(digest) => format!("books-api:rate:subject:{digest}"),
         Caller::Address(Some(address)) => format!("books-api:rate:address:{address}"),
         Caller::Address(None) => "books-api:rate:address:unknown".to_owned(),
     }
