@@ -34,8 +34,12 @@ try {
   await page.goto(`${baseUrl}/`, { waitUntil: "networkidle" });
   await page.locator("#operations-books-createBook").waitFor({ timeout: 15000 });
 
-  // Authorize with the bearer key.
+  // Authorize with the bearer key. With an OpenID Connect issuer configured, the dialog offers
+  // its scheme too (found through the issuer's discovery document).
   await page.locator("button.authorize").first().click();
+  if (process.env.OIDC_ISSUER) {
+    await page.locator(".auth-container", { hasText: "openIdConnect" }).first().waitFor({ timeout: 15000 });
+  }
   await page.locator(".auth-container input").first().fill(key);
   await page.locator(".auth-btn-wrapper button.authorize").first().click();
   await page.locator(".auth-btn-wrapper button.btn-done").first().click();

@@ -63,7 +63,7 @@ const provider = new Provider(issuer, {
             scope: 'books:read books:write',
             audience: 'books-api',
             accessTokenFormat: 'jwt',
-            accessTokenTTL: client.clientId === 'short-lived' ? 2 : 300,
+            accessTokenTTL: client.clientId === 'short-lived' ? 2 : 3600,
             jwt: { sign: { alg: signing[client.clientId] ?? 'RS256' } },
           };
         }
