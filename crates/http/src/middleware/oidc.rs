@@ -308,7 +308,6 @@ impl Issuer {
     /// Fetches the discovery document, then the keys, and takes them in; a failure leaves the
     /// cached keys in use. Going out of reach, and coming back, is logged once each.
     async fn refresh(&self) {
-        self.attempted.store(true, Ordering::Relaxed);
         match self.fetch().await {
             Ok((keys, max_age)) => {
                 let count = keys.len();
@@ -337,6 +336,9 @@ impl Issuer {
                 }
             }
         }
+        // Marked only once the outcome is in `reachable`: a status read while the first fetch
+        // is under way must not report an issuer it has not reached yet.
+        self.attempted.store(true, Ordering::Release);
     }
 
     /// The issuer's keys, and how long they may be cached.
@@ -427,8 +429,8 @@ impl Issuer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         IssuerStatus {
             issuer: self.settings.issuer.clone(),
-            reachable: self.reachable.load(Ordering::Relaxed)
-                && self.attempted.load(Ordering::Relaxed),
+            reachable: self.attempted.load(Ordering::Acquire)
+                && self.reachable.load(Ordering::Relaxed),
             keys: keys.by_id.len(),
             keys_age_seconds: keys.fetched.map(|at| at.elapsed().as_secs()),
         }
