@@ -604,4 +604,123 @@ mod tests {
             "a shared secret is never a key here"
         );
     }
+
+    /// The events of INFO and above this module logged on this thread, as (level, message).
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+            }
+            let level = *event.metadata().level();
+            if level <= tracing::Level::INFO
+                && event.metadata().target() == "books_http::middleware::oidc"
+            {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                self.0.lock().unwrap().push((level, message.0));
+            }
+        }
+    }
+
+    impl Logged {
+        fn take(&self) -> Vec<(tracing::Level, String)> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    /// An issuer on `port` that publishes an empty key set, until its handle stops it.
+    fn serve_issuer(port: u16) -> actix_web::dev::ServerHandle {
+        use actix_web::{App, HttpResponse, HttpServer};
+        let issuer = format!("http://127.0.0.1:{port}");
+        let server = HttpServer::new(move || {
+            let discovery = serde_json::json!({
+                "issuer": issuer,
+                "jwks_uri": format!("{issuer}/jwks"),
+            });
+            App::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(move || {
+                        let discovery = discovery.clone();
+                        async move { HttpResponse::Ok().json(discovery) }
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    web::get()
+                        .to(|| async { HttpResponse::Ok().json(serde_json::json!({"keys": []})) }),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", port))
+        .expect("the issuer's port is free")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        handle
+    }
+
+    #[actix_web::test]
+    async fn going_out_of_reach_and_coming_back_are_logged_once_each() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let logged = Logged::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let issuer = Issuer::new(OidcSettings {
+            timeout: Duration::from_secs(2),
+            ..OidcSettings::new(&format!("http://127.0.0.1:{port}"), "books-api")
+        });
+        let reachable = |issuer: &Issuer| issuer.status().reachable;
+
+        let server = serve_issuer(port);
+        issuer.refresh().await;
+        assert!(reachable(&issuer));
+        assert_eq!(logged.take(), [], "a fetch that works is not news");
+
+        server.stop(true).await;
+        for _ in 0..3 {
+            issuer.refresh().await;
+            assert!(!reachable(&issuer));
+        }
+        let gone = logged.take();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].0, tracing::Level::WARN);
+        assert!(gone[0].1.contains("cannot be reached"), "{gone:?}");
+
+        let server = serve_issuer(port);
+        for _ in 0..3 {
+            issuer.refresh().await;
+            assert!(reachable(&issuer));
+        }
+        let back = logged.take();
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!(back[0].0, tracing::Level::INFO);
+        assert!(back[0].1.contains("can be reached again"), "{back:?}");
+
+        server.stop(true).await;
+        issuer.refresh().await;
+        issuer.refresh().await;
+        assert_eq!(logged.take().len(), 1, "each change is logged, once");
+    }
 }
