@@ -302,6 +302,7 @@ impl Application {
                 }),
         );
         let tasks = Background {
+            metrics: metrics.clone(),
             webhooks: crate::webhooks::deliver::Dispatcher::new(
                 webhooks.repository().clone(),
                 service.clone(),

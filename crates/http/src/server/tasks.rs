@@ -1,7 +1,8 @@
 //! The work an instance does beside answering requests: numbering and purging the change feed,
 //! forgetting expired idempotency keys and idle rate-limit callers, refreshing the API keys and
 //! the OpenID Connect issuer's keys,
-//! checking the replicas, delivering webhooks; and stopping on a signal.
+//! checking the replicas, delivering webhooks, draining the metrics' histograms; and stopping on a
+//! signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use chrono::TimeDelta;
 
 use crate::blocking::{blocking, blocking_call};
 use crate::middleware::auth::KeyCache;
+use crate::middleware::observe::Metrics;
 use crate::middleware::oidc::Issuer;
 use crate::middleware::rate_limit::local::RateLimiter;
 use crate::representation::problem::ApiError;
@@ -30,6 +32,7 @@ pub(super) struct Background {
     pub(super) hub: Arc<ChangeHub>,
     pub(super) changes_retention: TimeDelta,
     pub(super) webhooks: Dispatcher,
+    pub(super) metrics: web::Data<Metrics>,
 }
 
 /// The background tasks while they run; [`Running::stop`] ends them.
@@ -47,6 +50,7 @@ impl Background {
             )),
             actix_web::rt::spawn(sequence_changes_continuously(self.service)),
             actix_web::rt::spawn(self.webhooks.run()),
+            actix_web::rt::spawn(drain_metrics_periodically(self.metrics)),
         ];
         if let Some(issuer) = self.issuer {
             tasks.push(actix_web::rt::spawn(Issuer::refresh_periodically(issuer)));
@@ -160,6 +164,18 @@ async fn check_replicas_periodically(storage: Arc<dyn StorageHealth>, every: Dur
         if let Err(error) = checked {
             tracing::warn!(error = %error, "could not check the replicas");
         }
+    }
+}
+
+/// Folds the request durations recorded since the last pass into their histograms' buckets,
+/// every 5 s. Until then the exporter keeps each duration as a sample of its own, so without this
+/// the service's memory grew with every request it answered (by about 14 bytes each, 13 MiB per
+/// million) for as long as nothing scraped `/metrics`.
+async fn drain_metrics_periodically(metrics: web::Data<Metrics>) {
+    let mut interval = actix_web::rt::time::interval(Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        metrics.drain_histograms();
     }
 }
 

@@ -151,6 +151,12 @@ impl Metrics {
         }
     }
 
+    /// Folds the samples recorded since the last call into the histograms' buckets: the
+    /// exporter keeps every sample until then (a scrape does it too).
+    pub(crate) fn drain_histograms(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The count of requests in flight, shared.
     pub(crate) fn in_flight(&self) -> Arc<AtomicUsize> {
         self.in_flight.clone()
