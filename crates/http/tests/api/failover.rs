@@ -33,6 +33,15 @@ fn low_port() -> u16 {
     }
 }
 
+/// Debian's Patroni program `name`, or the one in `PATRONI_BIN_DIR` when that is set (a newer
+/// Patroni from PyPI in a virtual environment, to measure what it gives).
+fn patroni_program(name: &str) -> PathBuf {
+    match std::env::var_os("PATRONI_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => program(&format!("/usr/bin/{name}"), "patroni"),
+    }
+}
+
 /// One HTTP/1.1 exchange on a fresh connection: the status, the head (lower-cased) and the body;
 /// an error when the server cannot be reached or does not answer within 15 s.
 fn exchange(
@@ -82,7 +91,7 @@ struct Patroni {
 impl Patroni {
     fn start() -> Self {
         let etcd_binary = program("/usr/bin/etcd", "etcd-server");
-        let patroni = program("/usr/bin/patroni", "patroni");
+        let patroni = patroni_program("patroni");
         let (client, peer) = (low_port(), low_port());
         let etcd_folder = folder("etcd");
         let data = etcd_folder.join("data");
@@ -262,7 +271,7 @@ impl Patroni {
 
     /// A switchover from the leader to `candidate`, with patronictl.
     fn switchover(&self, leader: usize, candidate: usize) {
-        let patronictl = program("/usr/bin/patronictl", "patroni");
+        let patronictl = patroni_program("patronictl");
         let out = Command::new(patronictl)
             .args([
                 "-c",

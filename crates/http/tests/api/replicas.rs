@@ -557,3 +557,131 @@ async fn a_replica_promoted_by_a_failover_is_no_longer_read_from() {
     let path = format!("/api/v1/books/{}", id_of(&book));
     assert_eq!(app.get(&path).await.status, 200, "the primary answers");
 }
+
+/// The primary's standbys by name, with their synchronous state (`name:state,…`).
+async fn standbys(primary_url: &str) -> String {
+    sql(
+        primary_url,
+        "SELECT coalesce(string_agg(application_name || ':' || sync_state, ','), '') AS value \
+         FROM pg_stat_replication",
+    )
+    .await
+}
+
+/// How many sessions on the primary wait for a synchronous standby to confirm their commit.
+async fn commits_waiting(primary_url: &str) -> String {
+    sql(
+        primary_url,
+        "SELECT count(*)::text AS value FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_create_held_by_a_missing_synchronous_standby_is_never_acknowledged_nor_seen_before_it_holds()
+ {
+    let topology = actix_web::web::block(Streaming::start).await.unwrap();
+    let (primary_url, replica_url) = (topology.primary_url(), topology.replica_url());
+    books_adapters::run_migrations(&primary_url, true).unwrap();
+    let options = PoolOptions {
+        max_size: 4,
+        ..PoolOptions::default()
+    };
+    let app = TestApp::spawn_on(connect(&primary_url, &options).unwrap(), None, None);
+    app.create(json!({"title": "Before", "author": "Replicated"}))
+        .await;
+    // Numbered now: numbering is a commit of its own, which would wait for the standby too.
+    assert_eq!(feed_end(&app, 0).await.0, 1);
+
+    // The standby becomes the synchronous one, as under Patroni's strict synchronous mode.
+    let started = Instant::now();
+    let name = loop {
+        let listed = standbys(&primary_url).await;
+        if let Some((name, _)) = listed.split_once(':') {
+            break name.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no standby streams"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    execute(
+        &primary_url,
+        &format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '\"{}\"'",
+            name.replace('\'', "''")
+        ),
+    )
+    .await;
+    sql(&primary_url, "SELECT pg_reload_conf()::text AS value").await;
+    let started = Instant::now();
+    while standbys(&primary_url).await != format!("{name}:sync") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never synchronous"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let original = cut_off(&replica_url).await;
+    let started = Instant::now();
+    while !standbys(&primary_url).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still streaming"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A create whose commit waits for the standby that is gone. The statement timeout (5 s) does
+    // not end that wait; the service's own deadline answers 503, which a client retries.
+    let key = [("idempotency-key", "held-by-the-standby")];
+    let body = json!({"title": "Held", "author": "Unreplicated"});
+    let create = app.send_json(Method::POST, "/api/v1/books", &body, &key);
+    let watch = async {
+        let started = Instant::now();
+        while commits_waiting(&primary_url).await == "0" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no commit waits"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        // While it waits, neither the feed nor the catalogue shows it.
+        let (end, _) = feed_end(&app, 0).await;
+        let listed = app.get("/api/v1/books?limit=100").await.json();
+        (end, listed["items"].as_array().unwrap().len())
+    };
+    let (held, (feed_while_waiting, books_while_waiting)) =
+        futures_util::future::join(create, watch).await;
+    assert_eq!(
+        held.status,
+        503,
+        "a commit no standby holds was answered: {}",
+        String::from_utf8_lossy(&held.body)
+    );
+    assert!(held.header("retry-after").is_some());
+    assert_eq!((feed_while_waiting, books_while_waiting), (1, 1));
+    // Answered, it still waits in PostgreSQL, and is still unseen.
+    assert_ne!(commits_waiting(&primary_url).await, "0");
+    assert_eq!(feed_end(&app, 0).await.0, 1);
+
+    // The standby comes back: the commit completes, and the client's retry gets the one book.
+    reconnect(&replica_url, &original).await;
+    let started = Instant::now();
+    while commits_waiting(&primary_url).await != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the commit still waits"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retried = app
+        .send_json(Method::POST, "/api/v1/books", &body, &key)
+        .await;
+    assert_eq!(retried.status, 201);
+    let (end, changes) = feed_end(&app, 0).await;
+    assert_eq!(end, 2, "{changes:?}");
+    assert_eq!(changes[1]["book_id"], retried.json()["id"]);
+    assert_eq!(app.count().await, 2);
+}
