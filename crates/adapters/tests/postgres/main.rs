@@ -10,6 +10,7 @@ mod fixtures;
 mod idempotency;
 mod keys;
 mod listing;
+mod pool;
 mod relevance;
 mod webhooks;
 mod writes;
