@@ -387,8 +387,11 @@ struct Outcomes {
 }
 
 /// Eight writers creating books with idempotency keys (each at most 40 a second), each retrying
-/// a key on 5xx or a connection error until it is acknowledged, until `stop` is set.
+/// a key on 5xx or a connection error until it is acknowledged, until `stop` is set. The keys
+/// hold `phase`: a key of an earlier phase would be answered as a replay, not a new book, and
+/// the outage measured from new books would grow by the time spent replaying them.
 fn write_load(
+    phase: &'static str,
     base: &str,
     key: &str,
     stop: &Arc<AtomicBool>,
@@ -406,7 +409,7 @@ fn write_load(
                 let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let idempotency = format!("failover-{writer}-{n}");
+                    let idempotency = format!("failover-{phase}-{writer}-{n}");
                     let body = json!({"title": idempotency, "author": "Failover"}).to_string();
                     let headers = [
                         ("authorization", format!("Bearer {key}")),
@@ -570,28 +573,41 @@ fn check_everything_acknowledged_survived(base: &str, url: &str, outcomes: &Outc
 }
 
 /// When a write of a client of its own first commits after `since` (strict synchronous mode: a
-/// commit returns once a synchronous standby holds it).
-fn first_write_after(url: &str, since: Instant) -> Instant {
+/// commit returns once a synchronous standby holds it), and the longest the database then kept
+/// such a client waiting over the next 5 s: a database that takes one write and then holds the
+/// next (a synchronous standby named after the promotion) is not yet taking writes.
+fn first_write_after(url: &str, since: Instant) -> (Instant, Duration) {
     use diesel::connection::SimpleConnection as _;
     use diesel::prelude::*;
-    loop {
-        assert!(
-            since.elapsed() < Duration::from_secs(60),
-            "no write within 60 s"
-        );
-        let written = PgConnection::establish(url).map(|mut conn| {
+    let write = || {
+        PgConnection::establish(url).is_ok_and(|mut conn| {
             conn.batch_execute(
                 "SET statement_timeout = 500; \
                  CREATE TABLE IF NOT EXISTS failover_probe (at timestamptz); \
                  INSERT INTO failover_probe VALUES (now())",
             )
             .is_ok()
-        });
-        if written == Ok(true) {
-            return Instant::now();
+        })
+    };
+    let first = loop {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "no write within 60 s"
+        );
+        if write() {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut last, mut longest) = (first, Duration::ZERO);
+    while first.elapsed() < Duration::from_secs(5) {
+        if write() {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    (first, longest.max(last.elapsed()))
 }
 
 #[test]
@@ -681,7 +697,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     ));
     let proxied_base = format!("http://{proxied_bind}");
     let stop = Arc::new(AtomicBool::new(false));
-    let (writers, outcomes) = write_load(&proxied_base, &key, &stop);
+    let (writers, outcomes) = write_load("haproxy", &proxied_base, &key, &stop);
     let reader = read_load(proxied_port, &stop);
     std::thread::sleep(Duration::from_secs(5));
     let switched_at = Instant::now();
@@ -710,7 +726,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
 
     // 2. The leader crashes 10 s into the load.
     let stop = Arc::new(AtomicBool::new(false));
-    let (writers, outcomes) = write_load(&base, &key, &stop);
+    let (writers, outcomes) = write_load("crash", &base, &key, &stop);
     std::thread::sleep(Duration::from_secs(10));
     let killed_at = Instant::now();
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
@@ -725,7 +741,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     std::thread::sleep(Duration::from_secs(15));
     let (outcomes, stopped_at) = finish(&stop, writers, outcomes);
     let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1), stopped_at);
-    let database_writes_at = database_writes_at.join().unwrap();
+    let (database_writes_at, database_held) = database_writes_at.join().unwrap();
     let first_new = outcomes
         .acknowledged
         .values()
@@ -735,12 +751,13 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
         .unwrap();
     println!(
         "killed leader: {} creates acknowledged, answers {:?}; a new leader after {:.1} s, \
-         taking writes after {:.1} s; the service's first new book {:.0} ms after that; the \
-         longest stretch with no new book: {:.1} s",
+         taking writes after {:.1} s (then holding its own writer up to {:.0} ms); the service's \
+         first new book {:.0} ms after that; the longest stretch with no new book: {:.1} s",
         outcomes.acknowledged.len(),
         outcomes.statuses,
         promoted_after.as_secs_f64(),
         (database_writes_at - killed_at).as_secs_f64(),
+        database_held.as_secs_f64() * 1000.0,
         first_new
             .saturating_duration_since(database_writes_at)
             .as_secs_f64()
@@ -765,7 +782,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
         std::thread::sleep(Duration::from_millis(200));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let (writers, outcomes) = write_load(&base, &key, &stop);
+    let (writers, outcomes) = write_load("switchover", &base, &key, &stop);
     std::thread::sleep(Duration::from_secs(5));
     let switched_at = Instant::now();
     cluster.switchover(new_leader, candidate);
