@@ -7,10 +7,11 @@ use anyhow::anyhow;
 use books_domain::StorageError;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
 
+use crate::PgPool;
 use crate::errors::{Failure, classify};
-use crate::{PgPool, PgPooledConnection};
 
 /// Checkouts under way in this process: requests waiting for a database connection.
 static WAITING: AtomicU64 = AtomicU64::new(0);
@@ -38,7 +39,9 @@ impl Drop for Waiter {
 }
 
 /// A connection from the pool; waiting too long for one means the database is unavailable.
-pub(crate) fn checkout(pool: &PgPool) -> Result<PgPooledConnection, StorageError> {
+pub(crate) fn checkout(
+    pool: &PgPool,
+) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
     let _waiter = Waiter::new();
     pool.get().map_err(|error| {
         StorageError::Unavailable(anyhow!(error).context("no database connection was free in time"))

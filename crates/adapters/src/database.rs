@@ -1,78 +1,17 @@
 //! The connection pool and the embedded migrations.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use diesel::connection::CacheSize;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{
-    ConnectionManager, CustomizeConnection, ManageConnection, Pool, PooledConnection,
-};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 /// A pool of PostgreSQL connections.
-pub type PgPool = Pool<PatientConnectionManager>;
-
-/// A connection checked out of a [`PgPool`].
-pub type PgPooledConnection = PooledConnection<PatientConnectionManager>;
-
-/// How often a new connection is tried again while the database refuses it.
-const RECONNECT_EVERY: Duration = Duration::from_millis(100);
-
-/// diesel's connection manager, made patient: a new connection is tried again every 100 ms, for
-/// up to its patience, before the attempt fails.
-///
-/// Why: r2d2 tries a failed connection again after a delay that doubles up to half the checkout
-/// timeout (1 s), and without jitter. The pool's connections break together when the database
-/// goes, so after an outage of a few seconds every pending connection was tried again in the
-/// same instant, once a second: a new primary waited up to a second for the service's first
-/// connection (1.1 s measured on a Patroni failover, `docs/scaling.md`). Trying again within the
-/// attempt finds it within 100 ms. r2d2 makes at most three attempts at a time (its thread
-/// pool), so an outage costs the database's hosts at most 30 connection attempts a second.
-#[derive(Debug)]
-pub struct PatientConnectionManager {
-    inner: ConnectionManager<PgConnection>,
-    patience: Duration,
-}
-
-impl PatientConnectionManager {
-    /// A manager for `url` whose attempts keep trying for `patience`.
-    #[must_use]
-    pub fn new(url: &str, patience: Duration) -> Self {
-        Self {
-            inner: ConnectionManager::new(url),
-            patience,
-        }
-    }
-}
-
-impl ManageConnection for PatientConnectionManager {
-    type Connection = PgConnection;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<PgConnection, Self::Error> {
-        let started = Instant::now();
-        loop {
-            match self.inner.connect() {
-                Ok(conn) => return Ok(conn),
-                Err(error) if started.elapsed() + RECONNECT_EVERY >= self.patience => {
-                    return Err(error);
-                }
-                Err(_) => std::thread::sleep(RECONNECT_EVERY),
-            }
-        }
-    }
-
-    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
-        self.inner.is_valid(conn)
-    }
-
-    fn has_broken(&self, conn: &mut PgConnection) -> bool {
-        self.inner.has_broken(conn)
-    }
-}
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
 /// The migrations in the workspace's `migrations/` folder, embedded in the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -147,9 +86,7 @@ pub fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<PgPool> {
             statement_timeout_ms: options.statement_timeout.as_millis(),
             prepared_statements: options.prepared_statements,
         }))
-        // An attempt keeps trying for as long as a request waits for a connection, so that the
-        // error a timed-out request reports is at most one attempt old.
-        .build_unchecked(PatientConnectionManager::new(url, options.checkout_timeout));
+        .build_unchecked(ConnectionManager::new(url));
     Ok(pool)
 }
 

@@ -26,8 +26,8 @@ pub use books::ChangeListener;
 pub use books::PostgresBookRepository;
 pub use connection::waiting_for_connection;
 pub use database::{
-    MIGRATIONS, PatientConnectionManager, PgPool, PgPooledConnection, PoolOptions, connect,
-    ensure_database, foreign_message_language, open_pool, run_migrations, wait_for_database,
+    MIGRATIONS, PgPool, PoolOptions, connect, ensure_database, foreign_message_language, open_pool,
+    run_migrations, wait_for_database,
 };
 pub use keys::PostgresApiKeyRepository;
 pub use replicas::{ReplicaState, Replicas};

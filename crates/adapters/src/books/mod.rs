@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use books_domain::{ConsistencyToken, PoolStatus, ReplicaStatus, StorageError, StorageHealth};
 use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::Error as DieselError;
 
 pub use change_feed::ChangeListener;
 pub(crate) use rows::BookRow;
 
+use crate::PgPool;
 use crate::connection::{checkout, storage_error};
 use crate::replicas::Replicas;
-use crate::{PgPool, PgPooledConnection};
 
 /// Stores books in the `book` table. Cloning shares the pool.
 #[derive(Debug, Clone)]
@@ -74,7 +75,9 @@ impl PostgresBookRepository {
 
     /// Every checkout goes through [`checkout`], so that waiting requests are counted alike for
     /// books and keys.
-    pub(crate) fn conn(&self) -> Result<PgPooledConnection, StorageError> {
+    pub(crate) fn conn(
+        &self,
+    ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, StorageError> {
         checkout(&self.pool)
     }
 }

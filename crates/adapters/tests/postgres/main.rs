@@ -10,7 +10,6 @@ mod fixtures;
 mod idempotency;
 mod keys;
 mod listing;
-mod pool;
 mod relevance;
 mod webhooks;
 mod writes;
