@@ -747,9 +747,11 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     check_everything_acknowledged_survived(&proxied_base, &url, &outcomes);
     assert!(proxied.0.try_wait().unwrap().is_none());
 
-    // 2. The leader crashes 10 s into the load.
+    // 2. The leader crashes 10 s into the load. Meanwhile the service behind HAProxy reads
+    //    from the standbys: its reads should go on while no primary exists.
     let stop = Arc::new(AtomicBool::new(false));
     let (writers, outcomes) = write_load("crash", &base, &key, &stop);
+    let reader = read_load(proxied_port, &stop);
     std::thread::sleep(Duration::from_secs(10));
     let killed_at = Instant::now();
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
@@ -765,6 +767,7 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     let (outcomes, stopped_at) = finish(&stop, writers, outcomes);
     let outage = longest_gap(&outcomes, killed_at - Duration::from_secs(1), stopped_at);
     let (database_writes_at, database_held) = database_writes_at.join().unwrap();
+    let (reads, longest_read_gap) = reader.join().unwrap();
     let first_new = outcomes
         .acknowledged
         .values()
@@ -775,7 +778,8 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
     println!(
         "killed leader: {} creates acknowledged, answers {:?}; a new leader after {:.1} s, \
          taking writes after {:.1} s (then holding its own writer up to {:.0} ms); the service's \
-         first new book {:.0} ms after that; the longest stretch with no new book: {:.1} s",
+         first new book {:.0} ms after that; the longest stretch with no new book: {:.1} s; \
+         reads behind HAProxy {:?}, the longest stretch without a 200: {:.2} s",
         outcomes.acknowledged.len(),
         outcomes.statuses,
         promoted_after.as_secs_f64(),
@@ -785,13 +789,16 @@ fn on_patroni_a_killed_leader_and_a_switchover_lose_no_acknowledged_create_and_a
             .saturating_duration_since(database_writes_at)
             .as_secs_f64()
             * 1000.0,
-        outage.as_secs_f64()
+        outage.as_secs_f64(),
+        reads,
+        longest_read_gap.as_secs_f64()
     );
     assert!(
         !outcomes.statuses.contains_key(&500),
         "{:?}",
         outcomes.statuses
     );
+    assert!(!reads.contains_key(&500), "{reads:?}");
     assert_writes_resumed(&outcomes, stopped_at, "killed leader");
     check_everything_acknowledged_survived(&base, &url, &outcomes);
     assert!(service.0.try_wait().unwrap().is_none() && service.0.id() == service_pid);
