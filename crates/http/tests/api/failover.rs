@@ -136,7 +136,7 @@ impl Patroni {
                     "scope: books\nname: {name}\n\
                      restapi:\n  listen: 127.0.0.1:{rest}\n  connect_address: 127.0.0.1:{rest}\n\
                      etcd3:\n  hosts: 127.0.0.1:{client}\n\
-                     bootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 1\n    retry_timeout: 4\n\
+                     bootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 2\n    retry_timeout: 4\n\
                      \x20   maximum_lag_on_failover: 1048576\n    synchronous_mode: true\n\
                      \x20   synchronous_mode_strict: true\n\
                      \x20   postgresql:\n      use_pg_rewind: false\n      use_slots: true\n\
