@@ -61,7 +61,9 @@ async fn execute(url: &str, statement: &str) {
 }
 
 /// Points the standby's WAL receiver at a port where nothing listens (and reloads): it keeps
-/// serving what it has, and receives nothing more. Returns what to restore.
+/// serving what it has, and receives nothing more. Returns what to restore once the old receiver
+/// has stopped: the reload is applied asynchronously, and a write made before that would still
+/// reach the standby.
 async fn cut_off(replica_url: &str) -> String {
     let original = sql(
         replica_url,
@@ -74,6 +76,20 @@ async fn cut_off(replica_url: &str) -> String {
     )
     .await;
     sql(replica_url, "SELECT pg_reload_conf()::text AS value").await;
+    let started = Instant::now();
+    while sql(
+        replica_url,
+        "SELECT count(*)::text AS value FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+    )
+    .await
+        != "0"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the standby still streams"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
     original
 }
 
