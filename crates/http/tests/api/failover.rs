@@ -208,11 +208,11 @@ impl Patroni {
             .map(|(status, _, _)| status)
     }
 
-    /// The node that leads now (answers 200 on `/primary`), if any.
-    fn leader(&self) -> Option<usize> {
+    /// The first running node whose Patroni answers 200 on `path` (`/primary`, `/sync`, …).
+    fn answering(&self, path: &str) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|node| node.program.is_some() && Self::rest(node, "/primary") == Some(200))
+            .position(|node| node.program.is_some() && Self::rest(node, path) == Some(200))
     }
 
     fn replicas_streaming(&self) -> usize {
@@ -222,40 +222,31 @@ impl Patroni {
             .count()
     }
 
-    /// The synchronous standby, once there is one: in synchronous mode the only node a switchover
-    /// may go to (Patroni refuses any other, and patronictl still exits 0).
-    fn wait_for_synchronous_standby(&self, patience: Duration) -> usize {
+    /// The first node that answers 200 on `path` within `patience`; the test fails otherwise.
+    fn wait_for(&self, path: &str, patience: Duration) -> usize {
         let started = Instant::now();
         loop {
-            if let Some(standby) = self
-                .nodes
-                .iter()
-                .position(|node| node.program.is_some() && Self::rest(node, "/sync") == Some(200))
-            {
-                return standby;
+            if let Some(node) = self.answering(path) {
+                return node;
             }
             assert!(
                 started.elapsed() < patience,
-                "no synchronous standby within {patience:?}: {}",
+                "no node answered {path} within {patience:?}: {}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn wait_for_leader(&mut self, patience: Duration) -> usize {
-        let started = Instant::now();
-        loop {
-            if let Some(leader) = self.leader() {
-                return leader;
-            }
-            assert!(
-                started.elapsed() < patience,
-                "no leader within {patience:?}: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// The synchronous standby, once there is one: in synchronous mode the only node a switchover
+    /// may go to (Patroni refuses any other, and patronictl still exits 0).
+    fn wait_for_synchronous_standby(&self, patience: Duration) -> usize {
+        self.wait_for("/sync", patience)
+    }
+
+    /// The node that leads, once one does.
+    fn wait_for_leader(&self, patience: Duration) -> usize {
+        self.wait_for("/primary", patience)
     }
 
     /// The libpq multi-host URL of database `name`, for writes: whichever node is primary.

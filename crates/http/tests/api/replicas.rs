@@ -45,6 +45,16 @@ async fn sql(url: &str, statement: &str) -> String {
         .unwrap()
 }
 
+/// Waits until `done` answers true, asking every 50 ms; the test fails with `what` once `patience`
+/// has passed.
+async fn eventually(patience: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < patience, "{what}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs a statement that returns no rows.
 async fn execute(url: &str, statement: &str) {
     use diesel::connection::SimpleConnection as _;
@@ -76,20 +86,19 @@ async fn cut_off(replica_url: &str) -> String {
     )
     .await;
     sql(replica_url, "SELECT pg_reload_conf()::text AS value").await;
-    let started = Instant::now();
-    while sql(
-        replica_url,
-        "SELECT count(*)::text AS value FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+    eventually(
+        Duration::from_secs(20),
+        "the standby still streams",
+        async || {
+            sql(
+            replica_url,
+            "SELECT count(*)::text AS value FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+        )
+        .await
+            == "0"
+        },
     )
-    .await
-        != "0"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the standby still streams"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     original
 }
 
@@ -467,20 +476,15 @@ async fn after_a_failover_to_a_standby_that_missed_the_last_numbering_no_seq_is_
     let (three, _) = feed_end(&app, 0).await;
     assert_eq!(three, 3);
     // The standby holds those three numberings, then is cut off and misses the next two.
-    let started = Instant::now();
-    while sql(
-        &replica_url,
-        "SELECT count(seq)::text AS value FROM book_change",
-    )
-    .await
-        != "3"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never replayed"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "never replayed", async || {
+        sql(
+            &replica_url,
+            "SELECT count(seq)::text AS value FROM book_change",
+        )
+        .await
+            == "3"
+    })
+    .await;
     cut_off(&replica_url).await;
     for title in ["Four", "Five"] {
         app.create(json!({"title": title, "author": "Lost with the primary"}))
@@ -631,23 +635,15 @@ async fn a_create_held_by_a_missing_synchronous_standby_is_never_acknowledged_no
     )
     .await;
     sql(&primary_url, "SELECT pg_reload_conf()::text AS value").await;
-    let started = Instant::now();
-    while standbys(&primary_url).await != format!("{name}:sync") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never synchronous"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(20), "never synchronous", async || {
+        standbys(&primary_url).await == format!("{name}:sync")
+    })
+    .await;
     let original = cut_off(&replica_url).await;
-    let started = Instant::now();
-    while !standbys(&primary_url).await.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still streaming"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(20), "still streaming", async || {
+        standbys(&primary_url).await.is_empty()
+    })
+    .await;
 
     // A create whose commit waits for the standby that is gone. The statement timeout (5 s) does
     // not end that wait; the service's own deadline answers 503, which a client retries.
@@ -655,14 +651,10 @@ async fn a_create_held_by_a_missing_synchronous_standby_is_never_acknowledged_no
     let body = json!({"title": "Held", "author": "Unreplicated"});
     let create = app.send_json(Method::POST, "/api/v1/books", &body, &key);
     let watch = async {
-        let started = Instant::now();
-        while commits_waiting(&primary_url).await == "0" {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no commit waits"
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(10), "no commit waits", async || {
+            commits_waiting(&primary_url).await != "0"
+        })
+        .await;
         // While it waits, neither the feed nor the catalogue shows it.
         let (end, _) = feed_end(&app, 0).await;
         let listed = app.get("/api/v1/books?limit=100").await.json();
@@ -684,14 +676,12 @@ async fn a_create_held_by_a_missing_synchronous_standby_is_never_acknowledged_no
 
     // The standby comes back: the commit completes, and the client's retry gets the one book.
     reconnect(&replica_url, &original).await;
-    let started = Instant::now();
-    while commits_waiting(&primary_url).await != "0" {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the commit still waits"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the commit still waits",
+        async || commits_waiting(&primary_url).await == "0",
+    )
+    .await;
     let retried = app
         .send_json(Method::POST, "/api/v1/books", &body, &key)
         .await;
