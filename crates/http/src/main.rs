@@ -27,11 +27,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = init_logging(cli.log_format) {
-        // No logger yet: standard error is the only place to say it.
-        let _ = writeln!(std::io::stderr(), "books-api: {error:#}");
-        return ExitCode::FAILURE;
-    }
+    // Held to the end of `main`: dropping it writes out the lines still waiting.
+    let _logging = match init_logging(cli.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            // No logger yet: standard error is the only place to say it.
+            let _ = writeln!(std::io::stderr(), "books-api: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),

@@ -476,14 +476,25 @@ fn every_log_line_of_a_request_carries_its_request_id() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("x-request-id: trace-me-42"), "{answer}");
+    // Lines are written by the service's log thread, a moment after the answer may have left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = lines
+            .lines()
+            .find(|line| line.contains("/api/v1/books/424242"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line for the request: {lines}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     drop(service);
-    let lines = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
-    let line = lines
-        .lines()
-        .find(|line| line.contains("/api/v1/books/424242"))
-        .unwrap_or_else(|| panic!("no log line for the request: {lines}"));
-    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["span"]["request_id"], "trace-me-42", "{line}");
     assert_eq!(event["span"]["route"], "/api/v1/books/{id}", "{line}");
 }
