@@ -12,4 +12,5 @@ pub mod problem;
 pub(crate) mod reading;
 pub(crate) mod rules;
 pub(crate) mod schemas;
+pub(crate) mod timestamp;
 pub(crate) mod xml;

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::timestamp;
+
 /// A book in the catalogue.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -35,8 +37,10 @@ pub(crate) struct BookResponse {
     #[schema(minimum = 1, format = Int64)]
     pub version: i64,
     /// When the book was created (RFC 3339, UTC).
+    #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     /// When the book last changed (RFC 3339, UTC).
+    #[serde(serialize_with = "timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -124,6 +128,7 @@ pub(crate) struct ChangeResponse {
     #[schema(minimum = 1, format = Int64)]
     pub(crate) version: i64,
     /// When the change was made (RFC 3339, UTC).
+    #[serde(serialize_with = "timestamp::serialize")]
     pub(crate) at: DateTime<Utc>,
     /// The book as the change left it; null for a delete.
     #[schema(required = true)]
