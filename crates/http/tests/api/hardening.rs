@@ -11,7 +11,7 @@ use books_http::RateLimit;
 use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{TestApp, free_port, memory, serve, wait_ready};
+use crate::helpers::{Process, TestApp, free_port, memory, serve, wait_ready};
 
 /// Sends `request` over a raw connection to `address` (`http://host:port`) and reads until the
 /// server closes it or `patience` runs out.
@@ -471,6 +471,64 @@ fn the_service_does_not_grow_with_the_number_of_requests_it_answers() {
         "300,000 requests added {} KiB",
         grown >> 10
     );
+}
+
+#[test]
+fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
+    use std::process::{Command, Stdio};
+    let database = TestDatabase::new();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    // Standard error is a pipe that nobody reads for now: it holds 64 KiB, about 300 lines. When
+    // the workers wrote each request's line themselves, the 300th request stopped them all.
+    let mut service = Process(
+        Command::new(env!("CARGO_BIN_EXE_books-api"))
+            .env_remove("DATA_DIR")
+            .env("DATABASE_URL", database.url())
+            .env("BIND", &bind)
+            .env("RATE_LIMIT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
+    // Answered within the helper's 30 s read timeout, or the test fails.
+    pipelined_health_checks(port, 20_000);
+    // Once the reader comes back, every one of those lines is there.
+    let mut log = service.0.stderr.take().unwrap();
+    let (lines, counted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0_u8; 64 * 1024];
+        let mut carried = Vec::new();
+        while let Ok(read) = log.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            carried.extend_from_slice(&buffer[..read]);
+            let whole = carried
+                .iter()
+                .rposition(|byte| *byte == b'\n')
+                .map_or(0, |at| at + 1);
+            let text = String::from_utf8_lossy(&carried[..whole]).into_owned();
+            carried.drain(..whole);
+            let health = text
+                .lines()
+                .filter(|line| line.contains(r#"path="/healthz""#))
+                .count();
+            if lines.send(health).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut logged = 0;
+    while logged < 20_000 && Instant::now() < deadline {
+        if let Ok(health) = counted.recv_timeout(Duration::from_millis(200)) {
+            logged += health;
+        }
+    }
+    assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
 }
 
 #[test]
