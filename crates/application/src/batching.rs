@@ -326,8 +326,10 @@ fn create_books(
 
 /// Pages of listings, each with the token of the writes it must see; each page succeeds or fails
 /// on its own.
+/// Requests of one batch that ask for the same page share it: a popular page is read once and
+/// copied for none of them.
 pub type ListCoalescer =
-    Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Page, ListBooksError>>;
+    Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Arc<Page>, ListBooksError>>;
 
 impl ListCoalescer {
     /// Lists through `service`, at most `lanes` batches at once.
@@ -346,7 +348,7 @@ impl ListCoalescer {
         self: &Arc<Self>,
         query: ListQuery,
         seen: Option<ConsistencyToken>,
-    ) -> Result<Page, ListBooksError> {
+    ) -> Result<Arc<Page>, ListBooksError> {
         self.call((query, seen)).await?
     }
 }
@@ -374,29 +376,29 @@ impl ScanListings {
 fn list_pages(
     service: &BookService,
     queries: &[(ListQuery, Option<ConsistencyToken>)],
-) -> Result<Vec<Result<Page, ListBooksError>>, StorageError> {
+) -> Result<Vec<Result<Arc<Page>, ListBooksError>>, StorageError> {
     let seen = queries.iter().fold(None, |seen, (_, token)| {
         ConsistencyToken::latest(seen, *token)
     });
     Ok(pages_of(
         queries.iter().map(|(query, _)| query),
-        |query| service.list_books_seeing(query, seen),
+        |query| service.list_books_seeing(query, seen).map(Arc::new),
         |ListBooksError::Storage(error)| ListBooksError::Storage(error.copy()),
     ))
 }
 
 /// Each query's page, identical queries read once; a query that fails fails alone (one listing
 /// that meets the statement timeout must not fail the unrelated listings of its batch).
-fn pages_of<'q, E>(
+fn pages_of<'q, P: Clone, E>(
     queries: impl Iterator<Item = &'q ListQuery>,
-    read: impl Fn(&ListQuery) -> Result<Page, E>,
+    read: impl Fn(&ListQuery) -> Result<P, E>,
     copy_error: impl Fn(&E) -> E,
-) -> Vec<Result<Page, E>> {
-    let copy = |page: &Result<Page, E>| match page {
+) -> Vec<Result<P, E>> {
+    let copy = |page: &Result<P, E>| match page {
         Ok(page) => Ok(page.clone()),
         Err(error) => Err(copy_error(error)),
     };
-    let mut read_so_far: Vec<(&ListQuery, Result<Page, E>)> = Vec::new();
+    let mut read_so_far: Vec<(&ListQuery, Result<P, E>)> = Vec::new();
     queries
         .map(|query| {
             if let Some((_, page)) = read_so_far.iter().find(|(done, _)| *done == query) {
