@@ -325,9 +325,8 @@ fn create_books(
 }
 
 /// Pages of listings, each with the token of the writes it must see; each page succeeds or fails
-/// on its own.
-/// Requests of one batch that ask for the same page share it: a popular page is read once and
-/// copied for none of them.
+/// on its own. Requests of one batch that ask for the same page share it: a popular page is read
+/// once and copied for none of them.
 pub type ListCoalescer =
     Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Arc<Page>, ListBooksError>>;
 

@@ -11,7 +11,7 @@ use books_http::RateLimit;
 use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{Process, TestApp, free_port, memory, serve, wait_ready};
+use crate::helpers::{TestApp, free_port, memory, serve, serve_with_stderr, wait_ready};
 
 /// Sends `request` over a raw connection to `address` (`http://host:port`) and reads until the
 /// server closes it or `patience` runs out.
@@ -475,22 +475,14 @@ fn the_service_does_not_grow_with_the_number_of_requests_it_answers() {
 
 #[test]
 fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
-    use std::process::{Command, Stdio};
     let database = TestDatabase::new();
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     // Standard error is a pipe that nobody reads for now: it holds 64 KiB, about 300 lines. When
     // the workers wrote each request's line themselves, the 300th request stopped them all.
-    let mut service = Process(
-        Command::new(env!("CARGO_BIN_EXE_books-api"))
-            .env_remove("DATA_DIR")
-            .env("DATABASE_URL", database.url())
-            .env("BIND", &bind)
-            .env("RATE_LIMIT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts"),
+    let mut service = serve_with_stderr(
+        &[("DATABASE_URL", database.url()), ("BIND", &bind)],
+        std::process::Stdio::piped(),
     );
     assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
     // Answered within the helper's 30 s read timeout, or the test fails.

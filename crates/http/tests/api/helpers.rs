@@ -356,13 +356,18 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn serve(env: &[(&str, &str)]) -> Process {
+    serve_with_stderr(env, Stdio::null())
+}
+
+/// [`serve`], with standard error going to `stderr` (unless `STDERR` names a file).
+pub(crate) fn serve_with_stderr(env: &[(&str, &str)], stderr: Stdio) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_books-api"));
     command
         .env_remove("DATABASE_URL")
         .env_remove("DATA_DIR")
         .env("RATE_LIMIT", "0")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     for (name, value) in env {
         if *name == "STDERR" {
             command.stderr(std::fs::File::create(value).expect("a log file"));
