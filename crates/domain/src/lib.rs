@@ -85,4 +85,5 @@ pub use webhooks::{
     MAX_DESCRIPTION_CHARS, MAX_SUBSCRIPTIONS, MAX_URL_CHARS, NewSubscription, NextStep, Owner,
     Progress, Resume, RetryPolicy, Subscription, SubscriptionId, SubscriptionPatch,
     SubscriptionStatus, WebhookError, WebhookRepository, WebhookSecret, WebhookService, WebhookUrl,
+    subscription_description,
 };

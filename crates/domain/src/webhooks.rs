@@ -22,16 +22,38 @@ use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{KeyInit as _, Mac as _};
 use thiserror::Error;
 
-use crate::{ChangeKind, Principal, StorageError};
+use crate::{ChangeKind, Principal, StorageError, TextError};
 
 /// The most subscriptions one caller may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 20;
 /// The longest URL a subscription may have.
 pub const MAX_URL_CHARS: usize = 2048;
-/// The longest description.
-pub const MAX_DESCRIPTION_CHARS: usize = 250;
+/// The longest description: a book's text rule (see [`subscription_description`]).
+pub const MAX_DESCRIPTION_CHARS: usize = crate::MAX_TEXT_CHARS;
 /// How many attempts each subscription's log keeps.
 pub const DELIVERY_LOG: usize = 100;
+
+/// Reads a subscription's description as a book's genre is read: trimmed, blank meaning none,
+/// at most [`MAX_DESCRIPTION_CHARS`] characters and no control character (PostgreSQL's text
+/// holds no NUL, and a log or a dashboard showing it should not be steered by escapes).
+///
+/// ```
+/// use books_domain::subscription_description as description;
+/// assert_eq!(description("  ratings copy ")?.as_deref(), Some("ratings copy"));
+/// assert_eq!(description("   ")?, None);
+/// assert!(description("ratings\u{0}copy").is_err());
+/// # Ok::<(), books_domain::TextError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`TextError`] when the trimmed text is too long or holds a control character.
+pub fn subscription_description(raw: &str) -> Result<Option<String>, TextError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::book::checked_text(raw).map(Some)
+}
 
 /// A subscription's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

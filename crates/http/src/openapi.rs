@@ -241,6 +241,11 @@ fn state_the_rules(openapi: &mut utoipa::openapi::OpenApi) {
                 if let Some(RefOr::T(Schema::Array(events))) = object.properties.get_mut("events") {
                     events.unique_items = true;
                 }
+                // A description is read as a genre is (trimmed, blank for none, no control
+                // character): the same pattern.
+                if let Some(description) = object.properties.get_mut("description") {
+                    restrict(description, rules::optional_text());
+                }
             }
         }
         // The readers refuse members they do not know (422): say so.

@@ -7,8 +7,8 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use books_domain::{
-    Delivery, EventFilter, MAX_DESCRIPTION_CHARS, NewSubscription, Owner, Resume, Subscription,
-    SubscriptionId, SubscriptionPatch, WebhookUrl,
+    Delivery, EventFilter, NewSubscription, Owner, Resume, Subscription, SubscriptionId,
+    SubscriptionPatch, WebhookUrl, subscription_description,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -196,8 +196,8 @@ pub(crate) struct NewSubscriptionInput {
     /// Past the newest change → 409; already purged → 410.
     #[schema(minimum = 0, format = Int64, nullable = false)]
     after: Option<i64>,
-    /// At most 250 characters.
-    #[schema(max_length = 250)]
+    /// Free text for its owner: trimmed, at most 250 characters, no control character; blank
+    /// means none.
     description: Option<String>,
 }
 
@@ -219,8 +219,8 @@ pub(crate) struct SubscriptionPatchInput {
     /// As for a new subscription.
     #[schema(min_items = 1, max_items = 3, nullable = false)]
     events: Option<Vec<EventName>>,
-    /// `null` clears it.
-    #[schema(max_length = 250, nullable)]
+    /// As for a new subscription; `null` clears it.
+    #[schema(nullable)]
     description: Option<String>,
     /// `active` resumes a paused, failing or disabled subscription where it stopped; `paused`
     /// stops deliveries.
@@ -341,18 +341,13 @@ impl Read {
                     }
                 }
                 ("description", Value::Null) => read.description = Some(None),
-                ("description", Value::String(text)) => {
-                    let text = text.trim();
-                    if text.chars().count() > MAX_DESCRIPTION_CHARS {
-                        read.errors.push(violation(
-                            "",
-                            "description",
-                            "must be at most 250 characters",
-                        ));
-                    } else {
-                        read.description = Some((!text.is_empty()).then(|| text.to_owned()));
+                ("description", Value::String(text)) => match subscription_description(&text) {
+                    Ok(description) => read.description = Some(description),
+                    Err(error) => {
+                        read.errors
+                            .push(violation("", "description", &error.to_string()))
                     }
-                }
+                },
                 ("status", Value::String(status)) => match status.as_str() {
                     "active" => read.status = Some(Resume::Active),
                     "paused" => read.status = Some(Resume::Paused),

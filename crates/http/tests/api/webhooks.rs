@@ -1128,6 +1128,24 @@ async fn an_owner_changes_where_and_what_is_delivered_and_deletes_a_subscription
     assert_eq!(changed["url"], json!(new.url));
     assert_eq!(changed["events"], json!(["deleted"]));
     assert!(changed["description"].is_null());
+    // A description is read as a genre is: no NUL (PostgreSQL's text cannot hold one, and the
+    // fuzzer's NUL once came back a 500) nor any other control character, at most 250
+    // characters once trimmed; a refused patch changes nothing, not even its valid members.
+    for description in ["copy\u{0}", "\u{1b}[31mred", &"d".repeat(251)] {
+        let refused = app
+            .send_json(
+                Method::PATCH,
+                &format!("/api/v1/webhooks/{id}"),
+                &json!({"status": "paused", "description": description}),
+                &[("content-type", "application/merge-patch+json")],
+            )
+            .await;
+        let problem = refused.problem(422);
+        assert_eq!(problem["errors"][0]["field"], "description", "{problem}");
+    }
+    let kept = app.get(&format!("/api/v1/webhooks/{id}")).await.json();
+    assert!(kept["description"].is_null(), "{kept}");
+    assert_ne!(kept["status"], "paused", "{kept}");
     let book = app.create(json!({"title": "After", "author": "A"})).await;
     let deleted = app
         .request(
