@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -294,6 +295,48 @@ def sequential(port, paths, seconds, key):
             "p95": percentile(latencies, 95), "p99": percentile(latencies, 99), "non2xx": non2xx}
 
 
+def combined(runs):
+    """Runs of one load as one: mean rate and p50, the worst p99, every error."""
+    return {"rps": statistics.mean(r["rps"] for r in runs),
+            "p50": statistics.mean(r["p50"] for r in runs),
+            "p99": max(r["p99"] for r in runs),
+            "non2xx": sum(r["non2xx"] for r in runs)}
+
+
+def interleaved(loads, seconds, rounds=2):
+    """Each of `loads` (name -> a function of the seconds to run) in turn, `rounds` times, for
+    `seconds` in all: whatever the machine does during one stretch falls on every load alike."""
+    runs = {name: [] for name in loads}
+    for _ in range(rounds):
+        for name, load in loads.items():
+            PHASE[0] = name
+            runs[name].append(load(max(1, seconds // rounds)))
+    return {name: combined(r) for name, r in runs.items()}
+
+
+# What the benchmark is doing now, for the report to say where the service's memory peaked.
+PHASE = ["start"]
+
+
+class PeakWatch:
+    """Reads the service's peak RSS five times a second, and notes what was running each time it
+    rose: a peak over the target names its cause."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.where = pid, 0.0, PHASE[0]
+        self.stopped = threading.Event()
+        threading.Thread(target=self.watch, daemon=True).start()
+
+    def watch(self):
+        while not self.stopped.wait(0.2):
+            try:
+                peak = peak_rss_mib(self.pid)
+            except OSError:
+                return
+            if peak > self.peak + 0.5:
+                self.peak, self.where = peak, PHASE[0]
+
+
 def peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -334,6 +377,7 @@ def main():
     service = subprocess.Popen([str(BINARY)], env=env, stdout=stdout, stderr=open(work / "stderr", "w"))
     try:
         wait_ready(base, service)
+        watch = PeakWatch(service.pid)
         stdout.seek(0)
         key = stdout.read().strip().splitlines()[-1]
         conninfo = f"host={work / 'postgres' / 'run'} port=5432 user=postgres dbname=books"
@@ -342,79 +386,100 @@ def main():
         rows = {}
         def scenarios(n, ids, suffix="", gzip=True):
             """The database's ceilings and the service's scenarios at `n` connections, reading and
-            writing books among ids 1 to `ids`; each row named with `suffix`."""
-            db = pgbench(conninfo, n, t, work, "select", ids)
-            http = wrk(f"{base}/healthz", n, t, work)
-            list_db = pgbench(conninfo, n, t, work, "list")
-            insert_db = pgbench(conninfo, n, t, work, "insert")
-            update_db = pgbench(conninfo, n, t, work, "update", ids)
-            read_bound = 1 / (1 / db["rps"] + 1 / http["rps"])
-            list_bound = 1 / (1 / list_db["rps"] + 1 / http["rps"])
-            rows[f"{n}: database, SELECT by id{suffix}"] = dict(db, bound=None)
-            rows[f"{n}: HTTP alone, /healthz{suffix}"] = dict(http, bound=None)
-            rows[f"{n}: database, list page{suffix}"] = dict(list_db, bound=None)
-            rows[f"{n}: database, INSERT (write ceiling){suffix}"] = dict(insert_db, bound=None)
-            rows[f"{n}: database, UPDATE (write ceiling){suffix}"] = dict(update_db, bound=None)
-            rows[f"{n}: GET /api/v1/books/{{id}}{suffix}"] = dict(wrk(base, n, t, work, lua(
-                key, "GET", f'"/api/v1/books/" .. math.random(1, {ids})')), bound=read_bound)
-            if args.quick:
-                return
-            rows[f"{n}: GET /api/v1/books?limit=20{suffix}"] = dict(wrk(base, n, t, work, lua(
-                key, "GET", '"/api/v1/books?limit=20"')), bound=list_bound)
-            if gzip:
-                rows[f"{n}: GET /api/v1/books?limit=20, gzip{suffix}"] = dict(wrk(base, n, t, work, lua(
-                    key, "GET", '"/api/v1/books?limit=20"', gzip=True)), bound=list_bound)
-            rows[f"{n}: POST /api/v1/books{suffix}"] = dict(wrk(base, n, t, work, lua(
-                key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})),
-                bound=insert_db["rps"])
-            rows[f"{n}: PATCH /api/v1/books/{{id}}{suffix}"] = dict(wrk(base, n, t, work, lua(
-                key, "PATCH", f'"/api/v1/books/" .. math.random(1, {ids})',
-                body_expr='\'{"genre": "Genre \' .. math.random(1, 1000000) .. \'"}\'')),
-                bound=update_db["rps"])
+            writing books among ids 1 to `ids`; each row named with `suffix`.
+
+            A ratio divides a scenario's rate by ceilings measured at other moments, and this
+            machine's speed wanders by half within minutes (neighbours on the same host): measured
+            one after the other, a slow minute fell on one side of a ratio only. So each group
+            (the reads with their ceilings, then the writes with theirs) is measured in turn, in
+            rounds of half the time each, and every ratio compares rates taken side by side.
+            Reads come first: the writes' aftermath (WAL, autovacuum) must not fall on them."""
+            def get(path, **options):
+                return lambda s: wrk(base, n, s, work, lua(key, "GET", path, **options))
+
+            reads = {
+                f"{n}: database, SELECT by id{suffix}": lambda s: pgbench(conninfo, n, s, work, "select", ids),
+                f"{n}: HTTP alone, /healthz{suffix}": lambda s: wrk(f"{base}/healthz", n, s, work),
+                f"{n}: GET /api/v1/books/{{id}}{suffix}": get(f'"/api/v1/books/" .. math.random(1, {ids})'),
+            }
+            if not args.quick:
+                reads[f"{n}: database, list page{suffix}"] = lambda s: pgbench(conninfo, n, s, work, "list")
+                reads[f"{n}: GET /api/v1/books?limit=20{suffix}"] = get('"/api/v1/books?limit=20"')
+                if gzip:
+                    reads[f"{n}: GET /api/v1/books?limit=20, gzip{suffix}"] = get(
+                        '"/api/v1/books?limit=20"', gzip=True)
+            measured = interleaved(reads, t)
+            if not args.quick:
+                measured.update(interleaved({
+                    f"{n}: database, INSERT (write ceiling){suffix}":
+                        lambda s: pgbench(conninfo, n, s, work, "insert"),
+                    f"{n}: POST /api/v1/books{suffix}": lambda s: wrk(base, n, s, work, lua(
+                        key, "POST", '"/api/v1/books"', {"title": "Benchmark", "author": "wrk", "genre": "Load"})),
+                    f"{n}: database, UPDATE (write ceiling){suffix}":
+                        lambda s: pgbench(conninfo, n, s, work, "update", ids),
+                    f"{n}: PATCH /api/v1/books/{{id}}{suffix}": lambda s: wrk(base, n, s, work, lua(
+                        key, "PATCH", f'"/api/v1/books/" .. math.random(1, {ids})',
+                        body_expr='\'{"genre": "Genre \' .. math.random(1, 1000000) .. \'"}\'')),
+                }, t))
+            http = measured[f"{n}: HTTP alone, /healthz{suffix}"]["rps"]
+
+            def ceiling(name):
+                row = measured.get(f"{n}: database, {name}{suffix}")
+                return row and row["rps"]
+
+            def with_http(name):
+                return ceiling(name) and 1 / (1 / ceiling(name) + 1 / http)
+
+            # A read's bound is its statement and HTTP together; a write's, its statement alone.
+            bounds = {
+                "GET /api/v1/books/{id}": with_http("SELECT by id"),
+                "GET /api/v1/books?limit=20": with_http("list page"),
+                "GET /api/v1/books?limit=20, gzip": with_http("list page"),
+                "POST /api/v1/books": ceiling("INSERT (write ceiling)"),
+                "PATCH /api/v1/books/{id}": ceiling("UPDATE (write ceiling)"),
+            }
+            for name, row in measured.items():
+                scenario = name.removeprefix(f"{n}: ").removesuffix(suffix)
+                rows[name] = dict(row, bound=bounds.get(scenario))
 
         for n in args.connections:
             scenarios(n, 10_000)
         if args.quick:
             rss = rss_under_load = peak_rss_mib(service.pid)
-            return report(rows, args, rss_under_load, rss, None)
+            return report(rows, args, rss_under_load, rss, None, watch.where)
         # One connection, one request at a time: where a stall between two writes of one answer
         # shows at once (Nagle's algorithm against the client's delayed ACK: 40 ms an answer).
-        for label, zipped in (("", False), (", gzip", True)):
-            rows[f"1: GET /api/v1/books?limit=20{label}"] = dict(wrk(base, 1, t, work, lua(
-                key, "GET", '"/api/v1/books?limit=20"', gzip=zipped)), bound=None)
+        for name, row in interleaved({
+            f"1: GET /api/v1/books?limit=20{label}":
+                lambda s, zipped=zipped: wrk(base, 1, s, work, lua(key, "GET", '"/api/v1/books?limit=20"', gzip=zipped))
+            for label, zipped in (("", False), (", gzip", True))
+        }, t).items():
+            rows[name] = dict(row, bound=None)
         rss_under_load = peak_rss_mib(service.pid)
 
         # Deep paging: a million rows, page 1 against page 1,000 under the same sort.
         count = get_json(f"{base}/api/v1/books?limit=1&sort=-id")["items"][0]["id"]
+        PHASE[0] = "seeding a million books"
         seed(conninfo, count + 1, 1_000_000 - count)
         first = "/api/v1/books?sort=title&limit=20"
         path = first
+        PHASE[0] = "walking to page 1,000"
         for _ in range(999):
             path = f"/api/v1/books?limit=20&cursor={get_json(base + path)['next_cursor']}"
         n = args.connections[0]
-        # Alternated, in halves: page 1, page 1,000, page 1, page 1,000. Measured one after the
-        # other, whatever the machine was doing during one of them (the seeding's aftermath, a
-        # neighbour's job) fell on one page only, and moved the ratio by ±0.3 from run to run.
-        halves = {first: [], path: []}
-        for _ in range(2):
-            for url in (first, path):
-                halves[url].append(wrk(base + url, n, max(1, t // 2), work))
-
-        def combined(runs):
-            return {"rps": statistics.mean(r["rps"] for r in runs),
-                    "p50": statistics.mean(r["p50"] for r in runs),
-                    "p99": max(r["p99"] for r in runs),
-                    "non2xx": sum(r["non2xx"] for r in runs)}
-
-        rows["deep paging: page 1 (sort=title)"] = dict(combined(halves[first]), bound=None)
-        rows["deep paging: page 1000 (sort=title)"] = dict(combined(halves[path]), bound=None)
+        # Alternated, in halves (see `interleaved`): measured one after the other, whatever the
+        # machine was doing during one of them (the seeding's aftermath, a neighbour's job) fell
+        # on one page only, and moved the ratio by ±0.3 from run to run.
+        paging = interleaved({url: lambda s, url=url: wrk(base + url, n, s, work) for url in (first, path)}, t)
+        rows["deep paging: page 1 (sort=title)"] = dict(paging[first], bound=None)
+        rows["deep paging: page 1000 (sort=title)"] = dict(paging[path], bound=None)
 
         # Every scenario again at a catalogue's size, on the same million books (seeded in the
         # database, not through the API), against ceilings measured on the same data.
         scenarios(n, 1_000_000, SCALE, gzip=False)
         rss = peak_rss_mib(service.pid)
         if args.no_search:
-            return report(rows, args, rss_under_load, rss, rows)
+            return report(rows, args, rss_under_load, rss, rows, watch.where)
         # Search at a catalogue's size: the same million books. One client, one search at a
         # time (p95 measured exactly), then the search at the first number of connections
         # against its ceiling: the search's statements under pgbench, combined with HTTP alone.
@@ -424,11 +489,14 @@ def main():
         psql(conninfo, f"DELETE FROM bench_query; INSERT INTO bench_query VALUES {values}")
         psql(conninfo, "VACUUM (ANALYZE) search_word")
         paths = ["/api/v1/books/search?q=" + urllib.parse.quote(q) for q in queries]
+        PHASE[0] = "search, 1 client, 1M books"
         rows["search, 1 client, 1M books"] = dict(sequential(port, paths, t, key), bound=None)
+        PHASE[0] = f"{n}: database, search statements (1M books)"
         search_db = pgbench(conninfo, n, t, work, "search")
         rows[f"{n}: database, search statements (1M books)"] = dict(search_db, bound=None)
         http_alone = rows[f"{n}: HTTP alone, /healthz"]["rps"]
         table = "paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+        PHASE[0] = f"{n}: GET /api/v1/books/search (1M books)"
         rows[f"{n}: GET /api/v1/books/search (1M books)"] = dict(
             wrk(base, n, t, work, table + lua(key, "GET", "paths[math.random(1, #paths)]")),
             bound=1 / (1 / search_db["rps"] + 1 / http_alone))
@@ -441,14 +509,14 @@ def main():
             service.kill()
         shutil.rmtree(work, ignore_errors=True)
 
-    return report(rows, args, rss_under_load, rss, rows)
+    return report(rows, args, rss_under_load, rss, rows, watch.where)
 
 
 # The suffix of the scenarios measured again on a million books.
 SCALE = " (1M books)"
 
 
-def report(rows, args, rss_under_load, rss, full):
+def report(rows, args, rss_under_load, rss, full, peak_where):
     def fmt(value, digits=1):
         return "-" if value is None else f"{value:.{digits}f}"
 
@@ -503,9 +571,9 @@ def report(rows, args, rss_under_load, rss, full):
             print(f"  (search at {lo} at 1M books: "
                   f"{ratio(f'{lo}: GET /api/v1/books/search (1M books)'):.2f} × its bound)")
     check(f"peak RSS: {rss_under_load:.1f} MiB under load at 10,000 books, {rss:.1f} MiB at the end, "
-          f"after 1M books (≤ 64)", rss <= 64)
+          f"after 1M books (≤ 64); it rose last during {peak_where}", rss <= 64)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "rss_mib": rss, "deep_ratio": deep}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "rss_mib": rss, "rss_peak_during": peak_where, "deep_ratio": deep}, indent=2))
 
 
 if __name__ == "__main__":
