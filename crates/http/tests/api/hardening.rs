@@ -1,7 +1,7 @@
 //! What a hostile client, a crash and a strict fuzzer found (issue 9): each test here failed
 //! before its fix.
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -488,7 +488,13 @@ fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
     // Answered within the helper's 30 s read timeout, or the test fails.
     pipelined_health_checks(port, 20_000);
     // Once the reader comes back, every one of those lines is there.
-    let mut log = service.0.stderr.take().unwrap();
+    let logged = health_check_lines(service.0.stderr.take().unwrap(), 20_000);
+    assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
+}
+
+/// Reads `log` until `expected` lines of `/healthz` requests have come, it ends, or 30 s pass;
+/// how many came.
+fn health_check_lines(mut log: impl Read + Send + 'static, expected: usize) -> usize {
     let (lines, counted) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buffer = vec![0_u8; 64 * 1024];
@@ -515,12 +521,48 @@ fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut logged = 0;
-    while logged < 20_000 && Instant::now() < deadline {
-        if let Ok(health) = counted.recv_timeout(Duration::from_millis(200)) {
-            logged += health;
+    while logged < expected && Instant::now() < deadline {
+        match counted.recv_timeout(Duration::from_millis(200)) {
+            Ok(health) => logged += health,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    logged
+}
+
+#[test]
+fn lines_still_waiting_when_the_service_is_told_to_stop_are_all_written_before_it_exits() {
+    let database = TestDatabase::new();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut service = serve_with_stderr(
+        &[("DATABASE_URL", database.url()), ("BIND", &bind)],
+        std::process::Stdio::piped(),
+    );
+    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
+    pipelined_health_checks(port, 20_000);
+    // Nobody has read standard error yet: all but the pipe's 64 KiB of those lines still wait in
+    // the service when it is told to stop. Ending without writing them would lose them.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &service.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logged = health_check_lines(service.0.stderr.take().unwrap(), 20_000);
     assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = service.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
 }
 
 #[test]
