@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::Duration;
 
@@ -326,9 +326,56 @@ fn create_books(
 
 /// Pages of listings, each with the token of the writes it must see; each page succeeds or fails
 /// on its own. Requests of one batch that ask for the same page share it: a popular page is read
-/// once and copied for none of them.
+/// once, copied for none of them, and rendered once (see [`SharedPage`]).
 pub type ListCoalescer =
-    Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Arc<Page>, ListBooksError>>;
+    Coalescer<(ListQuery, Option<ConsistencyToken>), Result<Arc<SharedPage>, ListBooksError>>;
+
+/// A page read once for every request of a batch that asked for it (the same query, so the same
+/// answer), with room for its rendering: the first of those requests to answer makes it, and the
+/// others send the same bytes. Under load every client that opens the catalogue asks for its
+/// first page, and serializing 20 books was the largest part of answering it.
+#[derive(Debug)]
+pub struct SharedPage {
+    page: Page,
+    rendering: OnceLock<Arc<[u8]>>,
+}
+
+impl SharedPage {
+    /// The page.
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+
+    /// The page's rendering: made by `render` for the first request that asks, the same bytes
+    /// for the others. One rendering per page: a caller that renders it in another form (another
+    /// media type) renders it itself. Two requests that ask at the same moment may both render
+    /// it; neither waits for the other.
+    ///
+    /// # Errors
+    ///
+    /// What `render` returns.
+    pub fn rendering<E>(
+        &self,
+        render: impl FnOnce(&Page) -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<[u8]>, E> {
+        if let Some(rendering) = self.rendering.get() {
+            return Ok(Arc::clone(rendering));
+        }
+        let rendering: Arc<[u8]> = render(&self.page)?.into();
+        // Another request of the batch may have set it meanwhile: the same bytes.
+        let _ = self.rendering.set(Arc::clone(&rendering));
+        Ok(rendering)
+    }
+}
+
+impl From<Page> for SharedPage {
+    fn from(page: Page) -> Self {
+        Self {
+            page,
+            rendering: OnceLock::new(),
+        }
+    }
+}
 
 impl ListCoalescer {
     /// Lists through `service`, at most `lanes` batches at once.
@@ -347,7 +394,7 @@ impl ListCoalescer {
         self: &Arc<Self>,
         query: ListQuery,
         seen: Option<ConsistencyToken>,
-    ) -> Result<Arc<Page>, ListBooksError> {
+    ) -> Result<Arc<SharedPage>, ListBooksError> {
         self.call((query, seen)).await?
     }
 }
@@ -375,13 +422,17 @@ impl ScanListings {
 fn list_pages(
     service: &BookService,
     queries: &[(ListQuery, Option<ConsistencyToken>)],
-) -> Result<Vec<Result<Arc<Page>, ListBooksError>>, StorageError> {
+) -> Result<Vec<Result<Arc<SharedPage>, ListBooksError>>, StorageError> {
     let seen = queries.iter().fold(None, |seen, (_, token)| {
         ConsistencyToken::latest(seen, *token)
     });
     Ok(pages_of(
         queries.iter().map(|(query, _)| query),
-        |query| service.list_books_seeing(query, seen).map(Arc::new),
+        |query| {
+            service
+                .list_books_seeing(query, seen)
+                .map(|page| Arc::new(SharedPage::from(page)))
+        },
         |ListBooksError::Storage(error)| ListBooksError::Storage(error.copy()),
     ))
 }
@@ -586,5 +637,25 @@ mod tests {
                 "{failed:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_shared_page_is_rendered_once_for_all_its_requests_and_a_failed_rendering_is_not_kept() {
+        let shared = Arc::new(SharedPage::from(Page {
+            items: Vec::new(),
+            next: None,
+        }));
+        let failed: Result<Arc<[u8]>, &str> = shared.rendering(|_| Err("no"));
+        assert_eq!(failed, Err("no"));
+        let renderings = AtomicUsize::new(0);
+        let render = |_: &Page| {
+            renderings.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, &str>(b"[]".to_vec())
+        };
+        let first = shared.rendering(render).unwrap();
+        let second = Arc::clone(&shared).rendering(render).unwrap();
+        assert_eq!(renderings.load(Ordering::Relaxed), 1);
+        assert!(Arc::ptr_eq(&first, &second), "the same bytes, not a copy");
+        assert_eq!(&*second, b"[]");
     }
 }

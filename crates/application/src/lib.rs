@@ -22,7 +22,7 @@ use books_domain::{BookService, ConsistencyToken, StorageError};
 
 pub use batching::{
     BATCH_CAP, Coalescer, CreateCoalescer, ListCoalescer, PatchCoalescer, ReadCoalescer,
-    ScanListings,
+    ScanListings, SharedPage,
 };
 pub use export::{ExportCut, ExportLimits, export};
 pub use live_feed::{ChangeHub, FollowError, SharedChange};

@@ -290,7 +290,8 @@ pub(crate) async fn list_books(
     } else {
         Arc::clone(&state.listings)
     };
-    let page = lane.page(query.clone(), token).await?;
+    let shared = lane.page(query.clone(), token).await?;
+    let page = shared.page();
     let next_cursor = page.next.as_ref().map(|next| cursor::encode(&query, next));
     let mut response = HttpResponse::Ok();
     response.insert_header((header::VARY, "Accept"));
@@ -313,10 +314,19 @@ pub(crate) async fn list_books(
             .content_type(XML)
             .body(xml::books(&page.items, next_cursor.as_deref())));
     }
-    Ok(response.json(BookPage {
-        items: page.items.iter().map(BookResponse::from).collect(),
-        next_cursor,
-    }))
+    // JSON, the usual answer: the requests of a batch that asked for this page (the same query,
+    // so the same body) send one serialization of it.
+    let body = shared
+        .rendering(|page| {
+            serde_json::to_vec(&BookPage {
+                items: page.items.iter().map(BookResponse::from).collect(),
+                next_cursor,
+            })
+        })
+        .map_err(|error| ApiError::Internal(anyhow::Error::new(error).context("a page")))?;
+    Ok(response
+        .content_type("application/json")
+        .body(web::Bytes::from_owner(body)))
 }
 
 /// A page's formats, in order of preference when the client has none.
