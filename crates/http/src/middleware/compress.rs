@@ -108,12 +108,12 @@ pub(crate) async fn compress_whole_bodies(
             Encoding::Known(encoding) if encoding != ContentEncoding::Identity => Some(encoding),
             _ => None,
         });
-    let body = match encoding.map(|encoding| (encoding, compress(encoding, &body))) {
+    let body = match encoding.map(|encoding| (encoding, compressed(encoding, &body))) {
         Some((encoding, Some(compressed))) => {
             response
                 .headers_mut()
                 .insert(header::CONTENT_ENCODING, encoding.to_header_value());
-            Bytes::from(compressed)
+            compressed
         }
         _ => {
             let mut response = ServiceResponse::new(request, response.set_body(BoxBody::new(body)));
@@ -141,6 +141,36 @@ fn mark_identity(response: &mut ServiceResponse<BoxBody>) {
         header::CONTENT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+}
+
+thread_local! {
+    /// The last body this worker compressed, with the encoding and the result. The requests of a
+    /// batch that asked for the same page send the same bytes (`books_application::SharedPage`),
+    /// and each worker compresses them once, not once per request. The body is held, so its
+    /// memory cannot be freed and reused while it is remembered: the same address and length
+    /// are then the same bytes (`Bytes` never change).
+    static LAST: RefCell<Option<(Bytes, ContentEncoding, Bytes)>> = const { RefCell::new(None) };
+}
+
+/// `body` compressed (the same result as the last time when `body` is the bytes this worker
+/// compressed last), or `None` when the encoder failed (the body is then sent as it is).
+fn compressed(encoding: ContentEncoding, body: &Bytes) -> Option<Bytes> {
+    let remembered = LAST.with_borrow(|last| match last {
+        Some((source, was, result))
+            if *was == encoding
+                && source.as_ptr() == body.as_ptr()
+                && source.len() == body.len() =>
+        {
+            Some(result.clone())
+        }
+        _ => None,
+    });
+    if remembered.is_some() {
+        return remembered;
+    }
+    let result = Bytes::from(compress(encoding, body)?);
+    LAST.set(Some((body.clone(), encoding, result.clone())));
+    Some(result)
 }
 
 /// `body` compressed, or `None` when the encoder failed (the body is then sent as it is).
@@ -251,6 +281,33 @@ mod tests {
                 .read_to_end(&mut decoded)
                 .unwrap();
             assert_eq!(decoded, body);
+        }
+    }
+
+    #[test]
+    fn one_body_sent_to_several_requests_is_compressed_once_and_any_other_body_anew() {
+        let shared = Bytes::from(page());
+        // Two requests' bodies: clones of one `Bytes`, as `SharedPage` hands them out.
+        let (one, another) = (shared.clone(), shared.clone());
+        let first = compressed(ContentEncoding::Gzip, &one).unwrap();
+        let again = compressed(ContentEncoding::Gzip, &another).unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "compressed once");
+        // The same text in other bytes, another encoding, or a body freed in between: each is
+        // compressed on its own, and decodes to its own body.
+        let copy = Bytes::from(page());
+        let other = compressed(ContentEncoding::Gzip, &copy).unwrap();
+        assert_ne!(first.as_ptr(), other.as_ptr());
+        let zstd = compressed(ContentEncoding::Zstd, &copy).unwrap();
+        assert_eq!(zstd::stream::decode_all(&zstd[..]).unwrap(), page());
+        drop((shared, one, another, copy));
+        for round in 0..50 {
+            let body = Bytes::from(format!("{round:04}").repeat(400));
+            let result = compressed(ContentEncoding::Gzip, &body).unwrap();
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&result[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert_eq!(decoded, body, "round {round}");
         }
     }
 
