@@ -618,11 +618,7 @@ fn a_thousand_idle_streams_stay_small_and_shutdown_ends_them_cleanly() {
     drop(streams);
     // SIGTERM: the streams end with the chunked body's last chunk, and the process exits.
     let mut stream = warm.into_iter().next().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    service.terminate();
     let stopping = Instant::now();
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).unwrap();
@@ -632,17 +628,11 @@ fn a_thousand_idle_streams_stay_small_and_shutdown_ends_them_cleanly() {
         "the stream ended cleanly: {rest:?}"
     );
     assert!(stopping.elapsed() < Duration::from_secs(5));
-    let exit = loop {
-        if let Some(exit) = service.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(15),
-            "the service did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(exit.success());
+    assert!(
+        service
+            .exit_within(stopping, Duration::from_secs(15))
+            .success()
+    );
 }
 
 #[test]

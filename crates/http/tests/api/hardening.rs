@@ -11,7 +11,7 @@ use books_http::RateLimit;
 use books_local_postgres::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{TestApp, free_port, memory, serve, serve_with_stderr, wait_ready};
+use crate::helpers::{Process, TestApp, free_port, memory, serve, serve_with_stderr, wait_ready};
 
 /// Sends `request` over a raw connection to `address` (`http://host:port`) and reads until the
 /// server closes it or `patience` runs out.
@@ -473,20 +473,26 @@ fn the_service_does_not_grow_with_the_number_of_requests_it_answers() {
     );
 }
 
-#[test]
-fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
+/// A service whose standard error is a pipe that nobody reads yet (it holds 64 KiB, about 300
+/// lines), once it has answered `count` pipelined health checks (within the helper's 30 s read
+/// timeout, or the test fails). Its database comes along, to outlive it.
+fn health_checks_behind_an_unread_log(count: usize) -> (TestDatabase, Process) {
     let database = TestDatabase::new();
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    // Standard error is a pipe that nobody reads for now: it holds 64 KiB, about 300 lines. When
-    // the workers wrote each request's line themselves, the 300th request stopped them all.
     let mut service = serve_with_stderr(
         &[("DATABASE_URL", database.url()), ("BIND", &bind)],
         std::process::Stdio::piped(),
     );
     assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
-    // Answered within the helper's 30 s read timeout, or the test fails.
-    pipelined_health_checks(port, 20_000);
+    pipelined_health_checks(port, count);
+    (database, service)
+}
+
+#[test]
+fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
+    // When the workers wrote each request's line themselves, the 300th request stopped them all.
+    let (_database, mut service) = health_checks_behind_an_unread_log(20_000);
     // Once the reader comes back, every one of those lines is there.
     let logged = health_check_lines(service.0.stderr.take().unwrap(), 20_000);
     assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
@@ -533,35 +539,14 @@ fn health_check_lines(mut log: impl Read + Send + 'static, expected: usize) -> u
 
 #[test]
 fn lines_still_waiting_when_the_service_is_told_to_stop_are_all_written_before_it_exits() {
-    let database = TestDatabase::new();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut service = serve_with_stderr(
-        &[("DATABASE_URL", database.url()), ("BIND", &bind)],
-        std::process::Stdio::piped(),
-    );
-    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
-    pipelined_health_checks(port, 20_000);
+    let (_database, mut service) = health_checks_behind_an_unread_log(20_000);
     // Nobody has read standard error yet: all but the pipe's 64 KiB of those lines still wait in
     // the service when it is told to stop. Ending without writing them would lose them.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &service.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    service.terminate();
+    let stopping = Instant::now();
     let logged = health_check_lines(service.0.stderr.take().unwrap(), 20_000);
     assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = service.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the service did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = service.exit_within(stopping, Duration::from_secs(30));
     assert!(exit.success(), "{exit}");
 }
 

@@ -1,6 +1,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -339,6 +339,28 @@ impl Drop for TestApp {
 
 /// A `books-api` process, killed when dropped.
 pub(crate) struct Process(pub(crate) Child);
+
+impl Process {
+    /// Sends SIGTERM, as a supervisor stopping the service does.
+    pub(crate) fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// How the process exited, within `patience` of `since`, or the test fails.
+    pub(crate) fn exit_within(&mut self, since: Instant, patience: Duration) -> ExitStatus {
+        loop {
+            if let Some(exit) = self.0.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(since.elapsed() < patience, "the service did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
