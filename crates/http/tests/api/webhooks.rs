@@ -201,13 +201,50 @@ impl TestApp {
         reply.json()
     }
 
-    /// Waits until the subscription's status is `status` (at most `patience`).
-    async fn wait_for_status(&self, id: &Value, status: &str, patience: Duration) -> Value {
+    /// The subscription once `done` holds for it, or as it is after `patience`: deliveries
+    /// record their outcome after the receiver has seen them.
+    async fn subscription_when(
+        &self,
+        id: &Value,
+        patience: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let subscription = self.subscription(id).await;
-            if subscription["status"] == status || started.elapsed() > patience {
+            if done(&subscription) || started.elapsed() > patience {
                 return subscription;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the subscription's status is `status` (at most `patience`).
+    async fn wait_for_status(&self, id: &Value, status: &str, patience: Duration) -> Value {
+        self.subscription_when(id, patience, |subscription| {
+            subscription["status"] == status
+        })
+        .await
+    }
+
+    /// The newest `limit` attempts of the subscription's log once `done` holds for them, or as
+    /// they are after `patience`: an attempt is logged after its receiver has seen it.
+    async fn deliveries_when(
+        &self,
+        id: &Value,
+        limit: usize,
+        patience: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let log = self
+                .get(&format!("/api/v1/webhooks/{id}/deliveries?limit={limit}"))
+                .await
+                .json();
+            let items = log["items"].as_array().unwrap().clone();
+            if done(&items) || started.elapsed() > patience {
+                return items;
             }
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
@@ -297,16 +334,11 @@ async fn a_subscriber_receives_every_change_in_order_signed_and_exactly_as_the_f
 
     // Progress and the log are visible to the owner (once recorded: the last answer may still be
     // on its way to storage when the receiver has seen it); the secret never again.
-    let started = Instant::now();
-    let shown = loop {
-        let shown = app.subscription(&subscription["id"]).await;
-        if shown["delivered_through"] == feed[3]["seq"]
-            || started.elapsed() > Duration::from_secs(10)
-        {
-            break shown;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let shown = app
+        .subscription_when(&subscription["id"], Duration::from_secs(10), |shown| {
+            shown["delivered_through"] == feed[3]["seq"]
+        })
+        .await;
     assert!(shown.get("secret").is_none());
     assert_eq!(shown["delivered_through"], feed[3]["seq"]);
     let log = app
@@ -426,27 +458,15 @@ async fn a_failed_delivery_is_retried_with_a_new_signature_and_holds_back_the_ch
     );
     // An attempt is logged once its answer is in, after the receiver has seen it: the last one
     // may still be on its way to the log.
-    let started = Instant::now();
-    let statuses = loop {
-        let log = app
-            .get(&format!(
-                "/api/v1/webhooks/{}/deliveries",
-                subscription["id"]
-            ))
-            .await
-            .json();
-        let statuses: Vec<Value> = log["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .map(|item| json!([item["attempt"], item["status"]]))
-            .collect();
-        if statuses.len() >= 4 || started.elapsed() > Duration::from_secs(10) {
-            break statuses;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let statuses: Vec<Value> = app
+        .deliveries_when(&subscription["id"], 20, Duration::from_secs(10), |log| {
+            log.len() >= 4
+        })
+        .await
+        .iter()
+        .rev()
+        .map(|item| json!([item["attempt"], item["status"]]))
+        .collect();
     assert_eq!(
         statuses,
         [
@@ -959,23 +979,11 @@ async fn the_deliveries_log_keeps_the_newest_hundred_attempts() {
     let received = receiver.wait_for(105, Duration::from_secs(30)).await;
     assert_eq!(received.len(), 105);
     let newest = received[104].seq();
-    let started = Instant::now();
-    let log = loop {
-        let log = app
-            .get(&format!(
-                "/api/v1/webhooks/{}/deliveries?limit=100",
-                subscription["id"]
-            ))
-            .await
-            .json();
-        if log["items"][0]["seq"] == newest || started.elapsed() > Duration::from_secs(5) {
-            break log;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
-    let seqs: Vec<u64> = log["items"]
-        .as_array()
-        .unwrap()
+    let seqs: Vec<u64> = app
+        .deliveries_when(&subscription["id"], 100, Duration::from_secs(5), |log| {
+            log.first().is_some_and(|item| item["seq"] == newest)
+        })
+        .await
         .iter()
         .map(|item| item["seq"].as_u64().unwrap())
         .collect();
