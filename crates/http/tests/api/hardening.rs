@@ -3,6 +3,8 @@
 
 use std::io::{Read, Write as _};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
@@ -409,6 +411,11 @@ fn thousands_of_connections_opened_held_and_closed_leave_the_service_small() {
 /// Sends `count` `GET /healthz` on one connection, pipelined a hundred at a time, and reads every
 /// answer, which must be a 200.
 fn pipelined_health_checks(port: u16, count: usize) {
+    pipelined_health_checks_counted(port, count, &AtomicUsize::new(0));
+}
+
+/// [`pipelined_health_checks`], adding each answer to `answered` as it comes.
+fn pipelined_health_checks_counted(port: u16, count: usize, answered_so_far: &AtomicUsize) {
     const OK: &[u8] = b"HTTP/1.1 200 OK";
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
@@ -428,7 +435,9 @@ fn pipelined_health_checks(port: u16, count: usize) {
                 .expect("every request is answered 200");
             assert!(read > 0, "the service closed the connection");
             carried.extend_from_slice(&buffer[..read]);
-            answered += carried.windows(OK.len()).filter(|w| *w == OK).count();
+            let complete = carried.windows(OK.len()).filter(|w| *w == OK).count();
+            answered += complete;
+            answered_so_far.fetch_add(complete, Ordering::Relaxed);
             carried.drain(..carried.len().saturating_sub(OK.len() - 1));
         }
     }
@@ -496,6 +505,49 @@ fn a_log_reader_that_stops_reading_holds_up_no_request_and_loses_no_line() {
     // Once the reader comes back, every one of those lines is there.
     let logged = health_check_lines(service.0.stderr.take().unwrap(), 20_000);
     assert_eq!(logged, 20_000, "lines of the 20,000 health checks");
+}
+
+#[test]
+fn past_65536_waiting_lines_requests_wait_for_the_log_reader_and_no_line_is_lost() {
+    // The buffer between the workers and the log's writer thread is bounded: a reader that never
+    // comes back must not make the service grow without end, and lines are not dropped either
+    // (an error's cause chain is the one line an operator cannot do without). So once 65,536
+    // lines wait (and the pipe's 64 KiB and the writer's buffer are full), requests wait.
+    const SENT: usize = 70_000;
+    let database = TestDatabase::new();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut service = serve_with_stderr(
+        &[("DATABASE_URL", database.url()), ("BIND", &bind)],
+        std::process::Stdio::piped(),
+    );
+    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let answered = Arc::clone(&answered);
+        std::thread::spawn(move || pipelined_health_checks_counted(port, SENT, &answered))
+    };
+    // Answers come until the buffer is full, then stop: wait until none has come for 3 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (0, Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = answered.load(Ordering::Relaxed);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    // 65,536 lines in the buffer, a few hundred in the pipe and the writer's buffer (about 200
+    // bytes each), and up to a hundred answers of the last pipelined round not yet sent.
+    assert!(
+        (65_436..67_000).contains(&last),
+        "{last} of {SENT} health checks answered while nobody read the log"
+    );
+    // The reader comes back: the requests that waited are answered, and every line is there.
+    let logged = health_check_lines(service.0.stderr.take().unwrap(), SENT);
+    assert_eq!(logged, SENT, "lines of the {SENT} health checks");
+    client.join().expect("every health check is answered 200");
+    assert_eq!(answered.load(Ordering::Relaxed), SENT);
 }
 
 /// Reads `log` until `expected` lines of `/healthz` requests have come, it ends, or 30 s pass;
