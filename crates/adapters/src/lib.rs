@@ -18,6 +18,7 @@ mod connection;
 mod database;
 mod errors;
 mod keys;
+mod prepared;
 mod replicas;
 mod schema;
 mod webhooks;

@@ -10,9 +10,9 @@ use books_domain::{
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::BoxedSqlQuery;
 use diesel::sql_types::{Array, Integer, Nullable, Text};
 
+use crate::prepared::{Prepared, Sql};
 use crate::schema::book;
 
 /// A row of `book`. Its fields are the table's columns: diesel checks them against `schema.rs`.
@@ -76,15 +76,12 @@ fn sql_type(field: BookField) -> &'static str {
     }
 }
 
-/// A statement being built, with its parameters bound one array at a time.
-pub(crate) type Statement<'a> = BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery>;
-
 /// Binds one field's values, one per row, as an array of the field's SQL type (`None` is NULL).
 pub(crate) fn bind_field<'a>(
-    statement: Statement<'a>,
+    statement: Prepared<'a>,
     field: BookField,
     values: impl Iterator<Item = Option<FieldValue<'a>>>,
-) -> Statement<'a> {
+) -> Prepared<'a> {
     match field.kind() {
         FieldKind::Year => {
             let values: Vec<Option<i32>> = values
@@ -108,10 +105,24 @@ pub(crate) fn bind_field<'a>(
     }
 }
 
+/// How the batch `UPDATE` passes its first array, so that PostgreSQL plans it once per
+/// connection.
+///
+/// A prepared statement is planned again at every execution for as long as PostgreSQL expects a
+/// plan made for the values at hand (a custom plan) to be cheaper than one made for any values
+/// (the generic plan). For `unnest` of array parameters the custom plan knows each array's length
+/// (a batch of 5: cost 42) and the generic one assumes 10 (cost 83), so the `UPDATE` was planned
+/// again at every batch, to the same plan (one index probe by primary key per row): 15 % of
+/// PostgreSQL's CPU under PATCH load (`docs/performance.md`, twelfth round). Behind a sub-select
+/// the first array's length is unknown to both plans, both assume 10 rows, and after its first
+/// five executions the statement keeps its generic plan. (The `INSERT` keeps its generic plan as
+/// it is.)
+const GENERIC: &str = "(SELECT {})";
+
 /// `INSERT` of many books in one statement whatever their number: one array parameter per field,
 /// unnested in input order. Identity values are drawn row by row in that order, so sorting the
 /// returned rows by id gives them back in input order.
-pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
+pub(crate) static INSERT: LazyLock<Sql> = LazyLock::new(|| {
     let names: Vec<&str> = BookField::ALL.iter().map(|f| f.name()).collect();
     let arrays: Vec<String> = BookField::ALL
         .iter()
@@ -119,13 +130,13 @@ pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
         .map(|(i, field)| format!("${}::{}[]", i + 1, sql_type(*field)))
         .collect();
     let names = names.join(", ");
-    format!(
+    Sql::new(&format!(
         "INSERT INTO book ({names}) SELECT {names} \
          FROM unnest({}) WITH ORDINALITY AS new_book ({names}, position) \
          ORDER BY position RETURNING {}",
         arrays.join(", "),
         *RETURNED
-    )
+    ))
 });
 
 /// `UPDATE` of many books in one statement: per book its id, the version it must be at (NULL for
@@ -133,8 +144,12 @@ pub(crate) static INSERT: LazyLock<String> = LazyLock::new(|| {
 /// version is allowed and something differs, so that a patch that changes nothing keeps the
 /// version (the domain's rule, [`books_domain::BookPatch::changes`]). `version + 1` is evaluated
 /// under the row lock, so concurrent patches each add one.
-pub(crate) static UPDATE: LazyLock<String> = LazyLock::new(|| {
-    let mut arrays = vec!["$1::bigint[]".to_owned(), "$2::bigint[]".to_owned()];
+pub(crate) static UPDATE: LazyLock<Sql> = LazyLock::new(|| {
+    // The first array behind a sub-select: see `GENERIC`.
+    let mut arrays = vec![
+        GENERIC.replace("{}", "$1::bigint[]"),
+        "$2::bigint[]".to_owned(),
+    ];
     let mut columns = vec!["id".to_owned(), "expected".to_owned()];
     let mut sets = Vec::new();
     let mut differs = Vec::new();
@@ -153,7 +168,7 @@ pub(crate) static UPDATE: LazyLock<String> = LazyLock::new(|| {
         ));
     }
     let returned: Vec<String> = RETURNED.split(", ").map(|c| format!("b.{c}")).collect();
-    format!(
+    Sql::new(&format!(
         "UPDATE book AS b SET {}, version = b.version + 1, updated_at = now() \
          FROM unnest({}) AS p ({}) \
          WHERE b.id = p.id AND (p.expected IS NULL OR b.version = p.expected) AND ({}) \
@@ -163,5 +178,5 @@ pub(crate) static UPDATE: LazyLock<String> = LazyLock::new(|| {
         columns.join(", "),
         differs.join(" OR "),
         returned.join(", ")
-    )
+    ))
 });

@@ -26,7 +26,11 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 
 use super::PostgresBookRepository;
-use super::rows::{BookRow, RETURNED, Statement};
+use super::rows::{BookRow, RETURNED};
+
+/// A statement being built, with its parameters bound one at a time (its text depends on the
+/// query's words, so it is not kept prepared).
+type Statement<'a> = diesel::query_builder::BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery>;
 
 /// The most books taken that have every query word.
 const ALL_WORDS: i64 = 1_000;

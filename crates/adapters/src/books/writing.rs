@@ -7,7 +7,6 @@ use books_domain::{
     IsbnTaken, NewBook, NewBooks, StorageError, TargetedPatch, Version, VersionCheck,
     WriteBookError,
 };
-use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable};
@@ -80,7 +79,7 @@ pub(super) fn insert_books(
     conn: &mut PgConnection,
     books: &[NewBook],
 ) -> Result<Vec<BookRow>, DieselError> {
-    let mut statement = diesel::sql_query(INSERT.as_str()).into_boxed::<Pg>();
+    let mut statement = INSERT.query();
     for field in BookField::ALL {
         statement = bind_field(statement, field, books.iter().map(|b| Some(b.value(field))));
     }
@@ -104,8 +103,8 @@ fn update_books(
 ) -> Result<Vec<BookRow>, DieselError> {
     let ids: Vec<i64> = planned.iter().map(|p| p.id.get()).collect();
     let expected: Vec<Option<i64>> = planned.iter().map(|p| p.expected).collect();
-    let mut statement = diesel::sql_query(UPDATE.as_str())
-        .into_boxed::<Pg>()
+    let mut statement = UPDATE
+        .query()
         .bind::<Array<BigInt>, _>(ids)
         .bind::<Array<Nullable<BigInt>>, _>(expected);
     for field in BookField::ALL {

@@ -110,3 +110,90 @@ fn waiting_for_the_database_returns_at_once_when_it_answers_and_gives_up_when_it
         "{waited:?}"
     );
 }
+
+#[test]
+fn the_batch_insert_and_update_are_prepared_and_planned_once_per_connection() {
+    use books_adapters::{PoolOptions, PostgresBookRepository, connect};
+    use books_domain::{BookField, BookService, NewBook, NewBooks, TargetedPatch};
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text};
+
+    let database = books_local_postgres::testing::TestDatabase::new();
+    // A catalogue of some size: on a handful of rows any plan costs nothing, and PostgreSQL
+    // would keep the generic plan whatever the statement.
+    let mut admin = PgConnection::establish(database.url()).unwrap();
+    diesel::sql_query(
+        "INSERT INTO book (title, author) SELECT 'Title ' || n, 'Author ' || n \
+         FROM generate_series(1, 10000) AS n",
+    )
+    .execute(&mut admin)
+    .unwrap();
+    diesel::sql_query("ANALYZE book")
+        .execute(&mut admin)
+        .unwrap();
+    // One connection, so that every statement runs on the session the test then looks into.
+    let pool = connect(
+        database.url(),
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+    // Batches of five, as the coalescers make them under load.
+    let rounds = 8;
+    for round in 0..rounds {
+        let books = (0..5)
+            .map(|i| {
+                let title = format!("Book {round}.{i}");
+                let input = BookInput::default()
+                    .with(BookField::Title, title.as_str())
+                    .with(BookField::Author, "Anonymous");
+                NewBook::parse(&input).unwrap()
+            })
+            .collect();
+        let created = service
+            .create_books(&NewBooks::new(books).unwrap())
+            .unwrap();
+        let genre = format!("Genre {round}");
+        let patch =
+            BookPatch::parse(&BookInput::default().with(BookField::Genre, genre.as_str())).unwrap();
+        let patches: Vec<TargetedPatch> = created
+            .iter()
+            .map(|book| TargetedPatch {
+                id: book.id(),
+                patch: patch.clone(),
+                check: VersionCheck::Any,
+            })
+            .collect();
+        assert!(service.patch_books(&patches).iter().all(Result::is_ok));
+    }
+    #[derive(QueryableByName, Debug)]
+    struct Use {
+        #[diesel(sql_type = Text)]
+        statement: String,
+        #[diesel(sql_type = BigInt)]
+        generic_plans: i64,
+        #[diesel(sql_type = BigInt)]
+        custom_plans: i64,
+    }
+    // Once sent as SQL text, parsed and planned at every batch; then prepared, and the `UPDATE`
+    // still planned at every batch (custom plans, for the arrays' lengths at hand).
+    let uses: Vec<Use> = diesel::sql_query(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'INSERT INTO book %' OR statement LIKE 'UPDATE book AS b %' \
+         ORDER BY statement",
+    )
+    .load(&mut pool.get().unwrap())
+    .unwrap();
+    assert_eq!(uses.len(), 2, "{uses:?}");
+    assert!(uses[0].statement.starts_with("INSERT"), "{uses:?}");
+    // PostgreSQL makes custom plans for the first five executions, then keeps the generic plan
+    // when it costs no more.
+    assert!(
+        uses.iter()
+            .all(|used| used.custom_plans == 5 && used.generic_plans == rounds - 5),
+        "{uses:?}"
+    );
+}
