@@ -12,7 +12,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable};
 
 use super::PostgresBookRepository;
-use super::rows::{BookRow, INSERT, UPDATE, bind_field};
+use super::rows::{BookRow, INSERT, bind_field, update};
 use crate::connection::storage_error;
 use crate::errors::violates;
 use crate::schema::book;
@@ -103,11 +103,16 @@ fn update_books(
 ) -> Result<Vec<BookRow>, DieselError> {
     let ids: Vec<i64> = planned.iter().map(|p| p.id.get()).collect();
     let expected: Vec<Option<i64>> = planned.iter().map(|p| p.expected).collect();
-    let mut statement = UPDATE
+    // The fields some patch of the batch sets: the others are left alone (see `update`).
+    let fields: Vec<BookField> = BookField::ALL
+        .into_iter()
+        .filter(|field| planned.iter().any(|p| p.patch.value(*field).is_some()))
+        .collect();
+    let mut statement = update(&fields)
         .query()
         .bind::<Array<BigInt>, _>(ids)
         .bind::<Array<Nullable<BigInt>>, _>(expected);
-    for field in BookField::ALL {
+    for field in fields {
         let sets: Vec<bool> = planned
             .iter()
             .map(|p| p.patch.value(field).is_some())
