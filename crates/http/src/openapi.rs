@@ -328,10 +328,15 @@ fn xml_schemas(components: &mut Components) {
                     .collect();
                 if let [only] = kept.as_slice() {
                     property.schema_type = match only {
-                        // An empty element is null: a number's element may also be empty text.
-                        Type::Integer | Type::Number if input => {
-                            property.max_length = Some(0);
-                            SchemaType::Array(vec![only.clone(), Type::String])
+                        // In XML every value is text (and an empty element is null): the year
+                        // is read from text, as the pattern says. As "an integer, or a string
+                        // of length 0", a fuzzer's string "0" was a violation the server took.
+                        Type::Integer if input => {
+                            property.format = None;
+                            property.minimum = None;
+                            property.maximum = None;
+                            property.pattern = Some(rules::year_text());
+                            SchemaType::Type(Type::String)
                         }
                         _ => SchemaType::Type(only.clone()),
                     };

@@ -44,6 +44,15 @@ pub(crate) fn isbn() -> String {
     )
 }
 
+/// A year as XML or CSV text (`books_domain::PublishedYear` read from text): blank, meaning none,
+/// or an integer from -3000 to 2100 (a sign, leading zeros and white space around allowed). In
+/// XML every value is text, so the year is a string there, and its range a pattern.
+pub(crate) fn year_text() -> String {
+    format!(
+        "^{SPACE}*(?:[+-]?0*(?:[0-9]{{1,3}}|1[0-9]{{3}}|20[0-9]{{2}}|2100)|-0*(?:2[0-9]{{3}}|3000))?{SPACE}*$"
+    )
+}
+
 /// `If-Match` and `If-None-Match` (RFC 9110, 13.1.1 and 13.1.2): `*`, or entity tags separated
 /// by commas, each optionally weak.
 pub(crate) const CONDITION: &str =
@@ -87,6 +96,39 @@ mod tests {
             assert_eq!(
                 pattern.is_match(&sample),
                 Title::new(&sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_year_pattern_accepts_exactly_the_texts_a_year_is_read_from() {
+        use books_domain::{BookField, BookInput, NewBook, Raw};
+        let pattern = Regex::new(&year_text()).unwrap();
+        let mut samples: Vec<String> = ["", " ", "\u{3000}", "+", "-", "+-1", "1e3", "12a", "１２"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for year in (-3100..=2200).chain([-99_999, 99_999, i64::MAX]) {
+            for text in [
+                year.to_string(),
+                format!("+{year}"),
+                format!("00{year}"),
+                format!("-00{}", year.abs()),
+                format!(" \t{year}\u{a0}"),
+                format!("{year} 1"),
+            ] {
+                samples.push(text);
+            }
+        }
+        for sample in samples {
+            let input = BookInput::default()
+                .with(BookField::Title, "Dune")
+                .with(BookField::Author, "Frank Herbert")
+                .with(BookField::PublishedYear, Raw::Cell(sample.clone()));
+            assert_eq!(
+                pattern.is_match(&sample),
+                NewBook::parse(&input).is_ok(),
                 "{sample:?}"
             );
         }
