@@ -1,4 +1,4 @@
-use books_adapters::PostgresBookRepository;
+use books_adapters::{PgPool, PoolOptions, PostgresBookRepository, connect};
 use books_domain::{Book, BookField, BookInput, BookService, NewBook, Raw};
 use books_local_postgres::testing::TestDatabase;
 
@@ -19,6 +19,19 @@ impl Store {
             _database: database,
         }
     }
+}
+
+/// A pool of one connection to `database`: every statement runs on the one session, which a test
+/// can then look into (its prepared statements, its plans).
+pub(crate) fn one_session(database: &TestDatabase) -> PgPool {
+    connect(
+        database.url(),
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .expect("a pool")
 }
 
 /// `BookBuilder::new("Dune").author("Frank Herbert").insert(&store)`.

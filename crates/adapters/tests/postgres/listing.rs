@@ -130,7 +130,7 @@ fn books_inserted_between_pages_do_not_disturb_the_walk() {
 
 #[test]
 fn a_search_term_is_served_by_the_trigram_indexes_every_time_not_only_while_plans_are_fresh() {
-    use books_adapters::{PoolOptions, PostgresBookRepository, connect};
+    use books_adapters::PostgresBookRepository;
     use books_domain::BookService;
     use diesel::prelude::*;
 
@@ -148,14 +148,7 @@ fn a_search_term_is_served_by_the_trigram_indexes_every_time_not_only_while_plan
     // One connection, so that every listing runs on the same session: after five executions of a
     // prepared statement PostgreSQL may switch to a generic plan, and for ILIKE that plan walks
     // the whole table by id.
-    let pool = connect(
-        database.url(),
-        &PoolOptions {
-            max_size: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
+    let pool = crate::fixtures::one_session(&database);
     let service = BookService::new(PostgresBookRepository::new(pool));
     let scans = |conn: &mut PgConnection| -> i64 {
         #[derive(QueryableByName)]

@@ -113,7 +113,7 @@ fn waiting_for_the_database_returns_at_once_when_it_answers_and_gives_up_when_it
 
 #[test]
 fn the_batch_insert_and_update_are_prepared_and_planned_once_per_connection() {
-    use books_adapters::{PoolOptions, PostgresBookRepository, connect};
+    use books_adapters::PostgresBookRepository;
     use books_domain::{BookField, BookService, NewBook, NewBooks, TargetedPatch};
     use diesel::prelude::*;
     use diesel::sql_types::{BigInt, Text};
@@ -131,15 +131,7 @@ fn the_batch_insert_and_update_are_prepared_and_planned_once_per_connection() {
     diesel::sql_query("ANALYZE book")
         .execute(&mut admin)
         .unwrap();
-    // One connection, so that every statement runs on the session the test then looks into.
-    let pool = connect(
-        database.url(),
-        &PoolOptions {
-            max_size: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
+    let pool = crate::fixtures::one_session(&database);
     let service = BookService::new(PostgresBookRepository::new(pool.clone()));
     // Batches of five, as the coalescers make them under load.
     let rounds = 8;

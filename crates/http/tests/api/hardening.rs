@@ -486,6 +486,14 @@ fn the_service_does_not_grow_with_the_number_of_requests_it_answers() {
 /// lines), once it has answered `count` pipelined health checks (within the helper's 30 s read
 /// timeout, or the test fails). Its database comes along, to outlive it.
 fn health_checks_behind_an_unread_log(count: usize) -> (TestDatabase, Process) {
+    let (database, service, port) = behind_an_unread_log();
+    pipelined_health_checks(port, count);
+    (database, service)
+}
+
+/// A ready service whose standard error is a pipe that nobody reads yet, its database, and its
+/// port.
+fn behind_an_unread_log() -> (TestDatabase, Process, u16) {
     let database = TestDatabase::new();
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
@@ -494,8 +502,7 @@ fn health_checks_behind_an_unread_log(count: usize) -> (TestDatabase, Process) {
         std::process::Stdio::piped(),
     );
     assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
-    pipelined_health_checks(port, count);
-    (database, service)
+    (database, service, port)
 }
 
 #[test]
@@ -514,14 +521,7 @@ fn past_65536_waiting_lines_requests_wait_for_the_log_reader_and_no_line_is_lost
     // (an error's cause chain is the one line an operator cannot do without). So once 65,536
     // lines wait (and the pipe's 64 KiB and the writer's buffer are full), requests wait.
     const SENT: usize = 70_000;
-    let database = TestDatabase::new();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut service = serve_with_stderr(
-        &[("DATABASE_URL", database.url()), ("BIND", &bind)],
-        std::process::Stdio::piped(),
-    );
-    assert!(wait_ready(port, &mut service, Duration::from_secs(60)));
+    let (_database, mut service, port) = behind_an_unread_log();
     let answered = Arc::new(AtomicUsize::new(0));
     let client = {
         let answered = Arc::clone(&answered);
