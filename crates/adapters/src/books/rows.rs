@@ -148,8 +148,8 @@ pub(crate) static INSERT: LazyLock<Sql> = LazyLock::new(|| {
 /// `fields` are those some patch of the batch sets (in [`BookField::ALL`]'s order): a column that
 /// no patch sets is not assigned at all, because assigning a column, even its own value, makes
 /// PostgreSQL compute again what is derived from it (the search words of the title and the
-/// author: a fifth of an `UPDATE`'s cost, `docs/performance.md`). One statement per set of
-/// fields, 32 at most, each made once and kept prepared.
+/// author: about a sixth of a genre `UPDATE`'s rate, `docs/performance.md`). One statement per
+/// set of fields, 32 at most, each made once and kept prepared.
 pub(crate) fn update(fields: &[BookField]) -> &'static Sql {
     static UPDATES: LazyLock<Vec<OnceLock<Sql>>> = LazyLock::new(|| {
         (0..1 << BookField::ALL.len())
