@@ -20,8 +20,8 @@
 //! checks and idempotency records never use a replica.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -32,6 +32,7 @@ use diesel::sql_types::{BigInt, Bool};
 
 use crate::connection::{checkout, storage_error};
 use crate::database::{PgPool, PoolOptions, connect};
+use crate::prepared::Sql;
 
 /// How long a read waits for a replica's connection before the primary answers it instead.
 const REPLICA_CHECKOUT: Duration = Duration::from_millis(300);
@@ -88,26 +89,30 @@ struct Replay {
 }
 
 /// Where the primary's WAL is written to: what a standby can have received at most.
-const PRIMARY_POSITION: &str = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn";
+static PRIMARY_POSITION: LazyLock<Sql> =
+    LazyLock::new(|| Sql::new("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn"));
 
 /// Where the WAL has been inserted to: after a write has committed, at or past its commit record
-/// (the written position may not be, under `synchronous_commit = off`).
-const WRITE_POSITION: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn";
+/// (the written position may not be, under `synchronous_commit = off`). Asked after every batch
+/// of writes, so kept prepared: as `sql_query` text it was parsed and planned each time.
+static WRITE_POSITION: LazyLock<Sql> = LazyLock::new(|| {
+    Sql::new("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn")
+});
 
 /// How far a standby has replayed (a server that is not a standby answers its own position).
 const REPLAYED: &str = "SELECT pg_is_in_recovery() AS standby, \
      (CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) \
            ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS lsn";
 
-fn position(conn: &mut PgConnection, sql: &str) -> Result<u64, DieselError> {
-    let row = diesel::sql_query(sql).get_result::<Position>(conn)?;
+fn position(conn: &mut PgConnection, sql: &'static Sql) -> Result<u64, DieselError> {
+    let row = sql.query().get_result::<Position>(conn)?;
     Ok(u64::try_from(row.lsn).unwrap_or(0))
 }
 
 /// The primary's position after the writes that have returned: a token for reading them.
 pub(crate) fn write_position(pool: &PgPool) -> Result<u64, books_domain::StorageError> {
     let mut conn = checkout(pool)?;
-    position(&mut conn, WRITE_POSITION).map_err(|error| storage_error(&mut conn, error))
+    position(&mut conn, &WRITE_POSITION).map_err(|error| storage_error(&mut conn, error))
 }
 
 /// The lag of a replica that has replayed to `replayed`, given the primary's positions at
@@ -244,7 +249,7 @@ impl Replicas {
         let sampled = checkout(&self.primary)
             .map_err(|error| anyhow::anyhow!(error))
             .and_then(|mut conn| {
-                position(&mut conn, PRIMARY_POSITION)
+                position(&mut conn, &PRIMARY_POSITION)
                     .map_err(|error| anyhow::anyhow!(storage_error(&mut conn, error)))
             });
         let now = Instant::now();

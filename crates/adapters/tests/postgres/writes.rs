@@ -195,3 +195,35 @@ fn the_batch_insert_and_update_are_prepared_and_planned_once_per_connection() {
         "{uses:?}"
     );
 }
+
+#[test]
+fn the_write_position_asked_after_every_batch_is_prepared_once_per_connection() {
+    use books_adapters::PostgresBookRepository;
+    use books_domain::BookService;
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+
+    let database = books_local_postgres::testing::TestDatabase::new();
+    let pool = crate::fixtures::one_session(&database);
+    let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(service.consistency_token().unwrap().expect("a token"));
+    }
+    assert!(tokens.windows(2).all(|pair| pair[0] <= pair[1]), "{tokens:?}");
+    #[derive(QueryableByName, Debug)]
+    struct Use {
+        #[diesel(sql_type = BigInt)]
+        executions: i64,
+    }
+    // Sent as SQL text it was parsed and planned after every batch of writes, and never appeared
+    // here.
+    let uses: Vec<Use> = diesel::sql_query(
+        "SELECT generic_plans + custom_plans AS executions FROM pg_prepared_statements \
+         WHERE statement LIKE '%pg_current_wal_insert_lsn()%'",
+    )
+    .load(&mut pool.get().unwrap())
+    .unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(uses[0].executions, 8, "{uses:?}");
+}
