@@ -210,7 +210,10 @@ fn the_write_position_asked_after_every_batch_is_prepared_once_per_connection() 
     for _ in 0..8 {
         tokens.push(service.consistency_token().unwrap().expect("a token"));
     }
-    assert!(tokens.windows(2).all(|pair| pair[0] <= pair[1]), "{tokens:?}");
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{tokens:?}"
+    );
     #[derive(QueryableByName, Debug)]
     struct Use {
         #[diesel(sql_type = BigInt)]
@@ -226,4 +229,101 @@ fn the_write_position_asked_after_every_batch_is_prepared_once_per_connection() 
     .unwrap();
     assert_eq!(uses.len(), 1, "{uses:?}");
     assert_eq!(uses[0].executions, 8, "{uses:?}");
+}
+
+#[test]
+fn the_patches_a_batch_statement_did_not_write_are_decided_together_in_one_transaction() {
+    use std::sync::{Arc, Mutex};
+
+    use books_adapters::PostgresBookRepository;
+    use books_domain::{BookField, BookId, BookService, TargetedPatch};
+    use diesel::connection::{Connection, InstrumentationEvent};
+
+    let database = books_local_postgres::testing::TestDatabase::new();
+    let pool = crate::fixtures::one_session(&database);
+    let service = BookService::new(PostgresBookRepository::new(pool.clone()));
+    let books: Vec<_> = (0..5)
+        .map(|i| {
+            let title = format!("Book {i}");
+            let input = BookInput::default()
+                .with(BookField::Title, title.as_str())
+                .with(BookField::Author, "Anonymous")
+                .with(BookField::Genre, "Old");
+            service
+                .create_book(&books_domain::NewBook::parse(&input).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let genre =
+        |name: &str| BookPatch::parse(&BookInput::default().with(BookField::Genre, name)).unwrap();
+    let target = |i: usize, patch: BookPatch, check: VersionCheck| TargetedPatch {
+        id: books[i].id(),
+        patch,
+        check,
+    };
+    let version = books[0].version();
+    let patches = vec![
+        // Written by the batch's statement.
+        target(0, genre("New"), VersionCheck::Any),
+        // Change nothing: a client's retry, a value already set.
+        target(1, genre("Old"), VersionCheck::Any),
+        target(2, genre("Old"), VersionCheck::OneOf(vec![version])),
+        // At a version not allowed.
+        target(3, genre("New"), VersionCheck::OneOf(vec![version.next()])),
+        // An If-Match of two versions, the statement cannot say: written under the lock.
+        target(
+            4,
+            genre("New"),
+            VersionCheck::OneOf(vec![version, version.next()]),
+        ),
+        // A book that does not exist.
+        TargetedPatch {
+            id: BookId::new(1_000_000).unwrap(),
+            patch: genre("New"),
+            check: VersionCheck::Any,
+        },
+    ];
+    let transactions = Arc::new(Mutex::new(0));
+    {
+        let counted = transactions.clone();
+        pool.get()
+            .unwrap()
+            .set_instrumentation(move |event: InstrumentationEvent<'_>| {
+                if matches!(event, InstrumentationEvent::BeginTransaction { .. }) {
+                    *counted.lock().unwrap() += 1;
+                }
+            });
+    }
+    let outcomes = service.patch_books(&patches);
+    // One by one, each of the five would have taken a transaction of its own.
+    assert_eq!(*transactions.lock().unwrap(), 1);
+    let genre_of = |i: usize| {
+        outcomes[i]
+            .as_ref()
+            .map(|book| (book.genre().map(|g| g.as_str().to_owned()), book.version()))
+    };
+    assert_eq!(genre_of(0).unwrap(), (Some("New".into()), version.next()));
+    assert_eq!(genre_of(1).unwrap(), (Some("Old".into()), version));
+    assert_eq!(genre_of(2).unwrap(), (Some("Old".into()), version));
+    assert!(
+        matches!(&outcomes[3], Err(WriteBookError::VersionMismatch { current, .. }) if *current == version),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(genre_of(4).unwrap(), (Some("New".into()), version.next()));
+    assert!(
+        matches!(&outcomes[5], Err(WriteBookError::NotFound(_))),
+        "{:?}",
+        outcomes[5]
+    );
+    // What was answered is what is stored.
+    for (i, book) in books.iter().enumerate() {
+        let stored = service.get_book(book.id()).unwrap();
+        let expected = if matches!(i, 0 | 4) { "New" } else { "Old" };
+        assert_eq!(
+            stored.genre().map(|g| g.as_str()),
+            Some(expected),
+            "book {i}"
+        );
+    }
 }
