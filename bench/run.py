@@ -282,6 +282,8 @@ def wrk(url, connections, seconds, work, script=""):
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    # wrk's percentiles are corrected for coordinated omission (bench/README.md): its p99 weighs
+    # each long stall as the requests a connection would have sent during it.
     p99 = duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     non2xx = int(re.search(r"NON2XX (\d+)", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
